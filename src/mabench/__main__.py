@@ -1,0 +1,3 @@
+from mabench.cli import main
+
+raise SystemExit(main())
