@@ -1,0 +1,169 @@
+"""The aggregate tables: explicit Arrow schemas for ``runs``, ``agents`` and ``calls``.
+
+Every study (ours, or an imported legacy dataset such as TR110) lands in these three Parquet
+files, so the statistics and the report read one shape. Each field carries a description in
+its Arrow metadata; ``describe()`` renders them for the README. What a source never measured
+(for example TR110's solo phase) is null, never zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"description": doc})
+
+
+_KEY = [
+    _f("study", pa.string(), "study name (results/<study>/)", False),
+    _f("source", pa.string(), "who measured it: 'mabench' or a legacy dataset such as 'tr110'", False),
+    _f("config_id", pa.string(), "configuration id, e.g. test001", False),
+    _f("scenario", pa.string(), "scenario, e.g. baseline_vs_chimera, chimera_hetero, chimera_homo", False),
+    _f("run_index", pa.int32(), "run number within the config, from 1", False),
+]
+
+RUNS_SCHEMA = pa.schema(
+    [
+        *_KEY,
+        _f("attempt", pa.int32(), "Snakemake attempt that produced the record (1 = first try)"),
+        _f("started_at", _TS, "run start (UTC)"),
+        _f("finished_at", _TS, "run end (UTC)"),
+        _f("coordinator", pa.string(), "asyncio or threads"),
+        _f("phase_order", pa.string(), "order of the measured phases, e.g. 'solo,concurrent'"),
+        _f("topology", pa.string(), "dedicated (one server per agent), shared or mixed"),
+        _f("n_agents", pa.int32(), "number of agents"),
+        _f("n_servers", pa.int32(), "number of distinct servers the agents used"),
+        _f("model", pa.string(), "model name(s), '+'-joined when agents differ"),
+        _f("backend", pa.string(), "embedded, ollama or external"),
+        _f("concurrent_wall_s", pa.float64(), "wall time of the concurrent phase (s)"),
+        _f("concurrent_sum_s", pa.float64(), "sum of agent wall times in the concurrent phase (s)"),
+        _f("solo_sum_s", pa.float64(), "sum of agent wall times in the solo phase (s); null if not measured"),
+        _f("seed_speedup", pa.float64(), "concurrent_sum_s / concurrent_wall_s (the original study's 'speedup')"),
+        _f("seed_efficiency", pa.float64(), "100 * seed_speedup / n_agents (%)"),
+        _f("true_speedup", pa.float64(), "solo_sum_s / concurrent_wall_s"),
+        _f("true_efficiency", pa.float64(), "100 * true_speedup / n_agents (%)"),
+        _f("coordination_overhead_ms", pa.float64(), "concurrent wall minus the longest agent span in it (ms)"),
+        _f("throughput_delta", pa.float64(), "collector minus insight concurrent throughput (tok/s)"),
+        _f("ttft_delta_ms", pa.float64(), "collector minus insight concurrent mean TTFT (ms)"),
+        _f("contention_legacy", pa.bool_(), "seed_speedup < legacy threshold (the original code's rule)"),
+        _f("contention_ttft", pa.bool_(), "some agent's concurrent TTFT > its solo TTFT + threshold ms"),
+        _f("contention_throughput", pa.bool_(), "some agent's concurrent tok/s < X % of its solo tok/s"),
+        _f("isolation_verified", pa.bool_(), "every server had no model loaded after the forced unload"),
+        _f("n_calls", pa.int32(), "LLM calls in the run (both phases)"),
+        _f("n_errors", pa.int32(), "calls that failed"),
+        _f("hostname", pa.string(), "machine that ran the harness"),
+        _f("cpu_model", pa.string(), "CPU model"),
+        _f("cpu_count", pa.int32(), "logical CPUs"),
+        _f("gpus", pa.string(), "GPUs seen by nvidia-smi, ';'-joined; empty if none"),
+        _f("server_version", pa.string(), "server /api/version answer(s), ';'-joined"),
+        _f("mabench_version", pa.string(), "harness version"),
+        _f("git_commit", pa.string(), "commit of the harness checkout, if any"),
+        _f("config_hash", pa.string(), "sha256 of the resolved config entry"),
+        _f("record_path", pa.string(), "run record the row came from"),
+    ]
+)
+
+AGENTS_SCHEMA = pa.schema(
+    [
+        *_KEY,
+        _f("agent", pa.string(), "agent name, e.g. collector", False),
+        _f("workload", pa.string(), "workload (prompt set) the agent ran"),
+        _f("server", pa.string(), "server name the agent used"),
+        _f("model", pa.string(), "model name"),
+        _f("options_json", pa.string(), "the agent's model options as JSON"),
+        _f("n_calls", pa.int32(), "calls per phase"),
+        _f("solo_wall_s", pa.float64(), "agent wall time alone (s)"),
+        _f("concurrent_wall_s", pa.float64(), "agent wall time in the concurrent phase (s)"),
+        _f("slowdown", pa.float64(), "concurrent_wall_s / solo_wall_s"),
+        _f("solo_tps", pa.float64(), "server eval tok/s alone: sum eval_count / sum eval_duration"),
+        _f("concurrent_tps", pa.float64(), "server eval tok/s in the concurrent phase"),
+        _f("solo_client_tps", pa.float64(), "client-observed decode tok/s alone"),
+        _f("concurrent_client_tps", pa.float64(), "client-observed decode tok/s, concurrent"),
+        _f("solo_ttft_ms", pa.float64(), "mean client TTFT of the agent's calls alone (ms)"),
+        _f("concurrent_ttft_ms", pa.float64(), "mean client TTFT, concurrent (ms)"),
+        _f("solo_load_ms", pa.float64(), "mean server load_duration alone (ms)"),
+        _f("concurrent_load_ms", pa.float64(), "mean server load_duration, concurrent (ms)"),
+        _f("solo_prompt_eval_ms", pa.float64(), "mean server prompt_eval_duration alone (ms)"),
+        _f("concurrent_prompt_eval_ms", pa.float64(), "mean server prompt_eval_duration, concurrent (ms)"),
+        _f("solo_eval_count", pa.int64(), "tokens generated alone"),
+        _f("concurrent_eval_count", pa.int64(), "tokens generated, concurrent"),
+    ]
+)
+
+CALLS_SCHEMA = pa.schema(
+    [
+        *_KEY,
+        _f("phase", pa.string(), "solo or concurrent", False),
+        _f("agent", pa.string(), "agent name", False),
+        _f("call_index", pa.int32(), "position of the call in the agent's workload, from 0", False),
+        _f("server", pa.string(), "server name"),
+        _f("url", pa.string(), "server URL"),
+        _f("model", pa.string(), "model name"),
+        _f("endpoint", pa.string(), "chat or generate"),
+        _f("options_json", pa.string(), "options sent, as JSON"),
+        _f("prompt_chars", pa.int32(), "characters of prompt sent"),
+        _f("t_sent_s", pa.float64(), "request sent, seconds from the run's clock origin"),
+        _f("t_first_token_s", pa.float64(), "first non-empty token received (s from origin)"),
+        _f("t_done_s", pa.float64(), "final chunk received (s from origin)"),
+        _f("client_ttft_ms", pa.float64(), "first non-empty token minus request sent (ms)"),
+        _f("client_wall_ms", pa.float64(), "final chunk minus request sent (ms)"),
+        _f("client_decode_tps", pa.float64(), "(eval_count - 1) / (last token - first token), tok/s"),
+        _f("total_ms", pa.float64(), "server total_duration (ms)"),
+        _f("load_ms", pa.float64(), "server load_duration (ms)"),
+        _f("prompt_eval_count", pa.int64(), "prompt tokens evaluated"),
+        _f("prompt_eval_ms", pa.float64(), "server prompt_eval_duration (ms)"),
+        _f("eval_count", pa.int64(), "tokens generated"),
+        _f("eval_ms", pa.float64(), "server eval_duration (ms)"),
+        _f("server_tps", pa.float64(), "eval_count / eval_duration (tok/s)"),
+        _f("done_reason", pa.string(), "stop, length, or null on error"),
+        _f("error_kind", pa.string(), "error class if the call failed"),
+        _f("error_message", pa.string(), "error message if the call failed"),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "agents": AGENTS_SCHEMA, "calls": CALLS_SCHEMA}
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly ``schema``'s columns; missing keys become null."""
+    extra = {k for row in rows for k in row} - set(schema.names)
+    if extra:
+        raise ValueError(f"rows have columns not in the schema: {sorted(extra)}")
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write Parquet atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_table(path: str | Path, name: str) -> pa.Table:
+    """Read a Parquet table and check it has the schema ``SCHEMAS[name]``."""
+    table = pq.read_table(path)
+    expected = SCHEMAS[name]
+    if not table.schema.equals(expected, check_metadata=False):
+        raise ValueError(
+            f"{path}: schema differs from the {name!r} table schema; regenerate it with the "
+            "aggregate rule (snakemake --forcerun aggregate)"
+        )
+    return table
+
+
+def describe(name: str) -> str:
+    """A Markdown table of one schema's columns (used to keep the README honest)."""
+    lines = ["| column | type | description |", "|---|---|---|"]
+    for fld in SCHEMAS[name]:
+        doc = (fld.metadata or {}).get(b"description", b"").decode()
+        lines.append(f"| `{fld.name}` | {fld.type} | {doc} |")
+    return "\n".join(lines)
