@@ -98,7 +98,12 @@ class Span:
 
 @dataclass(frozen=True)
 class LoadRecord:
-    """Step 3 of the protocol: one agent's model loaded with its options."""
+    """Step 3 of the protocol: one agent's model loaded with its options, then warmed up.
+
+    The warm-up is one unmeasured one-token call through the run's coordinator, so one-time
+    costs (first connection, first decode, interpreter warm-up) do not land on whichever
+    measured phase happens to come first.
+    """
 
     agent: str
     server: str
@@ -106,6 +111,7 @@ class LoadRecord:
     options: dict[str, Any]
     load_duration_ns: int
     wall_ns: int
+    warmup_wall_ns: int
 
 
 @dataclass(frozen=True)
@@ -317,7 +323,9 @@ def _build(tp: Any, value: Any) -> Any:
         return _build(args[0], value)
     if is_dataclass(tp):
         hints = get_type_hints(tp)
-        return tp(**{f.name: _build(hints[f.name], value[f.name]) for f in fields(tp) if f.name in value})
+        return tp(
+            **{f.name: _build(hints[f.name], value[f.name]) for f in fields(tp) if f.name in value}
+        )
     return value
 
 

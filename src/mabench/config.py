@@ -1,0 +1,426 @@
+"""Study configuration: load, validate (JSON schema, then cross-references), fill defaults.
+
+Every mistake in a study file is found here, before any server starts or any job runs, and
+reported as a :class:`ConfigError` naming the key (``configs[3].options.insight.num_ctx``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mabench.api_types import Options, OptionsError
+
+BUNDLED_PROMPTS = "prompts"
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot be run; the message names the key and the fix."""
+
+
+@cache
+def config_schema() -> dict[str, Any]:
+    text = resources.files("mabench").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def schema_path() -> Path:
+    """Filesystem path of the config schema (Snakemake's ``validate`` wants a path)."""
+    return Path(str(resources.files("mabench").joinpath("schemas/config.schema.yaml")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed study
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    prompt: Path
+    num_predict: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    calls: tuple[CallSpec, ...]
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    port: int | None = None  # None: pick a free port (embedded / ollama)
+    url: str | None = None  # external servers only
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    workload: str
+    server: str
+    model: str
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    id: str
+    scenario: str
+    coordinator: str
+    agents: tuple[AgentSpec, ...]
+    options: dict[str, Options]
+    description: str = ""
+
+    def agent_options(self, agent: str) -> Options:
+        return self.options.get(agent, Options())
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    runs: int
+    model: str
+    endpoint: str
+    phase_order: str
+    seed: int
+    backend: dict[str, Any]
+    servers: tuple[ServerSpec, ...]
+    timeouts: dict[str, float]
+    retries: int
+    workloads: dict[str, Workload]
+    corpus: dict[str, Any]
+    contention: dict[str, float]
+    report: dict[str, Any]
+    configs: tuple[ConfigSpec, ...]
+    raw: dict[str, Any] = field(repr=False)
+    base_dir: Path = field(repr=False, default=Path("."))
+
+    @property
+    def backend_kind(self) -> str:
+        return self.backend["kind"]
+
+    @property
+    def config_ids(self) -> list[str]:
+        return [c.id for c in self.configs]
+
+    def config(self, config_id: str) -> ConfigSpec:
+        for c in self.configs:
+            if c.id == config_id:
+                return c
+        known = ", ".join(self.config_ids)
+        raise ConfigError(f"study {self.name!r} has no config {config_id!r} (known: {known})")
+
+    def server(self, name: str) -> ServerSpec:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise ConfigError(f"study {self.name!r} has no server {name!r}")
+
+    def phase_order_for(self, run_index: int) -> list[str]:
+        """The measured phases of one run, in order (``alternate`` flips with the run index)."""
+        if self.phase_order == "solo_first":
+            return ["solo", "concurrent"]
+        if self.phase_order == "concurrent_first":
+            return ["concurrent", "solo"]
+        return ["solo", "concurrent"] if run_index % 2 == 1 else ["concurrent", "solo"]
+
+    def measurement_fingerprint(self, config_id: str) -> dict[str, Any]:
+        """Everything that changes what a run of ``config_id`` measures, and nothing else.
+
+        Report settings, retries and the like are left out, so changing them never re-runs a
+        measurement; prompt *contents* are included, so editing a prompt does.
+        """
+        cfg = self.config(config_id)
+        workloads = {a.workload for a in cfg.agents}
+        return {
+            "config": {
+                "id": cfg.id,
+                "scenario": cfg.scenario,
+                "coordinator": cfg.coordinator,
+                "agents": [vars(a) for a in cfg.agents],
+                "options": {k: v.to_dict() for k, v in sorted(cfg.options.items())},
+            },
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "seed": self.seed,
+            "backend": {k: v for k, v in self.backend.items() if k != "startup_timeout_s"},
+            "servers": [vars(s) for s in self.servers if s.name in {a.server for a in cfg.agents}],
+            "workloads": {
+                name: {
+                    "system": self.workloads[name].system,
+                    "calls": [
+                        {
+                            "prompt": c.prompt.read_text(encoding="utf-8"),
+                            "num_predict": c.num_predict,
+                        }
+                        for c in self.workloads[name].calls
+                    ],
+                }
+                for name in sorted(workloads)
+            },
+            "corpus": self.corpus,
+            "contention": self.contention,
+            "timeouts": self.timeouts,
+        }
+
+    def config_hash(self, config_id: str) -> str:
+        blob = json.dumps(self.measurement_fingerprint(config_id), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_study(path: str | Path) -> Study:
+    """Read, validate and type a study file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"study config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return study_from_dict(data, base_dir=path.parent, source=str(path))
+
+
+def study_from_dict(data: Any, base_dir: Path = Path("."), source: str = "config") -> Study:
+    """Validate a config mapping (as Snakemake's ``config``) and build the typed study."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study config must be a mapping, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    schema = config_schema()
+    _check_schema(data, schema, source)
+    apply_defaults(data, schema)
+    try:
+        return _build_study(data, Path(base_dir))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _key_path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _check_schema(data: dict[str, Any], schema: dict[str, Any], source: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(data))
+    if not errors:
+        return
+    # Report the most specific error first; list a few more so one run fixes several typos.
+    errors.sort(key=lambda e: (-len(e.absolute_path), _key_path(e.absolute_path)))
+    lines = []
+    for err in errors[:5]:
+        best = jsonschema.exceptions.best_match([err])
+        where = _key_path(best.absolute_path)
+        lines.append(f"{where}: {_explain(best)}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    raise ConfigError(f"{source}: invalid study config{more}:\n  " + "\n  ".join(lines))
+
+
+def _explain(err: Any) -> str:
+    if err.validator == "additionalProperties":
+        return err.message.replace("Additional properties are not allowed", "unknown key(s)")
+    if err.validator == "oneOf":
+        return f"{err.instance!r} is not valid here ({err.schema.get('description', 'see schema')})"
+    return err.message
+
+
+def apply_defaults(data: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> None:
+    """Fill ``default`` values from the schema, recursively (objects, array items, maps)."""
+    root = root or schema
+    if "$ref" in schema:
+        ref = schema["$ref"].split("/")[-1]
+        schema = root["$defs"][ref]
+    if isinstance(data, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in data and "default" in sub:
+                data[key] = copy.deepcopy(sub["default"])
+            if key in data:
+                apply_defaults(data[key], sub, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, value in data.items():
+                if key not in schema.get("properties", {}):
+                    apply_defaults(value, extra, root)
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for item in data:
+            apply_defaults(item, schema["items"], root)
+
+
+def _resolve_prompt(name: str, base_dir: Path, where: str) -> Path:
+    candidate = (base_dir / name).resolve()
+    if candidate.is_file():
+        return candidate
+    bundled = Path(str(resources.files("mabench").joinpath(BUNDLED_PROMPTS, name)))
+    if bundled.is_file():
+        return bundled
+    raise ConfigError(
+        f"{where}: prompt template {name!r} not found (looked in {base_dir} and in the bundled "
+        f"prompts {bundled.parent})"
+    )
+
+
+def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
+    backend = data["backend"]
+    kind = backend["kind"]
+
+    servers: list[ServerSpec] = []
+    seen_ports: dict[int, str] = {}
+    for i, s in enumerate(data["servers"]):
+        where = f"servers[{i}]"
+        if any(x.name == s["name"] for x in servers):
+            raise ConfigError(f"{where}.name: duplicate server name {s['name']!r}")
+        port = None if s.get("port", "auto") == "auto" else int(s["port"])
+        if kind == "external":
+            if not s.get("url"):
+                raise ConfigError(
+                    f"{where}.url: backend.kind is external, so every server needs a url"
+                )
+            if "port" in s and s["port"] != "auto":
+                raise ConfigError(f"{where}.port: external servers are given by url, not port")
+        elif s.get("url"):
+            raise ConfigError(
+                f"{where}.url: only external servers take a url (backend.kind is {kind}); "
+                "give a port, or set backend.kind: external"
+            )
+        if port is not None:
+            if port in seen_ports:
+                raise ConfigError(
+                    f"{where}.port: port {port} is also used by server {seen_ports[port]!r}"
+                )
+            seen_ports[port] = s["name"]
+        servers.append(ServerSpec(name=s["name"], port=port, url=(s.get("url") or None)))
+    server_names = {s.name for s in servers}
+
+    workloads: dict[str, Workload] = {}
+    for name, w in data["workloads"].items():
+        calls = tuple(
+            CallSpec(
+                prompt=_resolve_prompt(
+                    c["prompt"], base_dir, f"workloads.{name}.calls[{j}].prompt"
+                ),
+                num_predict=int(c["num_predict"]),
+            )
+            for j, c in enumerate(w["calls"])
+        )
+        workloads[name] = Workload(name=name, calls=calls, system=w.get("system"))
+
+    def roster(items: list[dict[str, Any]], where: str) -> tuple[AgentSpec, ...]:
+        agents: list[AgentSpec] = []
+        for j, a in enumerate(items):
+            here = f"{where}[{j}]"
+            if any(x.name == a["name"] for x in agents):
+                raise ConfigError(f"{here}.name: duplicate agent name {a['name']!r}")
+            if a["workload"] not in workloads:
+                known = ", ".join(sorted(workloads))
+                raise ConfigError(
+                    f"{here}.workload: unknown workload {a['workload']!r} (known: {known})"
+                )
+            if a["server"] not in server_names:
+                known = ", ".join(sorted(server_names))
+                raise ConfigError(
+                    f"{here}.server: unknown server {a['server']!r} (servers: {known})"
+                )
+            agents.append(
+                AgentSpec(
+                    name=a["name"],
+                    workload=a["workload"],
+                    server=a["server"],
+                    model=a.get("model", data["model"]),
+                )
+            )
+        return tuple(agents)
+
+    default_roster = roster(data["agents"], "agents")
+
+    configs: list[ConfigSpec] = []
+    scenarios = data["scenarios"]
+    for i, c in enumerate(data["configs"]):
+        where = f"configs[{i}]"
+        if any(x.id == c["id"] for x in configs):
+            raise ConfigError(f"{where}.id: duplicate config id {c['id']!r}")
+        if c["scenario"] not in scenarios:
+            raise ConfigError(
+                f"{where}.scenario: unknown scenario {c['scenario']!r} (declared scenarios: "
+                f"{', '.join(scenarios)}; add it to `scenarios` if it is new)"
+            )
+        agents = roster(c["agents"], f"{where}.agents") if "agents" in c else default_roster
+        agent_names = {a.name for a in agents}
+        options: dict[str, Options] = {}
+        for agent, opts in c.get("options", {}).items():
+            if agent not in agent_names:
+                raise ConfigError(
+                    f"{where}.options.{agent}: no agent {agent!r} in this config "
+                    f"(agents: {', '.join(sorted(agent_names))})"
+                )
+            try:
+                options[agent] = Options.from_mapping(opts, unknown="error")
+            except OptionsError as exc:
+                raise ConfigError(f"{where}.options.{agent}: {exc.message}") from None
+            if options[agent].num_predict is not None:
+                raise ConfigError(
+                    f"{where}.options.{agent}.num_predict: set num_predict per call in `workloads`, "
+                    "not per agent"
+                )
+        configs.append(
+            ConfigSpec(
+                id=c["id"],
+                scenario=c["scenario"],
+                coordinator=c.get("coordinator", data["coordinator"]),
+                agents=agents,
+                options=options,
+                description=c.get("description", ""),
+            )
+        )
+
+    for name, path in backend.get("models", {}).items():
+        if kind != "embedded":
+            raise ConfigError(
+                f"backend.models.{name}: extra GGUF files are for the embedded backend only"
+            )
+        if not (base_dir / path).is_file():
+            raise ConfigError(f"backend.models.{name}: GGUF file {base_dir / path} does not exist")
+
+    corpus = dict(data["corpus"])
+    if corpus.get("path") is not None:
+        cpath = (base_dir / corpus["path"]).resolve()
+        if not cpath.is_dir():
+            raise ConfigError(f"corpus.path: {cpath} is not a folder")
+        corpus["path"] = str(cpath)
+
+    return Study(
+        name=data["study"],
+        description=data["description"],
+        runs=int(data["runs"]),
+        model=data["model"],
+        endpoint=data["endpoint"],
+        phase_order=data["phase_order"],
+        seed=int(data["seed"]),
+        backend=backend,
+        servers=tuple(servers),
+        timeouts={k: float(v) for k, v in data["timeouts"].items()},
+        retries=int(data["retries"]),
+        workloads=workloads,
+        corpus=corpus,
+        contention={k: float(v) for k, v in data["contention"].items()},
+        report=data["report"],
+        configs=tuple(configs),
+        raw=data,
+        base_dir=base_dir,
+    )
