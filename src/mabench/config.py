@@ -103,6 +103,12 @@ class Study:
     configs: tuple[ConfigSpec, ...]
     raw: dict[str, Any] = field(repr=False)
     base_dir: Path = field(repr=False, default=Path("."))
+    import_: dict[str, Any] | None = None
+
+    @property
+    def imported(self) -> bool:
+        """True for a study that imports a legacy dataset instead of measuring."""
+        return self.import_ is not None
 
     @property
     def backend_kind(self) -> str:
@@ -351,7 +357,7 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
 
     configs: list[ConfigSpec] = []
     scenarios = data["scenarios"]
-    for i, c in enumerate(data["configs"]):
+    for i, c in enumerate(data.get("configs", [])):
         where = f"configs[{i}]"
         if any(x.id == c["id"] for x in configs):
             raise ConfigError(f"{where}.id: duplicate config id {c['id']!r}")
@@ -423,4 +429,18 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
         configs=tuple(configs),
         raw=data,
         base_dir=base_dir,
+        import_=_import_settings(data, base_dir),
     )
+
+
+def _import_settings(data: dict[str, Any], base_dir: Path) -> dict[str, Any] | None:
+    settings = data.get("import")
+    if settings is None:
+        return None
+    settings = dict(settings)
+    if settings.get("path") is not None:
+        path = (base_dir / settings["path"]).resolve()
+        if not path.is_dir():
+            raise ConfigError(f"import.path: {path} is not a folder")
+        settings["path"] = str(path)
+    return settings

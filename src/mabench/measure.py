@@ -60,8 +60,9 @@ def measure(
     """Acquire the servers, run the protocol, write the record; on failure write a report and re-raise."""
     config = study.config(config_id)
     try:
-        urls = pool.acquire()
-        record = execute_run(study, config_id, run_index, urls, attempt=attempt)
+        with pool.exclusive():
+            urls = pool.acquire()
+            record = execute_run(study, config_id, run_index, urls, attempt=attempt)
         errors = [c for c in record.calls if c.error is not None]
         if errors:  # execute_run raises on failed calls; this guards the invariant
             raise MabenchError(f"{len(errors)} call(s) failed in a run that did not raise")

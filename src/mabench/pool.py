@@ -173,6 +173,18 @@ class ServerPool:
 
     # -- public --------------------------------------------------------------------------
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the study's bench slot: no two measurements (runs, unloads) ever overlap,
+        whatever the scheduler does (the profile's ``bench_slot=1`` is the first line of defence)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "bench.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def acquire(self, names: list[str] | None = None) -> dict[str, str]:
         """URLs of the study's servers (``names``: only these must be up), starting them if needed."""
         wanted = [s for s in self.study.servers if names is None or s.name in names]

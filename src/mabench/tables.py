@@ -22,9 +22,19 @@ def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Fie
 
 _KEY = [
     _f("study", pa.string(), "study name (results/<study>/)", False),
-    _f("source", pa.string(), "who measured it: 'mabench' or a legacy dataset such as 'tr110'", False),
+    _f(
+        "source",
+        pa.string(),
+        "who measured it: 'mabench' or a legacy dataset such as 'tr110'",
+        False,
+    ),
     _f("config_id", pa.string(), "configuration id, e.g. test001", False),
-    _f("scenario", pa.string(), "scenario, e.g. baseline_vs_chimera, chimera_hetero, chimera_homo", False),
+    _f(
+        "scenario",
+        pa.string(),
+        "scenario, e.g. baseline_vs_chimera, chimera_hetero, chimera_homo",
+        False,
+    ),
     _f("run_index", pa.int32(), "run number within the config, from 1", False),
 ]
 
@@ -43,18 +53,50 @@ RUNS_SCHEMA = pa.schema(
         _f("backend", pa.string(), "embedded, ollama or external"),
         _f("concurrent_wall_s", pa.float64(), "wall time of the concurrent phase (s)"),
         _f("concurrent_sum_s", pa.float64(), "sum of agent wall times in the concurrent phase (s)"),
-        _f("solo_sum_s", pa.float64(), "sum of agent wall times in the solo phase (s); null if not measured"),
-        _f("seed_speedup", pa.float64(), "concurrent_sum_s / concurrent_wall_s (the original study's 'speedup')"),
+        _f(
+            "solo_sum_s",
+            pa.float64(),
+            "sum of agent wall times in the solo phase (s); null if not measured",
+        ),
+        _f(
+            "seed_speedup",
+            pa.float64(),
+            "concurrent_sum_s / concurrent_wall_s (the original study's 'speedup')",
+        ),
         _f("seed_efficiency", pa.float64(), "100 * seed_speedup / n_agents (%)"),
         _f("true_speedup", pa.float64(), "solo_sum_s / concurrent_wall_s"),
         _f("true_efficiency", pa.float64(), "100 * true_speedup / n_agents (%)"),
-        _f("coordination_overhead_ms", pa.float64(), "concurrent wall minus the longest agent span in it (ms)"),
-        _f("throughput_delta", pa.float64(), "collector minus insight concurrent throughput (tok/s)"),
+        _f(
+            "coordination_overhead_ms",
+            pa.float64(),
+            "concurrent wall minus the longest agent span in it (ms)",
+        ),
+        _f(
+            "throughput_delta",
+            pa.float64(),
+            "collector minus insight concurrent throughput (tok/s)",
+        ),
         _f("ttft_delta_ms", pa.float64(), "collector minus insight concurrent mean TTFT (ms)"),
-        _f("contention_legacy", pa.bool_(), "seed_speedup < legacy threshold (the original code's rule)"),
-        _f("contention_ttft", pa.bool_(), "some agent's concurrent TTFT > its solo TTFT + threshold ms"),
-        _f("contention_throughput", pa.bool_(), "some agent's concurrent tok/s < X % of its solo tok/s"),
-        _f("isolation_verified", pa.bool_(), "every server had no model loaded after the forced unload"),
+        _f(
+            "contention_legacy",
+            pa.bool_(),
+            "seed_speedup < legacy threshold (the original code's rule)",
+        ),
+        _f(
+            "contention_ttft",
+            pa.bool_(),
+            "some agent's concurrent TTFT > its solo TTFT + threshold ms",
+        ),
+        _f(
+            "contention_throughput",
+            pa.bool_(),
+            "some agent's concurrent tok/s < X % of its solo tok/s",
+        ),
+        _f(
+            "isolation_verified",
+            pa.bool_(),
+            "every server had no model loaded after the forced unload",
+        ),
         _f("n_calls", pa.int32(), "LLM calls in the run (both phases)"),
         _f("n_errors", pa.int32(), "calls that failed"),
         _f("hostname", pa.string(), "machine that ran the harness"),
@@ -90,7 +132,11 @@ AGENTS_SCHEMA = pa.schema(
         _f("solo_load_ms", pa.float64(), "mean server load_duration alone (ms)"),
         _f("concurrent_load_ms", pa.float64(), "mean server load_duration, concurrent (ms)"),
         _f("solo_prompt_eval_ms", pa.float64(), "mean server prompt_eval_duration alone (ms)"),
-        _f("concurrent_prompt_eval_ms", pa.float64(), "mean server prompt_eval_duration, concurrent (ms)"),
+        _f(
+            "concurrent_prompt_eval_ms",
+            pa.float64(),
+            "mean server prompt_eval_duration, concurrent (ms)",
+        ),
         _f("solo_eval_count", pa.int64(), "tokens generated alone"),
         _f("concurrent_eval_count", pa.int64(), "tokens generated, concurrent"),
     ]
@@ -113,7 +159,11 @@ CALLS_SCHEMA = pa.schema(
         _f("t_done_s", pa.float64(), "final chunk received (s from origin)"),
         _f("client_ttft_ms", pa.float64(), "first non-empty token minus request sent (ms)"),
         _f("client_wall_ms", pa.float64(), "final chunk minus request sent (ms)"),
-        _f("client_decode_tps", pa.float64(), "(eval_count - 1) / (last token - first token), tok/s"),
+        _f(
+            "client_decode_tps",
+            pa.float64(),
+            "(eval_count - 1) / (last token - first token), tok/s",
+        ),
         _f("total_ms", pa.float64(), "server total_duration (ms)"),
         _f("load_ms", pa.float64(), "server load_duration (ms)"),
         _f("prompt_eval_count", pa.int64(), "prompt tokens evaluated"),
@@ -127,7 +177,11 @@ CALLS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "agents": AGENTS_SCHEMA, "calls": CALLS_SCHEMA}
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": RUNS_SCHEMA,
+    "agents": AGENTS_SCHEMA,
+    "calls": CALLS_SCHEMA,
+}
 
 
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

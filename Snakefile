@@ -1,0 +1,39 @@
+# mabench: concurrent multi-agent LLM benchmark, reproducing and correcting TR114.
+#
+#   snakemake                                            # the full study (config.yaml)
+#   snakemake --configfile workflow/studies/smoke.yaml   # another study, self-contained
+#
+# DAG: servers (started on demand) -> unload (per config) -> run (per config x run)
+#      -> aggregate -> statistics -> figures -> technical report.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A study file given with --configfile replaces config.yaml instead of merging into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+if STUDY.imported:
+
+    include: "workflow/rules/import.smk"
+
+else:
+
+    include: "workflow/rules/measure.smk"
+    include: "workflow/rules/aggregate.smk"
+
+
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

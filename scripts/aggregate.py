@@ -1,0 +1,10 @@
+"""Rule `aggregate`: run records -> runs/agents/calls/failures Parquet tables."""
+
+from pathlib import Path
+
+from mabench import pipeline
+from mabench.aggregate import aggregate
+
+with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    aggregate(sm.input.records, Path(sm.output.runs).parent, failures_dir=sm.params.failures_dir)

@@ -1,0 +1,126 @@
+"""What the Snakemake rules do, as plain functions (the rule scripts only unpack ``snakemake``).
+
+Paths of one study's outputs are defined once here (:class:`StudyPaths`) and used by the
+workflow's ``common.smk``, the steps and the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mabench.client import OllamaClient, Timeouts
+from mabench.config import Study, study_from_dict
+from mabench.isolation import force_unload
+from mabench.pool import ServerPool
+from mabench.records import write_json_atomic
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where everything of one study lives, under ``results/<study>/``."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, study: str, results: str | Path = "results") -> StudyPaths:
+        return cls(Path(results) / study)
+
+    def record(self, config_id: str, run_index: int | str) -> Path:
+        return self.root / "runs" / config_id / f"run_{run_index}.json"
+
+    def unload(self, config_id: str) -> Path:
+        return self.root / "unload" / f"{config_id}.json"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def failures(self) -> Path:
+        return self.root / "failures"
+
+    @property
+    def servers(self) -> Path:
+        return self.root / "servers"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+@contextmanager
+def script_logging(log_path: str | Path) -> Iterator[None]:
+    """Send stderr and ``logging`` of a rule script to its Snakemake log file."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
+        old = sys.stderr
+        sys.stderr = log
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            sys.stderr = old
+
+
+def load(config: Mapping[str, Any], base_dir: str | Path) -> Study:
+    return study_from_dict(dict(config), base_dir=Path(base_dir), source="config")
+
+
+def pool_for(study: Study, paths: StudyPaths) -> ServerPool:
+    return ServerPool(study, state_dir=paths.servers, log_dir=paths.logs / "servers")
+
+
+def unload_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths) -> None:
+    """The forced unload before a config's runs: every model on every server, verified."""
+    pool = pool_for(study, paths)
+    timeouts = Timeouts(**study.timeouts)
+    with pool.exclusive(), ExitStack() as stack:
+        urls = pool.acquire()
+        clients = {n: stack.enter_context(OllamaClient(u, timeouts)) for n, u in urls.items()}
+        isolation = force_unload(clients)
+    if not isolation.verified:
+        raise RuntimeError(f"models still loaded after the forced unload: {isolation.loaded_after}")
+    write_json_atomic(
+        out,
+        {
+            "study": study.name,
+            "config_id": config_id,
+            "servers": urls,
+            "loaded_before": isolation.loaded_before,
+            "loaded_after": isolation.loaded_after,
+            "verified": isolation.verified,
+        },
+    )
+    logging.getLogger(__name__).info("unloaded %s before %s", isolation.loaded_before, config_id)
+
+
+def run_step(
+    study: Study, config_id: str, run_index: int, out: str | Path, paths: StudyPaths, attempt: int
+) -> None:
+    from mabench.measure import measure
+
+    measure(
+        study,
+        config_id,
+        run_index,
+        out,
+        pool=pool_for(study, paths),
+        attempt=attempt,
+        failures_dir=paths.failures,
+    )
+
+
+def release_servers(study: Study, paths: StudyPaths) -> int:
+    """Stop the study's servers if this invocation owns them (Snakefile onsuccess/onerror)."""
+    return pool_for(study, paths).release()

@@ -1,0 +1,64 @@
+# Shared set-up: validate the study config, type it, and define paths and target lists.
+import os
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from mabench.config import ConfigError, study_from_dict
+from mabench.pipeline import StudyPaths, release_servers
+from mabench.pool import OWNER_ENV
+
+# Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file.
+_given = workflow.overwrite_configfiles
+CONFIG_DIR = os.path.relpath(Path(_given[-1]).parent if _given else Path(workflow.basedir))
+
+# Cross-reference checks first: their messages name the key (configs[3].options.insight.num_ctx).
+try:
+    STUDY = study_from_dict(config, base_dir=Path(CONFIG_DIR), source="study config")
+except ConfigError as exc:
+    raise WorkflowError(f"{exc}\nNothing was run; fix the config and try again.") from None
+
+validate(config, "../schemas/config.schema.yaml")
+
+PATHS = StudyPaths.of(STUDY.name)
+OUT = str(PATHS.root)
+RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
+
+# Servers started by jobs of this invocation live exactly as long as this process.
+os.environ[OWNER_ENV] = str(os.getpid())
+
+
+wildcard_constraints:
+    config="|".join(re.escape(c) for c in STUDY.config_ids) or "NONE",
+    run=r"[0-9]+",
+
+
+def run_records():
+    """Every run record of the study: one per config x run."""
+    return expand(OUT + "/runs/{config}/run_{run}.json", config=STUDY.config_ids, run=RUN_IDS)
+
+
+def measurement_fingerprint(wildcards):
+    """Changes when anything that a run of this config measures changes (and only then)."""
+    return STUDY.config_hash(wildcards.config)
+
+
+def attempt_number(wildcards, attempt):
+    return attempt
+
+
+def all_targets():
+    targets = [OUT + "/technical_report.md"]
+    if not STUDY.imported:
+        targets += run_records()
+    return targets
+
+
+onsuccess:
+    release_servers(STUDY, PATHS)
+
+
+onerror:
+    release_servers(STUDY, PATHS)
