@@ -12,29 +12,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from mabench.records import CONCURRENT, SOLO, CallRecord, RunRecord, read_record
-from mabench.tables import AGENTS_SCHEMA, CALLS_SCHEMA, RUNS_SCHEMA, to_table, write_table
+from mabench.tables import (
+    AGENTS_SCHEMA,
+    CALLS_SCHEMA,
+    FAILURES_SCHEMA,
+    RUNS_SCHEMA,
+    to_table,
+    write_table,
+)
 
 SOURCE = "mabench"
-
-FAILURES_SCHEMA = pa.schema(
-    [
-        pa.field("study", pa.string()),
-        pa.field("config_id", pa.string()),
-        pa.field("run_index", pa.int32()),
-        pa.field("attempt", pa.int32()),
-        pa.field("at", pa.timestamp("us", tz="UTC")),
-        pa.field("cause", pa.string()),
-        pa.field("error_type", pa.string()),
-        pa.field("phase", pa.string()),
-        pa.field("agent", pa.string()),
-        pa.field("server_url", pa.string()),
-        pa.field("message", pa.string()),
-        pa.field("report_path", pa.string()),
-    ]
-)
 
 
 def _ts(text: str) -> datetime:

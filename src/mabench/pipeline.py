@@ -19,6 +19,7 @@ from mabench.config import Study, study_from_dict
 from mabench.isolation import force_unload
 from mabench.pool import ServerPool
 from mabench.records import write_json_atomic
+from mabench.tables import FAILURES_SCHEMA, to_table, write_table
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,11 @@ def run_step(
         attempt=attempt,
         failures_dir=paths.failures,
     )
+
+
+def write_empty_failures(path: str | Path) -> None:
+    """A failures table with no rows (imported studies record no attempts)."""
+    write_table(to_table([], FAILURES_SCHEMA), path)
 
 
 def release_servers(study: Study, paths: StudyPaths) -> int:

@@ -177,6 +177,23 @@ CALLS_SCHEMA = pa.schema(
     ]
 )
 
+FAILURES_SCHEMA = pa.schema(
+    [
+        _f("study", pa.string(), "study name"),
+        _f("config_id", pa.string(), "config of the failed attempt"),
+        _f("run_index", pa.int32(), "run of the failed attempt"),
+        _f("attempt", pa.int32(), "attempt number (1 = first try; Snakemake retries add more)"),
+        _f("at", _TS, "when it failed (UTC)"),
+        _f("cause", pa.string(), "connect, timeout, http, server, protocol, or the error class"),
+        _f("error_type", pa.string(), "Python error class"),
+        _f("phase", pa.string(), "protocol step or phase: check, unload, load, solo, concurrent"),
+        _f("agent", pa.string(), "agent whose call failed, if any"),
+        _f("server_url", pa.string(), "server involved, if any"),
+        _f("message", pa.string(), "error message"),
+        _f("report_path", pa.string(), "failure report under results/<study>/failures/"),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": RUNS_SCHEMA,
     "agents": AGENTS_SCHEMA,

@@ -5,15 +5,15 @@ rule aggregate:
     input:
         records=run_records(),
     output:
-        runs=OUT + "/tables/runs.parquet",
-        agents=OUT + "/tables/agents.parquet",
-        calls=OUT + "/tables/calls.parquet",
-        failures=OUT + "/tables/failures.parquet",
+        runs="results/{study}/tables/runs.parquet",
+        agents="results/{study}/tables/agents.parquet",
+        calls="results/{study}/tables/calls.parquet",
+        failures="results/{study}/tables/failures.parquet",
     log:
-        OUT + "/logs/aggregate.log",
-    params:
-        failures_dir=OUT + "/failures",
+        "results/{study}/logs/aggregate.log",
     conda:
         "../../envs/mabench.yaml"
+    params:
+        failures_dir="results/{study}/failures",
     script:
         "../../scripts/aggregate.py"

@@ -12,18 +12,21 @@ from mabench.pool import OWNER_ENV
 
 # Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file.
 _given = workflow.overwrite_configfiles
-CONFIG_DIR = os.path.relpath(Path(_given[-1]).parent if _given else Path(workflow.basedir))
+CONFIG_DIR = os.path.relpath(
+    Path(_given[-1]).parent if _given else Path(workflow.basedir)
+)
 
 # Cross-reference checks first: their messages name the key (configs[3].options.insight.num_ctx).
 try:
     STUDY = study_from_dict(config, base_dir=Path(CONFIG_DIR), source="study config")
 except ConfigError as exc:
-    raise WorkflowError(f"{exc}\nNothing was run; fix the config and try again.") from None
+    raise WorkflowError(
+        f"{exc}\nNothing was run; fix the config and try again."
+    ) from None
 
 validate(config, "../schemas/config.schema.yaml")
 
-PATHS = StudyPaths.of(STUDY.name)
-OUT = str(PATHS.root)
+PATHS = StudyPaths.of(STUDY.name)  # results/<study>/...
 RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
 
 # Servers started by jobs of this invocation live exactly as long as this process.
@@ -31,13 +34,19 @@ os.environ[OWNER_ENV] = str(os.getpid())
 
 
 wildcard_constraints:
+    study=re.escape(STUDY.name),
     config="|".join(re.escape(c) for c in STUDY.config_ids) or "NONE",
     run=r"[0-9]+",
 
 
 def run_records():
     """Every run record of the study: one per config x run."""
-    return expand(OUT + "/runs/{config}/run_{run}.json", config=STUDY.config_ids, run=RUN_IDS)
+    return expand(
+        "results/{study}/runs/{config}/run_{run}.json",
+        study=STUDY.name,
+        config=STUDY.config_ids,
+        run=RUN_IDS,
+    )
 
 
 def measurement_fingerprint(wildcards):
@@ -50,7 +59,7 @@ def attempt_number(wildcards, attempt):
 
 
 def all_targets():
-    targets = [OUT + "/technical_report.md"]
+    targets = [f"results/{STUDY.name}/technical_report.md"]
     if not STUDY.imported:
         targets += run_records()
     return targets

@@ -4,34 +4,34 @@
 
 rule unload:
     output:
-        OUT + "/unload/{config}.json",
+        "results/{study}/unload/{config}.json",
     log:
-        OUT + "/logs/unload/{config}.log",
-    params:
-        base_dir=CONFIG_DIR,
-    resources:
-        bench_slot=1,
+        "results/{study}/logs/unload/{config}.log",
     conda:
         "../../envs/mabench.yaml"
+    resources:
+        bench_slot=1,
+    params:
+        base_dir=CONFIG_DIR,
     script:
         "../../scripts/unload.py"
 
 
 rule run:
     input:
-        unload=OUT + "/unload/{config}.json",
+        unload="results/{study}/unload/{config}.json",
     output:
-        OUT + "/runs/{config}/run_{run}.json",
+        "results/{study}/runs/{config}/run_{run}.json",
     log:
-        OUT + "/logs/runs/{config}/run_{run}.log",
-    params:
-        base_dir=CONFIG_DIR,
-        fingerprint=measurement_fingerprint,
-    resources:
-        bench_slot=1,
-        attempt=attempt_number,
+        "results/{study}/logs/runs/{config}/run_{run}.log",
     retries: STUDY.retries
     conda:
         "../../envs/mabench.yaml"
+    resources:
+        bench_slot=1,
+        attempt=attempt_number,
+    params:
+        base_dir=CONFIG_DIR,
+        fingerprint=measurement_fingerprint,
     script:
         "../../scripts/run.py"
