@@ -25,7 +25,8 @@ class SimServer:
         for key, value in settings.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         self.log = log_dir / f"sim-{self.port}.log"
-        self.proc = subprocess.Popen(args, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         if not wait_until(self._answers, timeout_s=20):
             self.stop()
             raise RuntimeError(f"sim server did not start: {self.log.read_text()}")

@@ -83,7 +83,10 @@ def test_unknown_model_is_http_404(sim_server):
 def test_a_silent_server_times_out(sim_server, fault):
     srv = sim_server(fault=fault, ttft_ms=5, token_ms=1)
     timeouts = Timeouts(connect_s=2, request_s=0.5, load_s=2)
-    with OllamaClient(srv.url, timeouts) as c, pytest.raises(ServerTimeoutError, match="no answer for 0.5 s"):
+    with (
+        OllamaClient(srv.url, timeouts) as c,
+        pytest.raises(ServerTimeoutError, match=r"no answer for 0\.5 s"),
+    ):
         c.call("chat", MODEL, "hi", options={"num_predict": 8})
 
     async def go():
@@ -96,7 +99,10 @@ def test_a_silent_server_times_out(sim_server, fault):
 
 def test_nothing_listening_is_a_connect_error():
     url = f"http://127.0.0.1:{free_port()}"
-    with OllamaClient(url, Timeouts(connect_s=1)) as c, pytest.raises(ServerConnectError, match="is the server running"):
+    with (
+        OllamaClient(url, Timeouts(connect_s=1)) as c,
+        pytest.raises(ServerConnectError, match="is the server running"),
+    ):
         c.version()
 
 

@@ -17,7 +17,9 @@ def minimal(**extra):
     return {"study": "t", "configs": [{"id": "c1", "scenario": "chimera_homo"}], **extra}
 
 
-@pytest.mark.parametrize("path", [ROOT / "config.yaml", *sorted((ROOT / "workflow" / "studies").glob("*.yaml"))])
+@pytest.mark.parametrize(
+    "path", [ROOT / "config.yaml", *sorted((ROOT / "workflow" / "studies").glob("*.yaml"))]
+)
 def test_shipped_studies_load(path):
     study = load_study(path)
     assert study.name
@@ -40,7 +42,9 @@ def test_full_study_is_the_tr114_matrix_with_tr110_options():
         summary = json.loads((d / "summary.json").read_text())
         cfg = study.config(cid)
         assert cfg.scenario == summary["scenario"]
-        assert cfg.agent_options("collector").to_dict() == metrics["collector"]["configuration"], cid
+        assert cfg.agent_options("collector").to_dict() == metrics["collector"]["configuration"], (
+            cid
+        )
         assert cfg.agent_options("insight").to_dict() == metrics["insight"]["configuration"], cid
     assert study.config_ids == expected_ids
     counts = {s: sum(c.scenario == s for c in study.configs) for s in study.raw["scenarios"]}
@@ -72,7 +76,12 @@ def test_config_hash_tracks_what_is_measured_only():
     base = study_from_dict(minimal())
     changed_report = study_from_dict(minimal(report={"title": "another title"}, retries=3))
     changed_options = study_from_dict(
-        {**minimal(), "configs": [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": 512}}}]}
+        {
+            **minimal(),
+            "configs": [
+                {"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": 512}}}
+            ],
+        }
     )
     assert base.config_hash("c1") == changed_report.config_hash("c1")
     assert base.config_hash("c1") != changed_options.config_hash("c1")
@@ -92,15 +101,24 @@ BAD = [
     ({"servers": [{"name": "a", "port": 11434}, {"name": "b", "port": 11434}]}, "servers[1].port"),
     ({"servers": [{"name": "a"}, {"name": "a"}]}, "servers[1].name"),
     ({"servers": [{"name": "a", "url": "http://x:1"}]}, "servers[0].url"),
-    ({"backend": {"kind": "external"}, "servers": [{"name": "a", "url": "ftp://x"}]}, "servers[0].url"),
-    ({"backend": {"kind": "external"}, "servers": [{"name": "a"}, {"name": "b"}]}, "servers[0].url"),
+    (
+        {"backend": {"kind": "external"}, "servers": [{"name": "a", "url": "ftp://x"}]},
+        "servers[0].url",
+    ),
+    (
+        {"backend": {"kind": "external"}, "servers": [{"name": "a"}, {"name": "b"}]},
+        "servers[0].url",
+    ),
     ({"agents": [{"name": "x", "workload": "collector", "server": "zzz"}]}, "agents[0].server"),
     ({"agents": [{"name": "x", "workload": "nope", "server": "a"}]}, "agents[0].workload"),
     ({"timeouts": {"request_s": -1}}, "timeouts.request_s"),
     ({"contention": {"throughput_pct": 150}}, "contention.throughput_pct"),
     ({"unknown_key": 1}, "unknown key"),
     ({"workloads": {"w": {"calls": []}}}, "workloads.w.calls"),
-    ({"workloads": {"w": {"calls": [{"prompt": "missing.md.j2", "num_predict": 4}]}}}, "workloads.w.calls[0].prompt"),
+    (
+        {"workloads": {"w": {"calls": [{"prompt": "missing.md.j2", "num_predict": 4}]}}},
+        "workloads.w.calls[0].prompt",
+    ),
     ({"report": {"reference": ["tr999"]}}, "report.reference[0]"),
 ]
 
@@ -113,12 +131,27 @@ def test_bad_study_keys_are_named(change, key):
 
 
 BAD_CONFIGS = [
-    ([{"id": "c1", "scenario": "chimera_homo"}, {"id": "c1", "scenario": "chimera_homo"}], "configs[1].id"),
+    (
+        [{"id": "c1", "scenario": "chimera_homo"}, {"id": "c1", "scenario": "chimera_homo"}],
+        "configs[1].id",
+    ),
     ([{"id": "c1", "scenario": "unknown_scenario"}], "configs[0].scenario"),
-    ([{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": "big"}}}], "num_ctx"),
-    ([{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"temprature": 0.5}}}], "temprature"),
-    ([{"id": "c1", "scenario": "chimera_homo", "options": {"ghost": {}}}], "configs[0].options.ghost"),
-    ([{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_predict": 5}}}], "num_predict"),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": "big"}}}],
+        "num_ctx",
+    ),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"temprature": 0.5}}}],
+        "temprature",
+    ),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"ghost": {}}}],
+        "configs[0].options.ghost",
+    ),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_predict": 5}}}],
+        "num_predict",
+    ),
     ([{"id": "c 1", "scenario": "chimera_homo"}], "configs[0].id"),
     ([], "configs"),
 ]

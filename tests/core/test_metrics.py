@@ -15,7 +15,9 @@ def agent(name: str, server: str = "a") -> AgentInfo:
     return AgentInfo(name=name, workload=name, server=server, model="m", options={})
 
 
-def call(phase: str, name: str, t_sent: int, ttft: int, tokens: int, decode_s: float, eval_s: float) -> CallRecord:
+def call(
+    phase: str, name: str, t_sent: int, ttft: int, tokens: int, decode_s: float, eval_s: float
+) -> CallRecord:
     first = t_sent + ttft
     last = first + int(decode_s * S)
     return CallRecord(

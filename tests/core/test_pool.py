@@ -19,6 +19,7 @@ from mabench.errors import ServerSetupError
 from mabench.net import free_port, wait_until
 from mabench.pool import Owner, ServerPool
 
+
 @pytest.fixture(autouse=True)
 def _fake_ollama(fake_ollama, monkeypatch):
     monkeypatch.setenv("TEST_FAKE_OLLAMA", str(fake_ollama))
@@ -28,7 +29,12 @@ def study(servers=None, **backend):
     return study_from_dict(
         {
             "study": "pooltest",
-            "backend": {"kind": "ollama", "ollama_binary": os.environ["TEST_FAKE_OLLAMA"], "startup_timeout_s": 30, **backend},
+            "backend": {
+                "kind": "ollama",
+                "ollama_binary": os.environ["TEST_FAKE_OLLAMA"],
+                "startup_timeout_s": 30,
+                **backend,
+            },
             "servers": servers or [{"name": "a"}, {"name": "b"}],
             "agents": [{"name": "x", "workload": "collector", "server": "a"}],
             "configs": [{"id": "c1", "scenario": "chimera_homo"}],
@@ -120,7 +126,11 @@ def test_a_taken_port_is_a_clear_error_or_falls_back(tmp_path):
         pool = ServerPool(study([{"name": "a", "port": port}]), tmp_path / "s1", tmp_path / "l1")
         with pytest.raises(ServerSetupError, match=f"port {port} of server 'a' is already in use"):
             pool.acquire()
-        fallback = ServerPool(study([{"name": "a", "port": port}], port_fallback=True), tmp_path / "s2", tmp_path / "l2")
+        fallback = ServerPool(
+            study([{"name": "a", "port": port}], port_fallback=True),
+            tmp_path / "s2",
+            tmp_path / "l2",
+        )
         urls = fallback.acquire()
         assert not urls["a"].endswith(f":{port}")
         fallback.release()

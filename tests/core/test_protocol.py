@@ -22,7 +22,9 @@ from mabench.protocol import execute_run
 from mabench.records import validate_record
 
 
-def _study(urls: dict[str, str], agents: list[tuple[str, str]], coordinator="asyncio", num_predict=40):
+def _study(
+    urls: dict[str, str], agents: list[tuple[str, str]], coordinator="asyncio", num_predict=40
+):
     return study_from_dict(
         {
             "study": "protocol-test",
@@ -53,14 +55,18 @@ def test_two_parallel_servers_reach_full_true_efficiency(sim_server, coordinator
         record = execute_run(study, "c1", run, {"a": a.url, "b": b.url})
         validate_record(record.to_json())
         m = record.metrics
-        assert record.protocol.phase_order == (["solo", "concurrent"] if run == 1 else ["concurrent", "solo"])
+        assert record.protocol.phase_order == (
+            ["solo", "concurrent"] if run == 1 else ["concurrent", "solo"]
+        )
         assert m.true_efficiency >= 99.0, m
         assert m.true_efficiency <= 101.5, m
         assert m.seed_efficiency >= 99.0
         assert m.coordination_overhead_ms < 10
         for agent in m.agents:
             assert agent.slowdown == pytest.approx(1.0, abs=0.02)
-            assert agent.solo_tps == pytest.approx(1000 / 15, rel=0.01)  # 40 tokens / 0.6 s server clock
+            assert agent.solo_tps == pytest.approx(
+                1000 / 15, rel=0.01
+            )  # 40 tokens / 0.6 s server clock
         assert record.isolation.verified
         assert [c.server_metrics.eval_count for c in record.calls] == [40] * 8
 
