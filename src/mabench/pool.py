@@ -223,6 +223,28 @@ class ServerPool:
             self._write(servers)
             return {s.name: servers[s.name].url for s in wanted}
 
+    def preflight(self) -> list[str]:
+        """Problems that would stop the servers from starting, found before any job runs.
+
+        Today: declared ports already taken by another program (ports of this study's own
+        live servers are fine). Empty when the backend starts nothing or falls back to free
+        ports.
+        """
+        if self.study.backend_kind == "external" or self.study.backend["port_fallback"]:
+            return []
+        state = self._read()
+        ours = set()
+        if state is not None and state[0].alive():
+            ours = {s.port for s in state[1].values() if s.alive()}
+        host = self.study.backend["host"]
+        return [
+            f"servers: port {spec.port} of server {spec.name!r} is already in use by "
+            f"{_port_owner(spec.port)}; stop that program, choose another port in servers[].port, "
+            "or set backend.port_fallback: true"
+            for spec in self.study.servers
+            if spec.port is not None and spec.port not in ours and port_in_use(spec.port, host)
+        ]
+
     def release(self) -> int:
         """Stop the servers this owner started (or a dead owner left). Returns how many."""
         if self.study.backend_kind == "external":

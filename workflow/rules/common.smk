@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mabench.config import ConfigError, study_from_dict
-from mabench.pipeline import StudyPaths, release_servers
+from mabench.pipeline import StudyPaths, pool_for, release_servers
 from mabench.pool import OWNER_ENV
 
 # Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file.
@@ -31,6 +31,15 @@ RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
 
 # Servers started by jobs of this invocation live exactly as long as this process.
 os.environ[OWNER_ENV] = str(os.getpid())
+
+# A study that still has runs to measure must be able to start its servers: say so now,
+# before any job runs, rather than in the middle of the study.
+if not STUDY.imported and not all(
+    PATHS.record(c, r).exists() for c in STUDY.config_ids for r in RUN_IDS
+):
+    _problems = pool_for(STUDY, PATHS).preflight()
+    if _problems:
+        raise WorkflowError("\n".join(_problems) + "\nNothing was run.")
 
 
 wildcard_constraints:
