@@ -5,6 +5,8 @@
 #
 # DAG: servers (started on demand) -> unload (per config) -> run (per config x run)
 #      -> aggregate -> statistics -> figures -> technical report.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -13,7 +15,7 @@ min_version("9.0")
 # A study file given with --configfile replaces config.yaml instead of merging into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -4,7 +4,7 @@ from mabench import pipeline
 
 with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     sm = snakemake  # noqa: F821
-    study = pipeline.load(sm.config, sm.params.base_dir)
+    study = pipeline.load(sm.config)
     pipeline.run_step(
         study,
         sm.wildcards.config,

@@ -3,6 +3,6 @@
 from mabench import pipeline
 
 with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    study = pipeline.load(snakemake.config, snakemake.params.base_dir)  # noqa: F821
+    study = pipeline.load(snakemake.config)  # noqa: F821
     paths = pipeline.StudyPaths.of(study.name)
     pipeline.unload_step(study, snakemake.wildcards.config, snakemake.output[0], paths)  # noqa: F821

@@ -214,6 +214,37 @@ def study_from_dict(data: Any, base_dir: Path = Path("."), source: str = "config
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def absolutize(config: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """Make the file paths of a config mapping absolute (relative to ``base_dir``).
+
+    The workflow passes the config to every job; with absolute paths a job reads the same
+    files whatever its working directory, and no job parameter depends on where the
+    checkout lives.
+    """
+    base = Path(base_dir).resolve()
+    out = copy.deepcopy(config)
+
+    def fix(value: Any, must_exist: bool = False) -> Any:
+        if not isinstance(value, str):
+            return value
+        candidate = base / value
+        return str(candidate) if (candidate.exists() or not must_exist) else value
+
+    for workload in (out.get("workloads") or {}).values():
+        for call in (workload or {}).get("calls") or []:
+            if isinstance(call, dict) and "prompt" in call:
+                call["prompt"] = fix(call["prompt"], must_exist=True)  # else: a bundled prompt
+    backend = out.get("backend") or {}
+    for name, path in (backend.get("models") or {}).items():
+        backend["models"][name] = fix(path)
+    if backend.get("ollama_models"):
+        backend["ollama_models"] = fix(backend["ollama_models"])
+    for section in ("corpus", "import"):
+        if isinstance(out.get(section), dict) and out[section].get("path"):
+            out[section]["path"] = fix(out[section]["path"])
+    return out
+
+
 def _key_path(parts: Any) -> str:
     out = ""
     for p in parts:

@@ -74,8 +74,9 @@ def script_logging(log_path: str | Path) -> Iterator[None]:
             sys.stderr = old
 
 
-def load(config: Mapping[str, Any], base_dir: str | Path) -> Study:
-    return study_from_dict(dict(config), base_dir=Path(base_dir), source="config")
+def load(config: Mapping[str, Any]) -> Study:
+    """The typed study of a job's ``snakemake.config`` (its paths are already absolute)."""
+    return study_from_dict(dict(config), source="config")
 
 
 def pool_for(study: Study, paths: StudyPaths) -> ServerPool:

@@ -6,19 +6,20 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from mabench.config import ConfigError, study_from_dict
+from mabench.config import ConfigError, absolutize, study_from_dict
 from mabench.pipeline import StudyPaths, pool_for, release_servers
 from mabench.pool import OWNER_ENV
 
-# Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file.
+# Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file;
+# jobs get them absolute, so nothing depends on the working directory.
 _given = workflow.overwrite_configfiles
-CONFIG_DIR = os.path.relpath(
-    Path(_given[-1]).parent if _given else Path(workflow.basedir)
+config.update(
+    absolutize(config, Path(_given[-1]).parent if _given else workflow.basedir)
 )
 
 # Cross-reference checks first: their messages name the key (configs[3].options.insight.num_ctx).
 try:
-    STUDY = study_from_dict(config, base_dir=Path(CONFIG_DIR), source="study config")
+    STUDY = study_from_dict(config, source="study config")
 except ConfigError as exc:
     raise WorkflowError(
         f"{exc}\nNothing was run; fix the config and try again."

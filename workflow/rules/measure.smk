@@ -11,8 +11,6 @@ rule unload:
         "../../envs/mabench.yaml"
     resources:
         bench_slot=1,
-    params:
-        base_dir=CONFIG_DIR,
     script:
         "../../scripts/unload.py"
 
@@ -31,7 +29,6 @@ rule run:
         bench_slot=1,
         attempt=attempt_number,
     params:
-        base_dir=CONFIG_DIR,
         fingerprint=measurement_fingerprint,
     script:
         "../../scripts/run.py"
