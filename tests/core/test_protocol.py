@@ -88,7 +88,9 @@ def test_one_serialized_server_halves_true_efficiency(sim_server, coordinator):
 @pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
 @pytest.mark.parametrize("n", [1, 2, 4, 8])
 def test_n_agents_on_n_servers(sim_server, coordinator, n):
-    # n server processes and the harness share this machine's cores: the bound widens with n.
+    # n server processes and the harness share this machine's cores, so a token now and then
+    # arrives a scheduler tick late (+-10 ms on a 0.6 s agent): the bound widens with n.
+    # Precision is checked above with longer calls; the benchmarks measure the overhead.
     servers = {f"s{i}": sim_server(ttft_ms=100, token_ms=10).url for i in range(n)}
     study = _study(servers, [(f"agent{i}", f"s{i}") for i in range(n)], coordinator, num_predict=20)
     record = execute_run(study, "c1", 1, servers)
@@ -96,7 +98,7 @@ def test_n_agents_on_n_servers(sim_server, coordinator, n):
     assert m.n_agents == n
     assert len(record.calls) == 2 * 2 * n
     assert len(record.agent_spans) == 2 * n
-    assert m.true_efficiency == pytest.approx(100.0, abs=n)
+    assert m.true_efficiency == pytest.approx(100.0, abs=4.0 if n <= 4 else 8.0)
     assert m.contention_legacy is False
 
 
