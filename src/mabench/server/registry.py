@@ -20,7 +20,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from mabench.server.gguf import GGUFError, GGUFHeader, read_header
+from mabench.server.gguf import GGUFHeader, read_header
 
 __all__ = [
     "BUILTIN_MODEL",
@@ -169,14 +169,11 @@ class Registry:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise RegistryError(f"cannot read the models file {str(file)!r}: {exc}") from None
-        try:
-            if file.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
+        import yaml
 
-                data = yaml.safe_load(text)
-        except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError both
+        try:
+            data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
             raise RegistryError(f"models file {str(file)!r} does not parse: {exc}") from None
         if isinstance(data, dict) and isinstance(data.get("models"), dict):
             data = data["models"]
@@ -217,9 +214,3 @@ class Registry:
                 "and an optional ':tag', like 'mymodel:7b'"
             )
         return normalize_name(name)
-
-
-def describe_error(exc: Exception) -> str:
-    if isinstance(exc, GGUFError | RegistryError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"

@@ -24,7 +24,7 @@ from typing import Any
 
 from mabench.api_types import KeepAlive, RequestError
 from mabench.server.registry import ModelEntry, Registry
-from mabench.server.runner import Runner, RunnerConfig, RunnerDefaults
+from mabench.server.runner import Cancelled, Runner, RunnerConfig, RunnerDefaults
 
 __all__ = [
     "QUEUE_FULL_MESSAGE",
@@ -251,6 +251,8 @@ class Scheduler:
                     slot.unload()
                     put("done", None)
                     return
+                if self._closing.is_set():
+                    raise Cancelled()  # queued behind a generation when the signal came
                 load_ns = self._ensure_loaded(slot, options_config)
                 slot.set_expiry(keep_alive)  # provisional while running (as /api/ps shows)
                 put("loaded", load_ns)
