@@ -86,7 +86,7 @@ def test_sigint_when_idle_exits_0(start_server) -> None:
     server = start_server(name="sigint")
     ollama.Client(host=server.url).generate(model=MODEL, prompt="Hi", options=FEW)
     t0 = time.monotonic()
-    server._proc.send_signal(signal.SIGINT)
+    server.send_signal(signal.SIGINT)
     assert server.wait(10) == 0
     assert time.monotonic() - t0 < 5.0
 

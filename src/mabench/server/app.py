@@ -1,4 +1,21 @@
-"""The Starlette application: Ollama's routes, request limits, per-request log lines."""
+"""The Starlette application: Ollama's routes, request limits, per-request log lines.
+
+Routes: ``GET /`` ("Ollama is running"), ``GET /api/version`` (``{"version": <mabench
+version>}``), ``GET /api/tags``, ``GET /api/ps``, ``POST /api/show``, ``POST /api/generate``,
+``POST /api/chat``; shapes as in ollama's docs/api.md. Where we differ from Ollama, on purpose:
+
+* ``num_predict: 0`` evaluates the prompt and generates nothing: ``done_reason`` "length",
+  ``eval_count`` 0, real ``prompt_eval_*`` (a prefill-only measurement).
+* A prompt that does not fit in ``num_ctx`` is a 400 (Ollama truncates it); a generation that
+  fills the context ends with ``done_reason`` "length" (Ollama shifts the context).
+* The empty-prompt ``load``/``unload`` answers also carry ``total_duration`` and
+  ``load_duration``.
+* The deprecated ``context`` array is not returned; ``format``, ``images``, ``tools``,
+  ``think``, ``suffix`` and ``template`` are ignored. Unknown options are ignored (as Ollama).
+* Errors are ``{"error": ...}``: 400 malformed/missing/mistyped, 404 unknown model
+  (``model 'x' not found``), 413 body over the limit, 503 queue full or shutting down, 500
+  a llama.cpp failure; after the first streamed line, an NDJSON ``{"error": ...}`` line.
+"""
 
 from __future__ import annotations
 
@@ -162,8 +179,8 @@ class GenerationResponse(Response):
         load_ns = 0
         parts: list[str] = []
 
-        async def start(content_type: str, extra: list[tuple[bytes, bytes]] | None = None):
-            headers = [(b"content-type", content_type.encode()), *(extra or [])]
+        async def start(content_type: str) -> None:
+            headers = [(b"content-type", content_type.encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
 
         async def line(obj: dict[str, Any], more: bool = True) -> None:

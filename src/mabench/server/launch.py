@@ -135,10 +135,14 @@ class ServerProcess:
                     )
                 time.sleep(0.05)
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the server if it is running."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
+
     def terminate(self) -> None:
         """Send SIGTERM and return at once (``stop`` also waits)."""
-        if self.running():
-            self._proc.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float | None = None) -> int:
         if self._proc is None:

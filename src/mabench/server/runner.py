@@ -414,7 +414,7 @@ class Runner:
 
     def _run(self, tokens, sampling, emit, cancelled) -> GenerationResult:
         llama_cpp, llm = self._llama_cpp, self.llm
-        batch = max(1, self.config.num_batch)
+        batch = max(1, int(llm.n_batch))  # num_batch, clamped to the context by llama.cpp
         t0 = time.perf_counter_ns()
         for i in range(0, len(tokens), batch):
             if cancelled():
