@@ -67,6 +67,7 @@ def script_logging(log_path: str | Path) -> Iterator[None]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
         try:
             yield
         finally:
