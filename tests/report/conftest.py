@@ -1,0 +1,50 @@
+"""Fixtures for the statistics/report tests: the TR110 import and a synthetic full study,
+each built once per session into a results/<study>/ layout (tables, stats, figures, report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import synthetic
+
+from mabench import plots, report, stats, tr110
+
+SETTINGS = {
+    "reference": ["tr114"],
+    "bootstrap": {"resamples": 500, "seed": 99},
+    "methodology": {
+        "protocol": "solo phase, then concurrent phase | **bold**",
+        "workload": {"collector": [{"prompt": "collector_analyse.md.j2", "num_predict": 40}]},
+    },
+}
+
+
+def build_study(root: Path, study: str, settings: dict) -> Path:
+    d = root / study
+    if study == "tr110":
+        tr110.import_tr110(None, d / "tables", study=study)
+    else:
+        synthetic.write(d / "tables", evil=True)
+    settings = {**settings, "study": study, "title": f"{study} report"}
+    stats.run(d / "tables", d / "stats", settings)
+    t = stats.read_tables(d / "tables")
+    plots.make_figures(
+        t["runs"], t["agents"], t["calls"], stats.load_statistics(d / "stats"), d / "figures"
+    )
+    report.build(d, settings)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tr110_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_study(tmp_path_factory.mktemp("results"), "tr110", SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def full_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_study(tmp_path_factory.mktemp("results"), "full", SETTINGS)
