@@ -446,4 +446,14 @@ def read_manifest(figures_dir: str | Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())
 
 
-__all__ = ["FIGURES", "make_figures", "read_manifest", "timeline_run"]
+def run(
+    tables: str | Path | dict[str, str | Path], stats_dir: str | Path, out_dir: str | Path
+) -> list[Path]:
+    """Tables and statistics files in, figures out: what the pipeline's figures rule calls."""
+    from mabench.stats import load_statistics, read_tables
+
+    t = read_tables(tables)
+    return make_figures(t["runs"], t["agents"], t["calls"], load_statistics(stats_dir), out_dir)
+
+
+__all__ = ["FIGURES", "make_figures", "read_manifest", "run", "timeline_run"]

@@ -354,6 +354,13 @@ def reanalyse(runs: pd.DataFrame, src_dir: str | Path | None = None) -> dict[str
     checks.append(
         _check("legacy_flagged_pct", "share of runs flagged as contention (%)", 100 * flags.mean())
     )
+    checks.append(
+        _check(
+            "contention_rule_threshold",
+            "speedup threshold tested as TR110's contention rule",
+            LEGACY_SPEEDUP,
+        )
+    )
     rule = (raw["concurrency_speedup"] < LEGACY_SPEEDUP) == raw["resource_contention_detected"]
     checks.append(
         _check(

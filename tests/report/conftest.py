@@ -32,10 +32,7 @@ def build_study(root: Path, study: str, settings: dict) -> Path:
         synthetic.write(d / "tables", evil=True)
     settings = {**settings, "study": study, "title": f"{study} report"}
     stats.run(d / "tables", d / "stats", settings)
-    t = stats.read_tables(d / "tables")
-    plots.make_figures(
-        t["runs"], t["agents"], t["calls"], stats.load_statistics(d / "stats"), d / "figures"
-    )
+    plots.run(d / "tables", d / "stats", d / "figures")
     report.build(d, settings)
     return d
 
