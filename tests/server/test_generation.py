@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import ollama
 import pytest
-from embedded_support import COUNTING, FEW, MODEL, ndjson
+from embedded_support import COUNTING, FEW, LONG, MODEL, ndjson
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -17,7 +17,8 @@ def generate(http: httpx.Client, **body) -> dict:
 
 
 def test_metrics_match_the_streamed_tokens(http: httpx.Client) -> None:
-    body = {"model": MODEL, "prompt": "Describe a cat.", "options": {"num_predict": 12}}
+    options = {"num_predict": 12, "temperature": 0}  # greedy: the same ASCII text each time
+    body = {"model": MODEL, "prompt": "Describe a cat.", "options": options}
     for attempt in range(2):  # the same prompt twice: the KV-cache prefix is not reused
         with http.stream("POST", "/api/generate", json=body) as r:
             chunks = list(ndjson(r))
@@ -120,7 +121,7 @@ def test_generate_system_and_raw(http: httpx.Client) -> None:
 
 
 def test_ps_answers_during_a_generation(http: httpx.Client, embedded_server) -> None:
-    body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": {"num_predict": 60}}
+    body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": {**LONG, "num_predict": 60}}
     with http.stream("POST", "/api/generate", json=body) as r:
         lines = r.iter_lines()
         first = next(lines)

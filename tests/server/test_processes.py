@@ -12,7 +12,7 @@ import httpx
 import ollama
 import psutil
 import pytest
-from embedded_support import COUNTING, FEW, MODEL, ndjson
+from embedded_support import COUNTING, FEW, LONG, MODEL, ndjson
 
 from mabench.net import free_port, wait_until
 from mabench.server.scheduler import QUEUE_FULL_MESSAGE
@@ -59,7 +59,7 @@ def test_two_servers_generate_at_the_same_time(start_server) -> None:
 @pytest.mark.timeout(120)
 def test_sigterm_during_generation_exits_0_within_5s(start_server) -> None:
     server = start_server(name="sigterm")
-    body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": {"num_predict": 5000}}
+    body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": LONG}
     lines: list[dict] = []
     with (
         httpx.Client(base_url=server.url, timeout=60) as http,
@@ -94,7 +94,7 @@ def test_sigint_when_idle_exits_0(start_server) -> None:
 @pytest.mark.timeout(180)
 def test_queue_full_is_503_and_a_disconnect_frees_the_model(start_server) -> None:
     server = start_server("--max-queue", "1", name="queue")
-    long_body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": {"num_predict": 5000}}
+    long_body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": LONG}
     short_body = {"model": MODEL, "prompt": "Hi", "stream": False, "options": FEW}
     queued: dict[str, object] = {}
 
