@@ -5,6 +5,6 @@ from pathlib import Path
 from mabench import pipeline
 from mabench.aggregate import aggregate
 
-with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    sm = snakemake  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
     aggregate(sm.input.records, Path(sm.output.runs).parent, failures_dir=sm.params.failures_dir)

@@ -5,8 +5,7 @@ from pathlib import Path
 from mabench import pipeline
 from mabench.tr110 import import_tr110
 
-with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    sm = snakemake  # noqa: F821
-    out_dir = Path(sm.output.runs).parent
-    import_tr110(sm.params.source, out_dir, study=sm.wildcards.study)
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
+    import_tr110(sm.params.source, Path(sm.output.runs).parent, study=sm.wildcards.study)
     pipeline.write_empty_failures(sm.output.failures)

@@ -2,14 +2,11 @@
 
 from mabench import pipeline
 
-with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    sm = snakemake  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
     study = pipeline.load(sm.config)
+    paths = pipeline.StudyPaths.of(study.name)
+    attempt = int(sm.resources.attempt)
     pipeline.run_step(
-        study,
-        sm.wildcards.config,
-        int(sm.wildcards.run),
-        sm.output[0],
-        pipeline.StudyPaths.of(study.name),
-        attempt=int(sm.resources.attempt),
+        study, sm.wildcards.config, int(sm.wildcards.run), sm.output[0], paths, attempt
     )

@@ -2,7 +2,8 @@
 
 from mabench import pipeline
 
-with pipeline.script_logging(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    study = pipeline.load(snakemake.config)  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
+    study = pipeline.load(sm.config)
     paths = pipeline.StudyPaths.of(study.name)
-    pipeline.unload_step(study, snakemake.wildcards.config, snakemake.output[0], paths)  # noqa: F821
+    pipeline.unload_step(study, sm.wildcards.config, sm.output[0], paths)

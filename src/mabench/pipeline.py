@@ -124,6 +124,45 @@ def run_step(
     )
 
 
+def report_settings(study: Study) -> dict[str, Any]:
+    """What statistics and report need from a study: its report block, thresholds, and a
+    methodology summary. Plain data (a rule parameter): changing any of it re-renders the
+    analysis, never the measurements."""
+    settings: dict[str, Any] = {
+        "study": study.name,
+        "description": study.description,
+        "contention": dict(study.contention),
+        **study.report,
+    }
+    if study.imported:
+        return settings
+    phases = {
+        "alternate": "solo then concurrent in odd runs, concurrent then solo in even runs",
+        "solo_first": "solo then concurrent in every run",
+        "concurrent_first": "concurrent then solo in every run",
+    }[study.phase_order]
+    workloads = "; ".join(
+        f"{w.name}: " + ", ".join(f"{c.prompt.name} (num_predict {c.num_predict})" for c in w.calls)
+        for w in study.workloads.values()
+    )
+    settings["methodology"] = {
+        "Protocol": (
+            "per run: every server answers and has the model; forced unload of every model on "
+            "every server, verified by /api/ps; each agent's model loaded with its options, "
+            "then one unmeasured one-token warm-up call per agent; solo phase (each agent "
+            f"alone, one after another) and concurrent phase (all agents at once); {phases}"
+        ),
+        "Runs per config": str(study.runs),
+        "Backend": f"{study.backend_kind} ({len(study.servers)} servers)",
+        "Sampling seed": f"{study.seed} (unless an agent's options set one)",
+        "Workloads": workloads,
+        "Corpus": f"{study.corpus['files']} result files of "
+        + ("the bundled TR110 dataset" if study.corpus.get("path") is None else "a user folder"),
+        "Client timeouts": ", ".join(f"{k} {v:g}" for k, v in study.timeouts.items()),
+    }
+    return settings
+
+
 def write_empty_failures(path: str | Path) -> None:
     """A failures table with no rows (imported studies record no attempts)."""
     write_table(to_table([], FAILURES_SCHEMA), path)

@@ -7,7 +7,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mabench.config import ConfigError, absolutize, study_from_dict
-from mabench.pipeline import StudyPaths, pool_for, release_servers
+from mabench.pipeline import StudyPaths, pool_for, release_servers, report_settings
+from mabench.report import template_files
 from mabench.pool import OWNER_ENV
 
 # Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file;
@@ -28,6 +29,9 @@ except ConfigError as exc:
 validate(config, "../schemas/config.schema.yaml")
 
 PATHS = StudyPaths.of(STUDY.name)  # results/<study>/...
+REPORT_SETTINGS = report_settings(STUDY)
+TEMPLATE_DIR = os.path.relpath(os.path.join(workflow.basedir, "report"))
+REPORT_TEMPLATES = [os.path.relpath(p) for p in template_files(TEMPLATE_DIR)]
 RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
 
 # Servers started by jobs of this invocation live exactly as long as this process.
@@ -62,6 +66,15 @@ def run_records():
 def measurement_fingerprint(wildcards):
     """Changes when anything that a run of this config measures changes (and only then)."""
     return STUDY.config_hash(wildcards.config)
+
+
+def figure_captions():
+    """Figure name -> caption text (report/captions/<name>.rst), for snakemake --report."""
+    return {
+        Path(p).stem: Path(p).read_text(encoding="utf-8")
+        for p in REPORT_TEMPLATES
+        if p.endswith(".rst") and Path(p).parent.name == "captions"
+    }
 
 
 def attempt_number(wildcards, attempt):

@@ -1,0 +1,8 @@
+"""Rule `figures`: tables + statistics -> results/<study>/figures/*.png (mabench.plots)."""
+
+from mabench import pipeline, plots
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
+    tables = {"runs": sm.input.runs, "agents": sm.input.agents, "calls": sm.input.calls}
+    plots.run(tables, sm.input.stats, sm.output[0])

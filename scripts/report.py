@@ -1,0 +1,17 @@
+"""Rule `report`: statistics + figures -> results/<study>/technical_report.md (mabench.report)."""
+
+from pathlib import Path
+
+from mabench import pipeline, report
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
+    tables = Path(sm.input.tables).parent
+    report.render_report(
+        sm.input.stats,
+        tables,
+        sm.input.figures,
+        sm.params.settings,
+        sm.output[0],
+        template_dir=Path(sm.input.template).parent,
+    )

@@ -1,0 +1,8 @@
+"""Rule `statistics`: runs/agents/calls tables -> results/<study>/stats/ (mabench.stats)."""
+
+from mabench import pipeline, stats
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with pipeline.script_logging(sm.log[0]):
+    tables = {"runs": sm.input.runs, "agents": sm.input.agents, "calls": sm.input.calls}
+    stats.run(tables, sm.output[0], sm.params.settings)
