@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ def unload_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths
     """The forced unload before a config's runs: every model on every server, verified."""
     pool = pool_for(study, paths)
     timeouts = Timeouts(**study.timeouts)
+    started_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
         urls = pool.acquire()
         clients = {n: stack.enter_context(OllamaClient(u, timeouts)) for n, u in urls.items()}
@@ -103,6 +105,8 @@ def unload_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths
             "loaded_before": isolation.loaded_before,
             "loaded_after": isolation.loaded_after,
             "verified": isolation.verified,
+            "started_at": started_at,
+            "finished_at": datetime.now(UTC).isoformat(),
         },
     )
     logging.getLogger(__name__).info("unloaded %s before %s", isolation.loaded_before, config_id)
