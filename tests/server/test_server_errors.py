@@ -122,3 +122,17 @@ def test_unknown_route(http: httpx.Client) -> None:
     assert http.get("/api/nothing").status_code == 404
     assert http.post("/api/pull", json={"model": MODEL}).status_code == 404
     still_serving(http)
+
+
+def test_lone_surrogates_and_odd_values(http: httpx.Client) -> None:
+    # JSON may escape a lone UTF-16 surrogate; Go (Ollama) turns it into U+FFFD
+    body = b'{"model": "smollm2:135m", "prompt": "hi \\ud800", "stream": false, "options": {"num_predict": 2}}'
+    assert http.post("/api/generate", content=body).json()["done"] is True
+    r = http.post("/api/generate", content=b'{"model": "x\\udfff", "prompt": "hi"}')
+    assert r.status_code == 404 and r.json()["error"].startswith("model 'x")
+    odd = {"num_ctx": -5, "num_batch": 0, "seed": -7, "top_k": -3, "temperature": -1}
+    body = {"model": MODEL, "prompt": "hi", "stream": False, "options": {**odd, "num_predict": 2}}
+    assert http.post("/api/generate", json=body).json()["done"] is True
+    r = http.post("/api/generate", content=b"[" * 100_000)
+    assert error_of(r, 400).startswith("invalid JSON")
+    still_serving(http)

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -82,11 +82,18 @@ class ServerSettings:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    # errors="replace": a lone surrogate a client sent (e.g. in a model name) cannot break
+    # the answer
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", errors="replace")
 
 
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(_dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -249,7 +256,7 @@ class GenerationResponse(Response):
         data = _dumps(body)
         self._complete = True
         headers = [
-            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-type", b"application/json"),
             (b"content-length", str(len(data)).encode()),
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -325,23 +332,23 @@ def create_app(settings: ServerSettings) -> Starlette:
         return PlainTextResponse("Ollama is running")
 
     async def version(request: Request) -> Response:
-        return JSONResponse({"version": settings.version})
+        return _json({"version": settings.version})
 
     async def tags(request: Request) -> Response:
         entries = settings.registry.entries()
         models = await asyncio.to_thread(lambda: [list_entry(e) for e in entries])
-        return JSONResponse({"models": models})
+        return _json({"models": models})
 
     async def ps(request: Request) -> Response:
         loaded = scheduler.loaded_models()
         models = await asyncio.to_thread(lambda: [ps_entry(e, m) for e, m in loaded])
-        return JSONResponse({"models": models})
+        return _json({"models": models})
 
     async def show(request: Request) -> Response:
         req = ShowRequest.from_json(await read_json(request, limit))
         _request_log(request)["model"] = req.model
         entry = scheduler.entry(req.model)
-        return JSONResponse(await asyncio.to_thread(show_body, entry))
+        return _json(await asyncio.to_thread(show_body, entry))
 
     def respond(
         request: Request,

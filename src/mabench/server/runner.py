@@ -205,6 +205,16 @@ class GenerationResult:
     prompt_ns_source: str  # "llama.cpp" or "wall"
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 of ``text``; lone surrogates (JSON allows ``"\\ud800"``) become U+FFFD, as Go's
+    JSON decoder makes them in Ollama."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return fixed.encode("utf-8")
+
+
 # ---------------------------------------------------------------------------------------------
 # Stop strings
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +366,8 @@ class Runner:
         # A template already contains its special tokens (BOS too, when the model wants it);
         # a raw prompt gets the BOS token if the model's vocabulary asks for one.
         add_bos = prompt.raw is not None
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        data = _utf8(text)
+        return self.llm.tokenize(data, add_bos=add_bos, special=True)
 
     def _piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
