@@ -30,7 +30,11 @@ validate(config, "../schemas/config.schema.yaml")
 
 PATHS = StudyPaths.of(STUDY.name)  # results/<study>/...
 REPORT_SETTINGS = report_settings(STUDY)
-TEMPLATE_DIR = os.path.relpath(os.path.join(workflow.basedir, "report"))
+# Report templates: report/ of this checkout, or your own copy (MABENCH_REPORT_TEMPLATES).
+TEMPLATE_DIR = os.path.relpath(
+    os.environ.get("MABENCH_REPORT_TEMPLATES")
+    or os.path.join(workflow.basedir, "report")
+)
 REPORT_TEMPLATES = [os.path.relpath(p) for p in template_files(TEMPLATE_DIR)]
 RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
 
