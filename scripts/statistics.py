@@ -4,5 +4,5 @@ from mabench import pipeline, stats
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):
-    tables = {"runs": sm.input.runs, "agents": sm.input.agents, "calls": sm.input.calls}
+    tables = {name: sm.input[name] for name in ("runs", "agents", "calls", "failures")}
     stats.run(tables, sm.output[0], sm.params.settings)

@@ -71,6 +71,10 @@ def script_logging(log_path: str | Path) -> Iterator[None]:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
         try:
             yield
+        except BaseException:
+            # The interpreter would print the traceback after stderr is restored: keep it here.
+            logging.getLogger("mabench").exception("the rule script failed")
+            raise
         finally:
             root.removeHandler(handler)
             sys.stderr = old

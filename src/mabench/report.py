@@ -54,6 +54,7 @@ SECTIONS: tuple[str, ...] = (
     "SLO check",
     "Reference comparison",
     "TR110 reanalysis",
+    "Reliability",
     "Limitations",
     "Appendix A: full configuration table",
     "Appendix B: formulas",

@@ -367,6 +367,7 @@ class Statistics:
     per_config: pd.DataFrame
     methodology: pd.DataFrame
     inputs: pd.DataFrame
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)  # attempts and failures
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -1226,12 +1227,55 @@ def _sha256(path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def reliability(runs: pd.DataFrame, failures: pd.DataFrame | None) -> pd.DataFrame:
+    """Attempts, failures and retries: one ``overall`` row, then one row per failure cause.
+
+    A run recorded at attempt k had k - 1 failed attempts before it (Snakemake retries);
+    ``failures`` holds every failed attempt's report, including those of runs never recorded.
+    """
+    failures = (
+        failures if failures is not None else pd.DataFrame(columns=["cause", "phase", "config_id"])
+    )
+    attempts = pd.to_numeric(runs.get("attempt"), errors="coerce") if "attempt" in runs else None
+    retried = int((attempts > 1).sum()) if attempts is not None else 0
+    n_fail = len(failures)
+    rows = [
+        {
+            "level": "overall",
+            "cause": "all",
+            "runs_recorded": len(runs),
+            "attempts": len(runs) + n_fail,
+            "failures": n_fail,
+            "retried_runs": retried,
+            "phases": None,
+            "configs": None,
+            "share_pct": 100.0 * n_fail / (len(runs) + n_fail) if len(runs) + n_fail else None,
+        }
+    ]
+    for cause, g in failures.groupby(failures["cause"].fillna("unknown"), sort=True):
+        rows.append(
+            {
+                "level": "cause",
+                "cause": str(cause),
+                "runs_recorded": None,
+                "attempts": None,
+                "failures": len(g),
+                "retried_runs": None,
+                "phases": ", ".join(sorted({str(p) for p in g["phase"].dropna()})) or None,
+                "configs": ", ".join(sorted({str(c) for c in g["config_id"].dropna()})) or None,
+                "share_pct": 100.0 * len(g) / n_fail,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def compute_statistics(
     runs: pd.DataFrame,
     agents: pd.DataFrame,
     calls: pd.DataFrame,
     settings: Mapping[str, Any] | None = None,
     sources: Mapping[str, str | Path] | None = None,
+    failures: pd.DataFrame | None = None,
 ) -> Statistics:
     """Every statistic of the report from the three tables.
 
@@ -1352,6 +1396,7 @@ def compute_statistics(
         per_config=_per_config(runs, agents, run_summary),
         methodology=_methodology(runs),
         inputs=pd.DataFrame(sources_rows),
+        reliability=reliability(runs, failures),
         reference=reference,
         tr110=tr110,
     )
@@ -1449,7 +1494,11 @@ def read_tables(tables: str | Path | Mapping[str, str | Path]) -> dict[str, pd.D
         paths = {k: Path(v) for k, v in tables.items()}
     else:
         paths = {k: Path(tables) / f"{k}.parquet" for k in ("runs", "agents", "calls")}
-    return {k: read_table(paths[k], k).to_pandas() for k in ("runs", "agents", "calls")}
+    out = {k: read_table(paths[k], k).to_pandas() for k in ("runs", "agents", "calls")}
+    failures = paths.get("failures", next(iter(paths.values())).parent / "failures.parquet")
+    if failures.is_file():
+        out["failures"] = read_table(failures, "failures").to_pandas()
+    return out
 
 
 def run(
@@ -1464,7 +1513,12 @@ def run(
         paths = {k: Path(tables) / f"{k}.parquet" for k in ("runs", "agents", "calls")}
     t = read_tables(paths)
     stats = compute_statistics(
-        t["runs"], t["agents"], t["calls"], resolve_settings(settings), sources=paths
+        t["runs"],
+        t["agents"],
+        t["calls"],
+        resolve_settings(settings),
+        sources={k: v for k, v in paths.items() if k in ("runs", "agents", "calls")},
+        failures=t.get("failures"),
     )
     return write_statistics(stats, out_dir)
 

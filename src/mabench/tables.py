@@ -198,6 +198,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "runs": RUNS_SCHEMA,
     "agents": AGENTS_SCHEMA,
     "calls": CALLS_SCHEMA,
+    "failures": FAILURES_SCHEMA,
 }
 
 

@@ -7,6 +7,7 @@ rule statistics:
         runs="results/{study}/tables/runs.parquet",
         agents="results/{study}/tables/agents.parquet",
         calls="results/{study}/tables/calls.parquet",
+        failures="results/{study}/tables/failures.parquet",
     output:
         directory("results/{study}/stats"),
     log:
