@@ -30,7 +30,6 @@ from mabench.isolation import force_unload
 from mabench.metrics import compute_run_metrics
 from mabench.records import (
     CONCURRENT,
-    SOLO,
     LoadRecord,
     Protocol,
     RunRecord,
@@ -39,6 +38,8 @@ from mabench.records import (
 )
 
 log = logging.getLogger(__name__)
+
+WARMUP = "warmup"  # the unmeasured warm-up calls: named in errors, never recorded as a phase
 
 
 def _now_iso() -> str:
@@ -156,7 +157,7 @@ def execute_run(
     warm = run_phase(
         config.coordinator,
         [warmup_plan(p) for p in plans],
-        SOLO,
+        WARMUP,
         concurrent=False,
         clock=Clock(),
         timeouts=timeouts,

@@ -11,7 +11,8 @@ Faults (``--fault``), applied to generation requests after the first ``--fault-a
 ``hang`` (accept, never answer), ``stall`` (two tokens, then silence), ``invalid_json``,
 ``truncate`` (stream ends without a final chunk), ``no_metrics`` (final chunk lacks metrics),
 ``http500``, ``midstream_error`` (an NDJSON ``{"error": ...}`` line) and ``die`` (the process
-exits in the middle of the stream, like a crash).
+exits in the middle of the stream, like a crash). ``--fault-once FILE`` makes the fault happen
+once across all processes sharing FILE (a crash, then healthy restarts).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class SimSettings:
     models: tuple[str, ...] = ("smollm2:135m",)
     fault: str = "none"
     fault_after: int = 0
+    fault_once: str | None = (
+        None  # a file: the first process to fault creates it, then no one faults
+    )
 
 
 @dataclass
@@ -84,6 +88,15 @@ def _model_entry(name: str) -> dict[str, Any]:
             "quantization_level": "none",
         },
     }
+
+
+def _claim(path: str) -> bool:
+    """Atomically create ``path``; True for the one caller that did (``--fault-once``)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def build_app(settings: SimSettings) -> Starlette:
@@ -160,6 +173,8 @@ def build_app(settings: SimSettings) -> Starlette:
 
         state.generations += 1
         fault = settings.fault if state.generations > settings.fault_after else "none"
+        if fault != "none" and settings.fault_once and not _claim(settings.fault_once):
+            fault = "none"
         if fault == "http500":
             return error(500, "simulated internal error")
         n_tokens = (
@@ -269,6 +284,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fault-after", type=int, default=0, help="generations served normally first"
     )
+    parser.add_argument(
+        "--fault-once",
+        metavar="FILE",
+        help="fault only if FILE does not exist yet, and create it (one fault across processes)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -283,6 +303,7 @@ def main(args: argparse.Namespace) -> int:
         models=tuple(args.models or ["smollm2:135m"]),
         fault=args.fault,
         fault_after=args.fault_after,
+        fault_once=args.fault_once,
     )
     uvicorn.run(
         build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False

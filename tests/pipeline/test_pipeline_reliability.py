@@ -1,0 +1,171 @@
+"""Faults end to end: real Snakemake, real server processes (the ollama backend, run by a
+stand-in `ollama` binary that serves the simulated server with injected faults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from snake import SNAKEFILE, SNAKEMAKE, planned_jobs, snakemake
+
+from mabench.net import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def write_study(path: Path, fake_ollama: Path, **extra) -> Path:
+    study = {
+        "study": "rel",
+        "runs": 3,
+        "retries": 0,
+        "backend": {"kind": "ollama", "ollama_binary": str(fake_ollama), "startup_timeout_s": 30},
+        "workloads": {
+            "collector": {"calls": [{"prompt": "collector_analyse.md.j2", "num_predict": 8}] * 2},
+            "insight": {"calls": [{"prompt": "insight_insights.md.j2", "num_predict": 8}] * 2},
+        },
+        "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def our_processes(owner_pid: int) -> list[str]:
+    """Supervisors started for this Snakemake invocation, and any server they started."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if f"--owner-pid {owner_pid} " in cmd:
+            found.append(f"{proc.info['pid']}: {cmd}")
+    return found
+
+
+def test_a_server_killed_mid_run_fails_that_run_only_and_a_rerun_completes_it(
+    tmp_path, fake_ollama
+):
+    study = write_study(tmp_path / "study.yaml", fake_ollama)
+    # Each run makes 5 generations per server (warm-up, 2 solo, 2 concurrent): the 8th kills
+    # the server process in the middle of its stream, i.e. during the second run executed;
+    # only once (--fault-once), so the restarted server is healthy.
+    once = tmp_path / "crashed"
+    env = {
+        "FAKE_OLLAMA_ARGS": f"--ttft-ms 20 --token-ms 2 --fault die --fault-after 7 --fault-once {once}"
+    }
+    first = snakemake(tmp_path, configfile=study, env=env)
+    assert first.returncode != 0
+    runs = tmp_path / "results" / "rel" / "runs" / "c1"
+    records = sorted(p.name for p in runs.glob("*.json"))
+    assert len(records) == 2, first.stderr[-3000:]
+    assert not list(runs.glob(".*.tmp")), "a partial record was left behind"
+    (failure,) = (tmp_path / "results" / "rel" / "failures").glob("*.json")
+    report = json.loads(failure.read_text())
+    missing = ({"run_1.json", "run_2.json", "run_3.json"} - set(records)).pop()
+    assert f"run_{report['run_index']}.json" == missing
+    assert report["cause"] in ("protocol", "connect")
+    assert report["phase"] in ("solo", "concurrent")
+    assert report["server_url"].startswith("http://127.0.0.1:")
+    assert report["server_url"].split("/api/")[0] in report["message"]
+    assert report["agent"] in ("collector", "insight")
+    kept = {name: (runs / name).read_bytes() for name in records}
+
+    # Servers back (no fault): only the missing run and what depends on it are planned.
+    dry = snakemake(tmp_path, "-n", configfile=study, check=True)
+    assert planned_jobs(dry.stdout) == {
+        "run": 1,
+        "aggregate": 1,
+        "statistics": 1,
+        "figures": 1,
+        "report": 1,
+        "all": 1,
+    }
+    snakemake(tmp_path, configfile=study, check=True)
+    assert {p.name for p in runs.glob("*.json")} == {"run_1.json", "run_2.json", "run_3.json"}
+    for name, data in kept.items():
+        assert (runs / name).read_bytes() == data, f"{name} was rewritten"
+    text = (tmp_path / "results" / "rel" / "technical_report.md").read_text()
+    assert "3 runs were recorded in 4 attempts: 1 attempt failed" in text
+
+
+def test_a_server_that_never_answers_times_out_and_is_retried(tmp_path, fake_ollama):
+    study = write_study(
+        tmp_path / "study.yaml", fake_ollama, runs=1, retries=1, timeouts={"request_s": 1.5}
+    )
+    env = {"FAKE_OLLAMA_ARGS": "--ttft-ms 20 --token-ms 2 --fault hang --fault-after 1"}
+    t0 = time.monotonic()
+    proc = snakemake(tmp_path, configfile=study, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 120
+    failures = (tmp_path / "results" / "rel" / "failures").glob("*.json")
+    reports = sorted((json.loads(p.read_text()) for p in failures), key=lambda r: r["attempt"])
+    assert [r["attempt"] for r in reports] == [1, 2]  # first try and one retry
+    assert {r["cause"] for r in reports} == {"timeout"}
+    assert all("no answer for 1.5 s" in r["message"] for r in reports)
+    assert not (tmp_path / "results" / "rel" / "runs" / "c1" / "run_1.json").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
+    tmp_path, fake_ollama, sig
+):
+    study = write_study(tmp_path / "study.yaml", fake_ollama, runs=2)
+    env_slow = {"FAKE_OLLAMA_ARGS": "--ttft-ms 4000 --token-ms 10"}
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        "--configfile",
+        str(study),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**os.environ, **env_slow},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        logs = tmp_path / "results" / "rel" / "logs" / "runs" / "c1"
+        assert wait_until(lambda: logs.is_dir() and any(logs.glob("*.log")), 120), "no run started"
+        time.sleep(2)  # a run is now in its measured phases
+        assert our_processes(proc.pid), "servers should be running"
+        proc.send_signal(sig)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert wait_until(lambda: our_processes(proc.pid) == [], 15), our_processes(proc.pid)
+    # The next invocation starts fresh servers and completes the study.
+    snakemake(tmp_path, configfile=study, check=True)
+    assert len(list((tmp_path / "results" / "rel" / "runs" / "c1").glob("*.json"))) == 2
+
+
+def test_a_taken_port_stops_the_study_before_any_job(tmp_path, fake_ollama):
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        study = write_study(
+            tmp_path / "study.yaml",
+            fake_ollama,
+            servers=[{"name": "a", "port": port}, {"name": "b"}],
+        )
+        proc = snakemake(tmp_path, configfile=study)
+    finally:
+        blocker.close()
+    assert proc.returncode != 0
+    assert f"port {port} of server 'a' is already in use" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
