@@ -176,6 +176,36 @@ def write_empty_failures(path: str | Path) -> None:
     write_table(to_table([], FAILURES_SCHEMA), path)
 
 
+def pull_step(study: Study, out: str | Path, paths: StudyPaths) -> None:
+    """Opt-in: pull every model the study needs through one of its Ollama servers.
+
+    The started servers share one model store (``backend.ollama_models``), so one pull serves
+    them all. Uses Ollama's own ``/api/pull`` (streamed progress goes to the rule log).
+    """
+    if study.backend_kind != "ollama":
+        raise RuntimeError(
+            f"pull_models is for the ollama backend; study {study.name!r} uses {study.backend_kind!r}"
+        )
+    import httpx
+
+    models = sorted({a.model for c in study.configs for a in c.agents})
+    log = logging.getLogger(__name__)
+    pool = pool_for(study, paths)
+    with pool.exclusive():
+        url = next(iter(pool.acquire().values()))
+        for model in models:
+            log.info("pulling %s through %s", model, url)
+            with httpx.stream("POST", f"{url}/api/pull", json={"model": model}, timeout=None) as r:
+                for line in r.iter_lines():
+                    if line.strip():
+                        log.info("%s", line)
+                        if '"error"' in line:
+                            raise RuntimeError(f"pulling {model} failed: {line}")
+                if r.status_code != 200:
+                    raise RuntimeError(f"pulling {model} failed: HTTP {r.status_code}")
+    write_json_atomic(out, {"study": study.name, "models": models, "server": url})
+
+
 def release_servers(study: Study, paths: StudyPaths) -> int:
     """Stop the study's servers if this invocation owns them (Snakefile onsuccess/onerror)."""
     return pool_for(study, paths).release()

@@ -249,6 +249,19 @@ def build_app(settings: SimSettings) -> Starlette:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
+    async def pull(request: Request) -> Response:
+        body = json.loads(await request.body() or b"{}")
+        name = body.get("model") or body.get("name")
+
+        async def progress() -> AsyncIterator[bytes]:
+            yield b'{"status": "pulling manifest"}\n'
+            if name in settings.models:
+                yield b'{"status": "success"}\n'
+            else:
+                yield b'{"error": "pull model manifest: file does not exist"}\n'
+
+        return StreamingResponse(progress(), media_type="application/x-ndjson")
+
     async def generate(request: Request) -> Response:
         return await generation(request, chat=False)
 
@@ -261,6 +274,7 @@ def build_app(settings: SimSettings) -> Starlette:
         Route("/api/tags", tags),
         Route("/api/ps", ps),
         Route("/api/show", show, methods=["POST"]),
+        Route("/api/pull", pull, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]),
         Route("/api/chat", chat, methods=["POST"]),
     ]

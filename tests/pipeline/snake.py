@@ -23,10 +23,9 @@ def snakemake(
     check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``snakemake -s <repo>/Snakefile --directory <workdir> [--configfile F] ARGS``."""
-    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2"]
-    if configfile is not None:
+    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2", *args]
+    if configfile is not None:  # last: --configfile takes every following word
         cmd += ["--configfile", str(configfile)]
-    cmd += list(args)
     proc = subprocess.run(
         cmd,
         capture_output=True,

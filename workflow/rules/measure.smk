@@ -32,3 +32,15 @@ rule run:
         fingerprint=measurement_fingerprint,
     script:
         "../../scripts/run.py"
+
+
+# Opt-in (not part of `all`): snakemake pull_models --configfile <ollama study>.yaml
+rule pull_models:
+    output:
+        f"results/{STUDY.name}/pulled.json",
+    log:
+        f"results/{STUDY.name}/logs/pull_models.log",
+    conda:
+        "../../envs/mabench.yaml"
+    script:
+        "../../scripts/pull_models.py"

@@ -1,0 +1,44 @@
+"""The README tells the truth: the two commands, the CI command, the table schemas."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mabench import tables
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_first_lines_give_the_two_commands():
+    head = "\n".join(README.splitlines()[:10])
+    assert re.search(r"^make run\s+#", head, flags=re.M)
+    assert re.search(r"^make test\s+#", head, flags=re.M)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not re.match(r"^(#|set |cd |export )", line.strip())
+    ]
+    assert lines == ["make test"]
+
+
+@pytest.mark.parametrize("name", sorted(tables.SCHEMAS))
+def test_schema_tables_match_the_code(name):
+    assert tables.describe(name) in README
+
+
+def test_no_placeholders_left():
+    assert not re.search(
+        r"\b[A-Z]{3,}_[A-Z_]{3,}\b", README.replace("MABENCH_REPORT_TEMPLATES", "")
+    )
+
+
+def test_every_study_file_is_documented():
+    for path in (ROOT / "workflow" / "studies").glob("*.yaml"):
+        assert f"workflow/studies/{path.name}" in README
