@@ -1,0 +1,376 @@
+"""Shared pieces of the benchmarks: machine description, goals, result files, statistics,
+simulated servers.
+
+A result file (``benchmarks/results/<name>.json``) holds the machine it ran on, each goal
+with its measured value and pass/fail, and the details that back the numbers. The README's
+results table is generated from these files (``python -m benchmarks --table``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+RESULTS_DIR = BENCH_DIR / "results"
+WORK_DIR = BENCH_DIR / ".work"  # git-ignored scratch space (generated records, quick results)
+QUICK_RESULTS_DIR = WORK_DIR / "results-quick"
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    """What the benchmark ran on (and how busy the machine was when it started)."""
+    import psutil
+
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", "src")
+    return {
+        "hostname": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "src_dirty": bool(status) if status is not None else None,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Goals and results
+# ---------------------------------------------------------------------------------------------
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}
+_SYMBOL = {">=": "≥", "<=": "≤"}
+
+
+@dataclass
+class Goal:
+    name: str
+    measured: float | None
+    op: str
+    target: float
+    unit: str = ""
+    how: str = ""  # what statistic "measured" is (e.g. "median of 4 runs")
+
+    @property
+    def passed(self) -> bool | None:
+        if self.measured is None or (
+            isinstance(self.measured, float) and math.isnan(self.measured)
+        ):
+            return None
+        return _OPS[self.op](self.measured, self.target)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "goal": f"{_SYMBOL[self.op]} {self.target:g}{(' ' + self.unit) if self.unit else ''}",
+            "op": self.op,
+            "target": self.target,
+            "measured": self.measured,
+            "unit": self.unit,
+            "how": self.how,
+            "pass": self.passed,
+        }
+
+
+@dataclass
+class Result:
+    """What one benchmark produced. ``status`` is derived unless set (skipped, error)."""
+
+    name: str
+    title: str
+    goals: list[Goal] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    status: str | None = None  # None: pass/fail from the goals
+
+    def goal(self, *args: Any, **kwargs: Any) -> Goal:
+        g = Goal(*args, **kwargs)
+        self.goals.append(g)
+        return g
+
+    def skipped(self, reason: str) -> Result:
+        self.status = "skipped"
+        self.notes.append(reason)
+        return self
+
+    @property
+    def final_status(self) -> str:
+        if self.status:
+            return self.status
+        verdicts = [g.passed for g in self.goals]
+        if not verdicts:
+            return "measured"
+        if any(v is False for v in verdicts):
+            return "fail"
+        if any(v is None for v in verdicts):
+            return "incomplete"
+        return "pass"
+
+
+def write_result(
+    result: Result,
+    *,
+    quick: bool,
+    machine_info: dict[str, Any],
+    started: float,
+    out_dir: Path | None = None,
+) -> Path:
+    out_dir = out_dir or (QUICK_RESULTS_DIR if quick else RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result.name}.json"
+    doc = {
+        "benchmark": result.name,
+        "title": result.title,
+        "status": result.final_status,
+        "quick": quick,
+        "machine": machine_info,
+        "duration_s": round(time.monotonic() - started, 1),
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        "goals": [g.to_json() for g in result.goals],
+        "notes": result.notes,
+        "details": result.details,
+    }
+    path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null, tuples lists, dataclasses dicts."""
+    if isinstance(value, float):
+        return None if (math.isnan(value) or math.isinf(value)) else value
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return _clean(asdict(value))
+    if hasattr(value, "item"):  # numpy scalars
+        return _clean(value.item())
+    return value
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics of repeated measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default), q in [0, 1]."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summary(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
+    """Median, spread (min, max, IQR, p99) and count of repeated measurements."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"n": 0}
+
+    def r(x: float) -> float:
+        return round(x, digits)
+
+    return {
+        "n": len(xs),
+        "median": r(statistics.median(xs)),
+        "mean": r(statistics.fmean(xs)),
+        "min": r(min(xs)),
+        "max": r(max(xs)),
+        "p25": r(quantile(xs, 0.25)),
+        "p75": r(quantile(xs, 0.75)),
+        "p99": r(quantile(xs, 0.99)),
+        "stdev": r(statistics.stdev(xs)) if len(xs) > 1 else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulated servers (real `mabench sim-serve` processes)
+# ---------------------------------------------------------------------------------------------
+
+
+class SimProcess:
+    """One ``python -m mabench sim-serve`` process on a free loopback port."""
+
+    def __init__(self, log_dir: Path, **settings: Any) -> None:
+        from mabench.net import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
+        for key, value in settings.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"sim-{self.port}.log"
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        import httpx
+
+        from mabench.net import wait_until
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                return httpx.get(self.url + "/", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        if not wait_until(answers, timeout_s=timeout_s):
+            self.stop()
+            raise RuntimeError(f"sim server did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def sim_servers(n: int, log_dir: Path, **settings: Any) -> Iterator[list[SimProcess]]:
+    """``n`` sim servers, started together (so start-up overlaps), stopped on exit."""
+    procs: list[SimProcess] = []
+    try:
+        for _ in range(n):
+            procs.append(SimProcess(log_dir, **settings))
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def peak_rss_of_children_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+class IdealServers:
+    """``n`` ideal servers (:mod:`benchmarks.idealserver`) in one process."""
+
+    def __init__(self, n: int, ttft_ms: float, token_ms: float) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "benchmarks.idealserver",
+            "--servers",
+            str(n),
+            "--ttft-ms",
+            str(ttft_ms),
+            "--token-ms",
+            str(token_ms),
+        ]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("ideal server did not start")
+        self.ports: list[int] = json.loads(line)["ports"]
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.pids = [self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class SimServers:
+    """``n`` ``mabench sim-serve`` processes (parallel mode), one per agent."""
+
+    def __init__(self, n: int, ttft_ms: float, token_ms: float, log_dir: Path) -> None:
+        self.procs: list[SimProcess] = []
+        try:
+            for _ in range(n):
+                self.procs.append(
+                    SimProcess(log_dir, ttft_ms=ttft_ms, token_ms=token_ms, mode="parallel")
+                )
+            for p in self.procs:
+                p.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.urls = [p.url for p in self.procs]
+        self.pids = [p.proc.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+
+@contextmanager
+def servers(kind: str, n: int, ttft_ms: float, token_ms: float) -> Iterator[Any]:
+    """``kind`` ``ideal`` (one lean process) or ``sim`` (n ``mabench sim-serve`` processes)."""
+    fleet = (
+        IdealServers(n, ttft_ms, token_ms)
+        if kind == "ideal"
+        else SimServers(n, ttft_ms, token_ms, WORK_DIR / "logs")
+    )
+    try:
+        yield fleet
+    finally:
+        fleet.stop()

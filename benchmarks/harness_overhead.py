@@ -1,0 +1,335 @@
+"""Benchmark 1 -- harness overhead: true efficiency of N agents on perfectly parallel servers.
+
+Every agent has its own server; the servers never slow each other down and their timing is
+known exactly (``ttft`` to the first token, then one token every ``token`` ms). A perfect
+harness therefore measures a concurrent phase exactly as long as one agent alone, and a true
+efficiency (Σ solo agent walls / (N × concurrent wall)) of exactly 100 %. Whatever is missing
+is the harness measuring itself.
+
+The measurement is the product's code path: ``mabench.protocol.execute_run`` (check, forced
+unload, load, warm-up, solo and concurrent phase, metrics) with the study's coordinator, for
+N = 1, 2, 4, 8, 16 agents, both coordinators, several runs (coordinator order alternates per
+run; phase order alternates per run index as the protocol prescribes).
+
+Servers ("ideal servers"): all N ports are served by one lean process
+(:mod:`benchmarks.idealserver`) that costs a few µs of CPU per token, writes the first token
+exactly ``ttft`` after the request's last byte arrived, and uses µs-resolution timers. The
+product's ``mabench sim-serve`` costs ~0.5 ms of CPU per token and N of them are N Python
+processes, which on a 2-core machine compete with the harness for the CPUs: at N = 16 that
+measures the simulated servers as much as the harness. The same runs against sim-serve
+processes are reported alongside (``sim_comparison``) so the difference is visible.
+
+Per run it reports:
+
+* ``true_efficiency`` (%), the goal metric;
+* ``coordination_overhead_ms`` = concurrent wall − longest agent span (RunMetrics);
+* ``wall_minus_ideal_ms`` = concurrent wall − the analytic ideal A (= calls × (ttft +
+  (num_predict − 1) × token));
+* ``wall_minus_solo_ms`` = concurrent wall − Σ solo walls / N: the efficiency loss in ms
+  (true efficiency = 100 × (1 − this / wall));
+* TTFT error of the concurrent calls, and CPU seconds used by the harness and the servers.
+
+``diagnosis`` runs the phases through the library's code (``product``) and through
+experimental variants (:mod:`benchmarks.experimental`: persistent HTTP clients; persistent
+lean clients), alternately and repeatedly, to measure the effect of a proposed fix before it
+is made in ``src/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import psutil
+
+from benchmarks.common import Result, log, servers, summary
+
+TITLE = "Harness overhead: true efficiency on ideal parallel servers"
+
+FULL = {
+    "ns": [1, 2, 4, 8, 16],
+    "runs": 3,
+    "ttft_ms": 100.0,
+    "token_ms": 25.0,
+    "num_predict": 40,
+    "calls": 2,
+    "sim_ns": [2, 16],
+    "sim_runs": 2,
+    "diag_ns": [2, 16],
+    "diag_reps": 8,
+}
+QUICK = {
+    "ns": [1, 2, 4],
+    "runs": 1,
+    "ttft_ms": 50.0,
+    "token_ms": 10.0,
+    "num_predict": 8,
+    "calls": 2,
+    "sim_ns": [2],
+    "sim_runs": 1,
+    "diag_ns": [2],
+    "diag_reps": 1,
+}
+PROMPTS = ["collector_analyse.md.j2", "collector_report.md.j2", "insight_insights.md.j2"]
+GOALS = {2: 99.8, 16: 99.5}  # true efficiency (%) at N agents
+OVERHEAD_GOAL_MS = 2.0  # coordination overhead per run at N = 2
+
+
+def make_study(urls: dict[str, str], coordinator: str, p: dict[str, Any]):
+    from mabench.config import study_from_dict
+
+    calls = [
+        {"prompt": PROMPTS[i % len(PROMPTS)], "num_predict": p["num_predict"]}
+        for i in range(p["calls"])
+    ]
+    return study_from_dict(
+        {
+            "study": "bench-harness-overhead",
+            "runs": p["runs"],
+            "coordinator": coordinator,
+            "phase_order": "alternate",
+            "backend": {"kind": "external"},
+            "servers": [{"name": n, "url": u} for n, u in urls.items()],
+            "workloads": {"w": {"calls": calls}},
+            "agents": [
+                {"name": f"agent{i:02d}", "workload": "w", "server": name}
+                for i, name in enumerate(urls)
+            ],
+            "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        }
+    )
+
+
+def ideal_agent_s(p: dict[str, Any]) -> float:
+    """One agent alone on an ideal server: calls × (ttft + (num_predict − 1) × token)."""
+    return p["calls"] * (p["ttft_ms"] + (p["num_predict"] - 1) * p["token_ms"]) / 1000
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for pr in procs:
+        try:
+            t = pr.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _row(metrics, calls, n: int, a_s: float, p: dict[str, Any]) -> dict[str, Any]:
+    conc_ttft = [
+        c.client_ttft_ns / 1e6 - p["ttft_ms"]
+        for c in calls
+        if c.phase == "concurrent" and c.client_ttft_ns is not None
+    ]
+    solo_mean = metrics.solo_sum_s / n
+    return {
+        "true_efficiency": metrics.true_efficiency,
+        "seed_efficiency": metrics.seed_efficiency,
+        "coordination_overhead_ms": metrics.coordination_overhead_ms,
+        "wall_minus_ideal_ms": (metrics.concurrent_wall_s - a_s) * 1e3,
+        "wall_minus_solo_ms": (metrics.concurrent_wall_s - solo_mean) * 1e3,
+        "solo_minus_ideal_ms": (solo_mean - a_s) * 1e3,
+        "concurrent_ttft_error_ms_median": summary(conc_ttft)["median"] if conc_ttft else None,
+        "concurrent_ttft_error_ms_max": max(conc_ttft) if conc_ttft else None,
+    }
+
+
+def run_execute(fleet, n: int, coordinator: str, run_index: int, p: dict[str, Any]) -> dict:
+    """One execute_run of N agents; returns the per-run row."""
+    from mabench.protocol import execute_run
+
+    urls = {f"s{i:02d}": u for i, u in enumerate(fleet.urls[:n])}
+    study = make_study(urls, coordinator, p)
+    server_procs = [psutil.Process(pid) for pid in fleet.pids]
+    me = psutil.Process()
+    s0, c0, w0 = _cpu(server_procs), _cpu([me]), time.perf_counter()
+    record = execute_run(study, "c1", run_index, urls)
+    s1, c1, w1 = _cpu(server_procs), _cpu([me]), time.perf_counter()
+    row = _row(record.metrics, record.calls, n, ideal_agent_s(p), p)
+    row.update(
+        n=n,
+        coordinator=coordinator,
+        run_index=run_index,
+        phase_order=",".join(record.protocol.phase_order),
+        run_wall_s=w1 - w0,
+        harness_cpu_s=c1 - c0,
+        server_cpu_s=s1 - s0,
+        load_avg_1m=os.getloadavg()[0],
+    )
+    return row
+
+
+def _sweep(kind: str, ns: list[int], runs: int, p: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    one_fleet = kind == "ideal"  # one ideal process serves every N; sim: N processes per N
+    ctx = servers(kind, max(ns), p["ttft_ms"], p["token_ms"]) if one_fleet else None
+    fleet = ctx.__enter__() if ctx else None
+    try:
+        for n in ns:
+            sub = servers(kind, n, p["ttft_ms"], p["token_ms"]) if not one_fleet else None
+            f = sub.__enter__() if sub else fleet
+            try:
+                for r in range(1, runs + 1):
+                    coords = ("asyncio", "threads") if r % 2 else ("threads", "asyncio")
+                    for coord in coords:
+                        row = run_execute(f, n, coord, r, p)
+                        row["servers"] = kind
+                        rows.append(row)
+                        log(
+                            f"harness_overhead [{kind}] N={n:2d} {coord:7s} run {r}: "
+                            f"true eff {row['true_efficiency']:.3f} %, coordination "
+                            f"{row['coordination_overhead_ms']:.2f} ms, wall-solo "
+                            f"{row['wall_minus_solo_ms']:.1f} ms"
+                        )
+            finally:
+                if sub:
+                    sub.__exit__(None, None, None)
+    finally:
+        if ctx:
+            ctx.__exit__(None, None, None)
+    return rows
+
+
+def _diagnose(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Product vs experimental variants of the phases, alternated, on ideal servers.
+
+    Per repetition and variant: a solo phase of two agents (an agent's solo time does not
+    depend on N) and a concurrent phase of all N; ``true_efficiency`` here is the mean solo
+    agent wall / the concurrent wall. Cheap enough to repeat many times.
+    """
+    from benchmarks.experimental import VARIANTS, Session
+    from mabench.agents import Clock, build_plans
+    from mabench.client import Timeouts
+    from mabench.corpus import load_corpus
+    from mabench.records import CONCURRENT, SOLO
+
+    rows = []
+    a_s = ideal_agent_s(p)
+    with servers("ideal", max(p["diag_ns"]), p["ttft_ms"], p["token_ms"]) as fleet:
+        for n in p["diag_ns"]:
+            urls = {f"s{i:02d}": u for i, u in enumerate(fleet.urls[:n])}
+            for coord in ("asyncio", "threads"):
+                study = make_study(urls, coord, p)
+                corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
+                plans = build_plans(study, study.config("c1"), urls, corpus.summary)
+                sessions = {v: Session(v, coord, plans, Timeouts()) for v in VARIANTS}
+                try:
+                    for r in range(p["diag_reps"]):
+                        order = list(VARIANTS[r % 3 :] + VARIANTS[: r % 3])
+                        for variant in order:
+                            s = sessions[variant]
+                            clock = Clock()
+                            solo = s.phase(plans[:2], SOLO, clock)
+                            conc = s.phase(plans, CONCURRENT, clock)
+                            solo_mean = sum(x.wall_ns for x in solo.agent_spans) / 2 / 1e9
+                            wall = conc.phase.wall_ns / 1e9
+                            longest = max(x.wall_ns for x in conc.agent_spans) / 1e9
+                            ttft = [
+                                c.client_ttft_ns / 1e6 - p["ttft_ms"]
+                                for c in conc.calls
+                                if c.client_ttft_ns is not None
+                            ]
+                            rows.append(
+                                {
+                                    "n": n,
+                                    "coordinator": coord,
+                                    "variant": variant,
+                                    "rep": r + 1,
+                                    "true_efficiency": 100 * solo_mean / wall,
+                                    "coordination_overhead_ms": (wall - longest) * 1e3,
+                                    "wall_minus_ideal_ms": (wall - a_s) * 1e3,
+                                    "wall_minus_solo_ms": (wall - solo_mean) * 1e3,
+                                    "solo_minus_ideal_ms": (solo_mean - a_s) * 1e3,
+                                    "concurrent_ttft_error_ms_median": summary(ttft)["median"],
+                                }
+                            )
+                    log(
+                        f"harness_overhead [diagnosis] N={n} {coord}: "
+                        + ", ".join(
+                            f"{v} {summary([x['true_efficiency'] for x in rows if x['variant'] == v and x['coordinator'] == coord and x['n'] == n])['median']:.3f} %"
+                            for v in VARIANTS
+                        )
+                    )
+                finally:
+                    for s in sessions.values():
+                        s.close()
+    return rows
+
+
+def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(tuple(row[k] for k in keys), []).append(row)
+    metrics = (
+        "true_efficiency",
+        "coordination_overhead_ms",
+        "wall_minus_ideal_ms",
+        "wall_minus_solo_ms",
+        "solo_minus_ideal_ms",
+        "concurrent_ttft_error_ms_median",
+    )
+    table = []
+    for key, group in sorted(out.items()):
+        entry = dict(zip(keys, key, strict=True))
+        for m in metrics:
+            entry[m] = summary([g[m] for g in group if g.get(m) is not None])
+        table.append(entry)
+    return table
+
+
+def run(quick: bool = False) -> Result:
+    p = dict(QUICK if quick else FULL)
+    res = Result("harness_overhead", TITLE)
+    a_s = ideal_agent_s(p)
+    res.details["parameters"] = {
+        **p,
+        "ideal_agent_s": a_s,
+        "servers": "benchmarks.idealserver: one process, all ports, exact timing",
+    }
+
+    main = _sweep("ideal", p["ns"], p["runs"], p)
+    sim = _sweep("sim", p["sim_ns"], p["sim_runs"], p)
+    diag = _diagnose(p)
+
+    summary_main = _group(main, ("n", "coordinator"))
+    res.details["summary"] = summary_main
+    res.details["sim_comparison"] = _group(sim, ("n", "coordinator"))
+    res.details["diagnosis"] = _group(diag, ("n", "coordinator", "variant"))
+    res.details["runs"] = main
+    res.details["sim_runs"] = sim
+    res.details["diagnosis_runs"] = diag
+
+    by = {(e["n"], e["coordinator"]): e for e in summary_main}
+    for n, target in GOALS.items():
+        for coord in ("asyncio", "threads"):
+            e = by.get((n, coord))
+            if e is None:
+                continue
+            s = e["true_efficiency"]
+            res.goal(
+                f"true efficiency, N={n}, {coord}",
+                s.get("median"),
+                ">=",
+                target,
+                "%",
+                f"median of {s.get('n')} runs (min {s.get('min')}, max {s.get('max')})",
+            )
+    for coord in ("asyncio", "threads"):
+        e = by.get((2, coord))
+        if e is not None:
+            s = e["coordination_overhead_ms"]
+            res.goal(
+                f"coordination overhead per run, N=2, {coord}",
+                s.get("median"),
+                "<=",
+                OVERHEAD_GOAL_MS,
+                "ms",
+                f"median of {s.get('n')} runs (max {s.get('max')})",
+            )
+    res.notes.append(
+        f"Ideal agent time A = {a_s:.3f} s ({p['calls']} calls x (ttft {p['ttft_ms']:g} ms + "
+        f"{p['num_predict'] - 1} x {p['token_ms']:g} ms)); efficiency goals are relative to it."
+    )
+    return res

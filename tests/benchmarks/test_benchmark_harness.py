@@ -1,0 +1,81 @@
+"""Smoke tests of the benchmark harness (benchmarks/): its pieces work and agree with the
+library. The benchmarks themselves run with ``python -m benchmarks`` (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.common import Result, servers, summary, write_result
+from benchmarks.experimental_aggregate import aggregate_chunked, read_record_fast
+from benchmarks.experimental_stats import bootstrap_ci_proposed
+from benchmarks.readme import START, render_table, update_readme
+from benchmarks.synthetic_records import ensure_records, make_record
+from mabench.aggregate import aggregate
+from mabench.records import read_record, validate_record
+
+
+def test_goals_results_and_readme_table(tmp_path: Path) -> None:
+    res = Result("demo", "Demo")
+    res.goal("x", 99.9, ">=", 99.8, "%", "median")
+    res.goal("y", 3.0, "<=", 2.0, "ms")
+    assert [g.passed for g in res.goals] == [True, False]
+    assert res.final_status == "fail"
+    info = {"cpu_model": "cpu", "logical_cpus": 2, "memory_gb": 4, "python": "3.11", "date": "d"}
+    path = write_result(res, quick=False, machine_info=info, started=0.0, out_dir=tmp_path)
+    doc = json.loads(path.read_text())
+    assert doc["status"] == "fail" and doc["goals"][1]["goal"] == "≤ 2 ms"
+    table = render_table([doc])
+    assert "**FAIL**" in table and "99.9" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\nprose\n")
+    update_readme(readme, tmp_path)
+    assert START in readme.read_text() and "prose" in readme.read_text()
+
+
+def test_summary_spread() -> None:
+    s = summary([1, 2, 3, 4, 100])
+    assert s["median"] == 3 and s["min"] == 1 and s["max"] == 100 and s["n"] == 5
+
+
+def test_synthetic_records_are_valid_and_deterministic(tmp_path: Path) -> None:
+    data = make_record(5).to_json()
+    validate_record(data)
+    assert make_record(5).to_json() == data
+    paths = ensure_records(30, tmp_path)
+    assert read_record(paths[29]).config_id == "cfg029"
+    assert read_record_fast(paths[3]) == read_record(paths[3])
+
+
+def test_proposed_aggregate_writes_the_same_tables(tmp_path: Path) -> None:
+    paths = ensure_records(12, tmp_path / "rec")
+    aggregate(paths, tmp_path / "a")
+    aggregate_chunked(paths, tmp_path / "b", chunk=5, workers=1)
+    for name in ("runs", "agents", "calls", "failures"):
+        a = pq.read_table(tmp_path / "a" / f"{name}.parquet")
+        assert a.equals(pq.read_table(tmp_path / "b" / f"{name}.parquet")), name
+
+
+def test_bounded_bootstrap_is_identical_below_the_threshold() -> None:
+    import numpy as np
+
+    from mabench import stats
+
+    x = np.random.default_rng(3).normal(10, 2, 300)
+    assert bootstrap_ci_proposed(x, 2000, 7, "k") == stats.bootstrap_ci(x, 2000, 7, "k")
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_ideal_servers_give_full_true_efficiency(coordinator: str) -> None:
+    from benchmarks.harness_overhead import QUICK, run_execute
+
+    # a smoke test of the harness, not a measurement: wide bounds (the machine may be busy)
+    p = {**QUICK, "ttft_ms": 100.0, "token_ms": 10.0, "num_predict": 11}
+    with servers("ideal", 2, p["ttft_ms"], p["token_ms"]) as fleet:
+        row = run_execute(fleet, 2, coordinator, 1, p)
+    assert row["true_efficiency"] == pytest.approx(100.0, abs=10.0)
+    assert row["wall_minus_ideal_ms"] > 0
