@@ -49,25 +49,27 @@ TITLE = "Harness overhead: true efficiency on ideal parallel servers"
 
 FULL = {
     "ns": [1, 2, 4, 8, 16],
-    "runs": 3,
+    # runs per N: a run of N agents costs ~(N + 1) x 2.15 s; the small-N goals are the tight
+    # ones (0.2 % = 4 ms of a 2.15 s phase, about the run-to-run noise), so they get more runs
+    "runs": {1: 5, 2: 9, 4: 5, 8: 3, 16: 5},
     "ttft_ms": 100.0,
     "token_ms": 25.0,
     "num_predict": 40,
     "calls": 2,
     "sim_ns": [2, 16],
-    "sim_runs": 2,
-    "diag_ns": [2, 16],
-    "diag_reps": 8,
+    "sim_runs": {2: 3, 16: 2},
+    "diag_ns": [16],
+    "diag_reps": 6,
 }
 QUICK = {
     "ns": [1, 2, 4],
-    "runs": 1,
+    "runs": {1: 1, 2: 1, 4: 1},
     "ttft_ms": 50.0,
     "token_ms": 10.0,
     "num_predict": 8,
     "calls": 2,
     "sim_ns": [2],
-    "sim_runs": 1,
+    "sim_runs": {2: 1},
     "diag_ns": [2],
     "diag_reps": 1,
 }
@@ -86,7 +88,7 @@ def make_study(urls: dict[str, str], coordinator: str, p: dict[str, Any]):
     return study_from_dict(
         {
             "study": "bench-harness-overhead",
-            "runs": p["runs"],
+            "runs": max(p["runs"].values()),
             "coordinator": coordinator,
             "phase_order": "alternate",
             "backend": {"kind": "external"},
@@ -161,7 +163,9 @@ def run_execute(fleet, n: int, coordinator: str, run_index: int, p: dict[str, An
     return row
 
 
-def _sweep(kind: str, ns: list[int], runs: int, p: dict[str, Any]) -> list[dict[str, Any]]:
+def _sweep(
+    kind: str, ns: list[int], runs: dict[int, int], p: dict[str, Any]
+) -> list[dict[str, Any]]:
     rows = []
     one_fleet = kind == "ideal"  # one ideal process serves every N; sim: N processes per N
     ctx = servers(kind, max(ns), p["ttft_ms"], p["token_ms"]) if one_fleet else None
@@ -171,7 +175,7 @@ def _sweep(kind: str, ns: list[int], runs: int, p: dict[str, Any]) -> list[dict[
             sub = servers(kind, n, p["ttft_ms"], p["token_ms"]) if not one_fleet else None
             f = sub.__enter__() if sub else fleet
             try:
-                for r in range(1, runs + 1):
+                for r in range(1, runs[n] + 1):
                     coords = ("asyncio", "threads") if r % 2 else ("threads", "asyncio")
                     for coord in coords:
                         row = run_execute(f, n, coord, r, p)
