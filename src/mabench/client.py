@@ -1,9 +1,12 @@
-"""Ollama HTTP client on httpx, async and sync, with client-side timestamps.
+"""Ollama HTTP client, async and sync, with client-side timestamps.
 
 Both clients share one request builder and one stream parser, so the asyncio and the threads
-coordinator measure exactly the same thing. Timestamps are ``time.perf_counter_ns()`` taken
-when the request is handed to the transport, when the first non-empty token arrives, when the
-last token arrives and when the final chunk has been read.
+coordinator measure exactly the same thing. The timed calls (:meth:`call`: streamed chat and
+generate) go through :mod:`mabench.transport`, a lean keep-alive connection per client; the
+management calls (version, tags, ps, show, load, unload) through httpx, created on first use.
+Timestamps are ``time.perf_counter_ns()`` taken when the request is handed to the socket,
+when the first non-empty token arrives, when the last token arrives and when the final chunk
+has been read.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mabench.errors import (
     ServerStreamError,
     ServerTimeoutError,
 )
+from mabench.transport import AsyncConnection, SyncConnection, error_message, json_body
 
 __all__ = [
     "AsyncOllamaClient",
@@ -95,32 +99,29 @@ def _call_body(
     return body
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        text = body.decode("utf-8", "replace").strip()
-        return text[:500] or "(empty body)"
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
-    return json.dumps(data)[:500]
+def _show(line: bytes | str) -> str:
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    return repr(text[:120])
 
 
 class _StreamParser:
     """Consumes NDJSON lines of a chat/generate stream and keeps the client timestamps."""
 
-    def __init__(self, endpoint: str, url: str, phase: str | None, t_sent_ns: int) -> None:
+    def __init__(self, endpoint: str, url: str, phase: str | None) -> None:
         self.endpoint = endpoint
         self.url = url
         self.phase = phase
-        self.t_sent_ns = t_sent_ns
+        self.t_sent_ns = 0
         self.t_first: int | None = None
         self.t_last: int | None = None
         self.parts: list[str] = []
         self.chunks = 0
         self.final: dict[str, Any] | None = None
 
-    def feed(self, line: str) -> None:
+    def started(self, t_sent_ns: int) -> None:
+        self.t_sent_ns = t_sent_ns
+
+    def line(self, line: bytes | str) -> None:
         now = time.perf_counter_ns()
         if not line.strip():
             return
@@ -130,13 +131,13 @@ class _StreamParser:
             obj = json.loads(line)
         except ValueError:
             raise ProtocolError(
-                f"invalid JSON in stream chunk {self.chunks + 1}: {line[:120]!r}",
+                f"invalid JSON in stream chunk {self.chunks + 1}: {_show(line)}",
                 url=self.url,
                 phase=self.phase,
             ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(
-                f"stream chunk is not an object: {line[:120]!r}", url=self.url, phase=self.phase
+                f"stream chunk is not an object: {_show(line)}", url=self.url, phase=self.phase
             )
         if "error" in obj:
             raise ServerStreamError(str(obj["error"]), url=self.url, phase=self.phase)
@@ -209,7 +210,7 @@ def _checked_json(resp: httpx.Response, url: str, phase: str | None) -> Any:
     """The JSON body of a complete response, or the typed error it stands for."""
     if resp.status_code != 200:
         raise ServerHTTPError(
-            _error_message(resp.content), url=url, phase=phase, status=resp.status_code
+            error_message(resp.content), url=url, phase=phase, status=resp.status_code
         )
     try:
         return json.loads(resp.content)
@@ -247,22 +248,50 @@ def _version_of(data: Any) -> str:
     return str(data.get("version", "")) if isinstance(data, dict) else ""
 
 
+class _Client:
+    """What both clients share: the server, the timeouts, the request bodies, the parsers."""
+
+    def __init__(self, base_url: str, timeouts: Timeouts | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts or Timeouts()
+
+    def _httpx_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "timeout": self.timeouts.httpx(self.timeouts.request_s),
+            # a plain-http server needs no CA bundle (loading it costs ~40 ms of CPU)
+            "verify": self.base_url.startswith("https:"),
+        }
+
+    def _streamed(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        system: str | None,
+        options: dict[str, Any] | None,
+        keep_alive: float | str,
+        phase: str | None,
+    ) -> tuple[str, bytes, _StreamParser]:
+        path = f"/api/{endpoint}"
+        body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
+        return path, json_body(body), _StreamParser(endpoint, self.base_url + path, phase)
+
+
 # ---------------------------------------------------------------------------------------------
 # Async client
 # ---------------------------------------------------------------------------------------------
 
 
-class AsyncOllamaClient:
+class AsyncOllamaClient(_Client):
     """Async client for one server. Use as ``async with AsyncOllamaClient(url) as c``."""
 
     def __init__(self, base_url: str, timeouts: Timeouts | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeouts = timeouts or Timeouts()
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=self.timeouts.httpx(self.timeouts.request_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        super().__init__(base_url, timeouts)
+        self._conn = AsyncConnection(
+            self.base_url, self.timeouts.connect_s, self.timeouts.request_s
         )
+        self._http_client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> AsyncOllamaClient:
         return self
@@ -271,12 +300,17 @@ class AsyncOllamaClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._conn.aclose()
+        if self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
 
     async def _json(self, method: str, path: str, body: Any, phase: str, read_s: float) -> Any:
         url = self.base_url + path
+        if self._http_client is None:
+            self._http_client = httpx.AsyncClient(**self._httpx_options())
         try:
-            resp = await self._http.request(
+            resp = await self._http_client.request(
                 method, path, json=body, timeout=self.timeouts.httpx(read_s)
             )
         except Exception as exc:
@@ -330,25 +364,11 @@ class AsyncOllamaClient:
         phase: str | None = None,
     ) -> CallResult:
         """One streamed chat or generate call, timed on the client."""
-        path = f"/api/{endpoint}"
-        url = self.base_url + path
-        body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
-        request = self._http.build_request("POST", path, json=body)
-        t_sent = time.perf_counter_ns()
-        try:
-            resp = await self._http.send(request, stream=True)
-            try:
-                if resp.status_code != 200:
-                    await resp.aread()
-                    _checked_json(resp, url, phase)
-                parser = _StreamParser(endpoint, url, phase, t_sent)
-                async for line in resp.aiter_lines():
-                    parser.feed(line)
-                return parser.result()
-            finally:
-                await resp.aclose()
-        except Exception as exc:
-            raise _translate(exc, url, phase, self.timeouts.request_s) from exc
+        path, body, parser = self._streamed(
+            endpoint, model, prompt, system, options, keep_alive, phase
+        )
+        await self._conn.stream(path, body, parser, phase)
+        return parser.result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,15 +376,13 @@ class AsyncOllamaClient:
 # ---------------------------------------------------------------------------------------------
 
 
-class OllamaClient:
+class OllamaClient(_Client):
     """Blocking twin of :class:`AsyncOllamaClient`: same methods, same results."""
 
     def __init__(self, base_url: str, timeouts: Timeouts | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeouts = timeouts or Timeouts()
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=self.timeouts.httpx(self.timeouts.request_s)
-        )
+        super().__init__(base_url, timeouts)
+        self._conn = SyncConnection(self.base_url, self.timeouts.connect_s, self.timeouts.request_s)
+        self._http_client: httpx.Client | None = None
 
     def __enter__(self) -> OllamaClient:
         return self
@@ -373,12 +391,19 @@ class OllamaClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._conn.close()
+        if self._http_client is not None:
+            self._http_client.close()
+            self._http_client = None
 
     def _json(self, method: str, path: str, body: Any, phase: str, read_s: float) -> Any:
         url = self.base_url + path
+        if self._http_client is None:
+            self._http_client = httpx.Client(**self._httpx_options())
         try:
-            resp = self._http.request(method, path, json=body, timeout=self.timeouts.httpx(read_s))
+            resp = self._http_client.request(
+                method, path, json=body, timeout=self.timeouts.httpx(read_s)
+            )
         except Exception as exc:
             raise _translate(exc, url, phase, read_s) from exc
         return _checked_json(resp, url, phase)
@@ -430,22 +455,9 @@ class OllamaClient:
         keep_alive: float | str = -1,
         phase: str | None = None,
     ) -> CallResult:
-        path = f"/api/{endpoint}"
-        url = self.base_url + path
-        body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
-        request = self._http.build_request("POST", path, json=body)
-        t_sent = time.perf_counter_ns()
-        try:
-            resp = self._http.send(request, stream=True)
-            try:
-                if resp.status_code != 200:
-                    resp.read()
-                    _checked_json(resp, url, phase)
-                parser = _StreamParser(endpoint, url, phase, t_sent)
-                for line in resp.iter_lines():
-                    parser.feed(line)
-                return parser.result()
-            finally:
-                resp.close()
-        except Exception as exc:
-            raise _translate(exc, url, phase, self.timeouts.request_s) from exc
+        """One streamed chat or generate call, timed on the client."""
+        path, body, parser = self._streamed(
+            endpoint, model, prompt, system, options, keep_alive, phase
+        )
+        self._conn.stream(path, body, parser, phase)
+        return parser.result()
