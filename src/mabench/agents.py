@@ -8,6 +8,7 @@ and one :class:`Span` for the agent; the async and the sync executor produce ide
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -188,47 +189,59 @@ class AgentOutcome:
     span: Span
 
 
+def _agent_steps(
+    plan: AgentPlan, phase: str, clock: Clock
+) -> Generator[tuple[int, dict[str, Any]], CallResult, AgentOutcome]:
+    """One agent's calls, I/O-free: yields each call's index and arguments, is sent its result.
+
+    Each prompt sees the previous answer, so the calls run strictly one after another.
+    """
+    calls: list[CallRecord] = []
+    previous = ""
+    t_start = clock.now()
+    for i in range(len(plan.calls)):
+        prompt = plan.prompt(i, previous)
+        result = yield (
+            i,
+            {
+                "endpoint": plan.endpoint,
+                "model": plan.info.model,
+                "prompt": prompt,
+                "system": plan.system,
+                "options": plan.options(i),
+                "phase": phase,
+            },
+        )
+        calls.append(_record(plan, i, phase, prompt, clock, result))
+        previous = result.text
+    return AgentOutcome(calls, Span(phase, plan.name, t_start, clock.now()))
+
+
 async def run_agent_async(
     plan: AgentPlan, client: AsyncOllamaClient, phase: str, clock: Clock
 ) -> AgentOutcome:
-    calls: list[CallRecord] = []
-    previous = ""
-    t_start = clock.now()
-    for i in range(len(plan.calls)):
-        prompt = plan.prompt(i, previous)
-        try:
-            result = await client.call(
-                plan.endpoint,
-                plan.info.model,
-                prompt,
-                system=plan.system,
-                options=plan.options(i),
-                phase=phase,
-            )
-        except OllamaError as exc:
-            raise _failed(plan, phase, i, exc) from exc
-        calls.append(_record(plan, i, phase, prompt, clock, result))
-        previous = result.text
-    return AgentOutcome(calls, Span(phase, plan.name, t_start, clock.now()))
+    steps = _agent_steps(plan, phase, clock)
+    try:
+        index, call = next(steps)
+        while True:
+            try:
+                result = await client.call(**call)
+            except OllamaError as exc:
+                raise _failed(plan, phase, index, exc) from exc
+            index, call = steps.send(result)
+    except StopIteration as done:
+        return done.value
 
 
 def run_agent_sync(plan: AgentPlan, client: OllamaClient, phase: str, clock: Clock) -> AgentOutcome:
-    calls: list[CallRecord] = []
-    previous = ""
-    t_start = clock.now()
-    for i in range(len(plan.calls)):
-        prompt = plan.prompt(i, previous)
-        try:
-            result = client.call(
-                plan.endpoint,
-                plan.info.model,
-                prompt,
-                system=plan.system,
-                options=plan.options(i),
-                phase=phase,
-            )
-        except OllamaError as exc:
-            raise _failed(plan, phase, i, exc) from exc
-        calls.append(_record(plan, i, phase, prompt, clock, result))
-        previous = result.text
-    return AgentOutcome(calls, Span(phase, plan.name, t_start, clock.now()))
+    steps = _agent_steps(plan, phase, clock)
+    try:
+        index, call = next(steps)
+        while True:
+            try:
+                result = client.call(**call)
+            except OllamaError as exc:
+                raise _failed(plan, phase, index, exc) from exc
+            index, call = steps.send(result)
+    except StopIteration as done:
+        return done.value

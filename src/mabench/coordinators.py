@@ -1,11 +1,14 @@
-"""Coordinators: how a phase runs its agents, one after another (solo) or all at once.
+"""Coordinators: how a run's phases run its agents, one after another (solo) or all at once.
 
-- ``asyncio``: one event loop, one :class:`AsyncOllamaClient` per agent, ``asyncio.TaskGroup``
-  (the first failure cancels the other agents).
-- ``threads``: one thread per agent with a blocking :class:`OllamaClient`; a barrier releases
-  all agents together, so thread start-up is outside the measured interval.
+- ``asyncio``: one event loop for the whole run, one :class:`AsyncOllamaClient` per agent,
+  ``asyncio.TaskGroup`` (the first failure cancels the other agents).
+- ``threads``: one thread per agent and phase with a blocking :class:`OllamaClient`; a barrier
+  releases all agents together, so thread start-up is outside the measured interval.
 
-Both return the same :class:`PhaseOutcome`, so the run record does not depend on the choice.
+A coordinator lives for one run: each agent's client (and its keep-alive connection) is made
+once, opened by the unmeasured warm-up call and reused by every measured phase, so no phase
+measures connection set-up. Both return the same :class:`PhaseOutcome`, so the run record
+does not depend on the choice.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 
 from mabench.agents import AgentOutcome, AgentPlan, Clock, run_agent_async, run_agent_sync
 from mabench.client import AsyncOllamaClient, OllamaClient, Timeouts
@@ -38,51 +42,91 @@ def _collect(phase: str, t0: int, t1: int, outcomes: Sequence[AgentOutcome]) -> 
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# asyncio
-# ---------------------------------------------------------------------------------------------
+class Coordinator:
+    """Runs a run's phases; use as a context manager (it closes the agents' connections)."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self.timeouts = timeouts
+
+    def run_phase(
+        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
-async def _phase_async(
-    plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock, timeouts: Timeouts
-) -> PhaseOutcome:
-    clients = [AsyncOllamaClient(p.url, timeouts) for p in plans]
-    try:
-        if concurrent:
-            t0 = clock.now()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [
-                        tg.create_task(run_agent_async(p, c, phase, clock))
-                        for p, c in zip(plans, clients, strict=True)
-                    ]
-            except* RunFailed as group:
-                raise group.exceptions[0] from None
-            t1 = clock.now()
-            outcomes = [t.result() for t in tasks]
-        else:
+class AsyncioCoordinator(Coordinator):
+    def __init__(self, timeouts: Timeouts) -> None:
+        super().__init__(timeouts)
+        self._runner = asyncio.Runner()
+        self._clients: dict[str, AsyncOllamaClient] = {}
+
+    def _client(self, plan: AgentPlan) -> AsyncOllamaClient:
+        if plan.name not in self._clients:
+            self._clients[plan.name] = AsyncOllamaClient(plan.url, self.timeouts)
+        return self._clients[plan.name]
+
+    def run_phase(
+        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        return self._runner.run(self._phase(plans, phase, concurrent, clock))
+
+    async def _phase(
+        self, plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        clients = [self._client(p) for p in plans]
+        if not concurrent:
             t0 = clock.now()
             outcomes = [
                 await run_agent_async(p, c, phase, clock)
                 for p, c in zip(plans, clients, strict=True)
             ]
-            t1 = clock.now()
-    finally:
-        for c in clients:
-            await c.aclose()
-    return _collect(phase, t0, t1, outcomes)
+            return _collect(phase, t0, clock.now(), outcomes)
+        t0 = clock.now()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(run_agent_async(p, c, phase, clock))
+                    for p, c in zip(plans, clients, strict=True)
+                ]
+        except* RunFailed as group:
+            raise group.exceptions[0] from None
+        t1 = clock.now()
+        return _collect(phase, t0, t1, [t.result() for t in tasks])
+
+    def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        try:
+            for c in clients:
+                self._runner.run(c.aclose())
+        finally:
+            self._runner.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# threads
-# ---------------------------------------------------------------------------------------------
+class ThreadsCoordinator(Coordinator):
+    def __init__(self, timeouts: Timeouts) -> None:
+        super().__init__(timeouts)
+        self._clients: dict[str, OllamaClient] = {}
 
+    def _client(self, plan: AgentPlan) -> OllamaClient:
+        if plan.name not in self._clients:
+            self._clients[plan.name] = OllamaClient(plan.url, self.timeouts)
+        return self._clients[plan.name]
 
-def _phase_threads(
-    plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock, timeouts: Timeouts
-) -> PhaseOutcome:
-    clients = [OllamaClient(p.url, timeouts) for p in plans]
-    try:
+    def run_phase(
+        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        clients = [self._client(p) for p in plans]
         if not concurrent:
             t0 = clock.now()
             outcomes = [
@@ -115,25 +159,17 @@ def _phase_threads(
         if errors:
             raise errors[0]
         return _collect(phase, t0, t1, [r for r in results if r is not None])
-    finally:
+
+    def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
         for c in clients:
             c.close()
 
 
-def run_phase(
-    coordinator: str,
-    plans: Sequence[AgentPlan],
-    phase: str,
-    *,
-    concurrent: bool,
-    clock: Clock,
-    timeouts: Timeouts,
-) -> PhaseOutcome:
-    """Run one measured phase with the chosen coordinator."""
-    if coordinator == "asyncio":
-        return asyncio.run(_phase_async(plans, phase, concurrent, clock, timeouts))
-    if coordinator == "threads":
-        return _phase_threads(plans, phase, concurrent, clock, timeouts)
-    raise ValueError(
-        f"unknown coordinator {coordinator!r} (choose one of {', '.join(COORDINATORS)})"
-    )
+def open_coordinator(kind: str, timeouts: Timeouts) -> Coordinator:
+    """The coordinator ``kind`` (``asyncio`` or ``threads``) for one run."""
+    if kind == "asyncio":
+        return AsyncioCoordinator(timeouts)
+    if kind == "threads":
+        return ThreadsCoordinator(timeouts)
+    raise ValueError(f"unknown coordinator {kind!r} (choose one of {', '.join(COORDINATORS)})")

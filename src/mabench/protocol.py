@@ -2,7 +2,8 @@
 
 1. every server answers and has the model;
 2. forced unload of every model on every server, verified by /api/ps;
-3. load each agent's model with its options (load time recorded);
+3. load each agent's model with its options (load time recorded), then one tiny unmeasured
+   warm-up call per agent, which also opens the agent's connection for the whole run;
 4. solo phase: each agent alone, one after another;
 5. concurrent phase: all agents at once.
 
@@ -23,7 +24,7 @@ from mabench import environment
 from mabench.agents import Clock, build_plans, warmup_plan
 from mabench.client import OllamaClient, Timeouts
 from mabench.config import Study
-from mabench.coordinators import run_phase
+from mabench.coordinators import open_coordinator
 from mabench.corpus import load_corpus
 from mabench.errors import IsolationError, OllamaError, RunFailed, ServerSetupError
 from mabench.isolation import force_unload
@@ -153,15 +154,22 @@ def execute_run(
             except OllamaError as exc:
                 raise _step_failed("load", exc) from exc
 
-    # ... then warm every agent's code path up, unmeasured, through the run's coordinator
-    warm = run_phase(
-        config.coordinator,
-        [warmup_plan(p) for p in plans],
-        WARMUP,
-        concurrent=False,
-        clock=Clock(),
-        timeouts=timeouts,
-    )
+    # ... then, with one client (and connection) per agent for the whole run: warm every
+    # agent's code path up, unmeasured, and run the measured phases (4 and 5) in this order
+    clock = Clock()
+    phases, spans, calls = [], [], []
+    with open_coordinator(config.coordinator, timeouts) as coordinator:
+        warm = coordinator.run_phase(
+            [warmup_plan(p) for p in plans], WARMUP, concurrent=False, clock=Clock()
+        )
+        for phase in order:
+            log.info("%s run %d: %s phase", config_id, run_index, phase)
+            outcome = coordinator.run_phase(
+                plans, phase, concurrent=(phase == CONCURRENT), clock=clock
+            )
+            phases.append(outcome.phase)
+            spans.extend(outcome.agent_spans)
+            calls.extend(outcome.calls)
     warm_ns = {s.agent: s.wall_ns for s in warm.agent_spans}
     loads = [
         LoadRecord(
@@ -175,23 +183,6 @@ def execute_run(
         )
         for plan, res in zip(plans, loaded, strict=True)
     ]
-
-    # 4 and 5. the measured phases, in this run's order
-    clock = Clock()
-    phases, spans, calls = [], [], []
-    for phase in order:
-        log.info("%s run %d: %s phase", config_id, run_index, phase)
-        outcome = run_phase(
-            config.coordinator,
-            plans,
-            phase,
-            concurrent=(phase == CONCURRENT),
-            clock=clock,
-            timeouts=timeouts,
-        )
-        phases.append(outcome.phase)
-        spans.extend(outcome.agent_spans)
-        calls.extend(outcome.calls)
 
     metrics = compute_run_metrics(
         [p.info for p in plans],
