@@ -16,6 +16,7 @@ watchdog), stops them. A state file records who owns which server processes, so 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -23,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,22 +111,58 @@ def _port_owner(port: int) -> str:
     return "another program"
 
 
-def _stop_tree(pid: int, create_time: float, grace_s: float = 8.0) -> None:
-    """Stop a supervisor we started (it stops its server), then anything left of the tree."""
+def _gone(proc: psutil.Process) -> bool:
+    """Exited: not running any more, or a zombie waiting for a parent that is not us."""
     try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= 0.01:
-            return  # the PID was reused by a foreign process: never touch it
-        children = proc.children(recursive=True)
-        proc.terminate()
-        _, alive = psutil.wait_procs([proc], timeout=grace_s)
-        for p in alive:
-            p.kill()
-        _, alive = psutil.wait_procs(children, timeout=2)
-        for p in alive:
-            p.kill()
+        return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
-        pass
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until every process is gone; returns those still alive after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
+
+
+def _stop_trees(servers: Iterable[ServerProc], grace_s: float = 8.0) -> None:
+    """Stop supervisors we started (each stops its server), then anything left of their trees.
+
+    All are asked at once and waited for together, so stopping N servers takes as long as
+    the slowest, not the sum.
+    """
+    roots: list[psutil.Process] = []
+    children: list[psutil.Process] = []
+    for s in servers:
+        try:
+            proc = psutil.Process(s.pid)
+            if abs(proc.create_time() - s.create_time) >= 0.01:
+                continue  # the PID was reused by a foreign process: never touch it
+            children.extend(proc.children(recursive=True))
+            proc.terminate()
+            roots.append(proc)
+        except psutil.Error:
+            continue
+    for stage, timeout_s in ((roots, grace_s), (children, 2.0)):
+        for proc in _wait_gone(stage, timeout_s):
+            with suppress(psutil.Error):
+                proc.kill()
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class ServerPool:
@@ -142,15 +179,8 @@ class ServerPool:
 
     # -- state ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "pool.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _flock(self.state_dir / "pool.lock")
 
     def _read(self) -> tuple[Owner, dict[str, ServerProc]] | None:
         try:
@@ -173,17 +203,10 @@ class ServerPool:
 
     # -- public --------------------------------------------------------------------------
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """Hold the study's bench slot: no two measurements (runs, unloads) ever overlap,
         whatever the scheduler does (the profile's ``bench_slot=1`` is the first line of defence)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "bench.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return _flock(self.state_dir / "bench.lock")
 
     def acquire(self, names: list[str] | None = None) -> dict[str, str]:
         """URLs of the study's servers (``names``: only these must be up), starting them if needed."""
@@ -205,8 +228,7 @@ class ServerPool:
                         f"mabench: stopping {len(servers)} stale server(s) left by dead process {owner.pid}",
                         file=sys.stderr,
                     )
-                    for s in servers.values():
-                        _stop_tree(s.pid, s.create_time)
+                    _stop_trees(servers.values())
                     servers = {}
             for spec in wanted:
                 current = servers.get(spec.name)
@@ -217,7 +239,7 @@ class ServerPool:
                         f"mabench: server {spec.name!r} ({current.url}) is down; restarting it",
                         file=sys.stderr,
                     )
-                    _stop_tree(current.pid, current.create_time)
+                    _stop_trees([current])
                 servers[spec.name] = self._start(spec, taken={s.port for s in servers.values()})
                 self._write(servers)
             self._write(servers)
@@ -256,8 +278,7 @@ class ServerPool:
             owner, servers = state
             if owner != self.owner and owner.alive():
                 return 0
-            for s in servers.values():
-                _stop_tree(s.pid, s.create_time)
+            _stop_trees(servers.values())
             self.state_path.unlink(missing_ok=True)
             return len(servers)
 
@@ -355,7 +376,7 @@ class ServerPool:
             if _answers(url, timeout_s=1.0):
                 return handle
             time.sleep(0.1)
-        _stop_tree(handle.pid, handle.create_time)
+        _stop_trees([handle])
         tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-15:])
         why = (
             f"exited with code {proc.returncode}"
