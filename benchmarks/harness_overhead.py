@@ -29,10 +29,9 @@ Per run it reports:
   (true efficiency = 100 × (1 − this / wall));
 * TTFT error of the concurrent calls, and CPU seconds used by the harness and the servers.
 
-``diagnosis`` runs the phases through the library's code (``product``) and through
-experimental variants (:mod:`benchmarks.experimental`: persistent HTTP clients; persistent
-lean clients), alternately and repeatedly, to measure the effect of a proposed fix before it
-is made in ``src/``.
+Before and after: the first full run (commit 976db66) measured the harness when it streamed
+through httpx with new clients per phase; that result file is kept in
+``benchmarks/results/before/`` and compared in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -58,8 +57,6 @@ FULL = {
     "calls": 2,
     "sim_ns": [2, 16],
     "sim_runs": {2: 3, 16: 2},
-    "diag_ns": [16],
-    "diag_reps": 6,
 }
 QUICK = {
     "ns": [1, 2, 4],
@@ -70,8 +67,6 @@ QUICK = {
     "calls": 2,
     "sim_ns": [2],
     "sim_runs": {2: 1},
-    "diag_ns": [2],
-    "diag_reps": 1,
 }
 PROMPTS = ["collector_analyse.md.j2", "collector_report.md.j2", "insight_insights.md.j2"]
 GOALS = {2: 99.8, 16: 99.5}  # true efficiency (%) at N agents
@@ -196,72 +191,6 @@ def _sweep(
     return rows
 
 
-def _diagnose(p: dict[str, Any]) -> list[dict[str, Any]]:
-    """Product vs experimental variants of the phases, alternated, on ideal servers.
-
-    Per repetition and variant: a solo phase of two agents (an agent's solo time does not
-    depend on N) and a concurrent phase of all N; ``true_efficiency`` here is the mean solo
-    agent wall / the concurrent wall. Cheap enough to repeat many times.
-    """
-    from benchmarks.experimental import VARIANTS, Session
-    from mabench.agents import Clock, build_plans
-    from mabench.client import Timeouts
-    from mabench.corpus import load_corpus
-    from mabench.records import CONCURRENT, SOLO
-
-    rows = []
-    a_s = ideal_agent_s(p)
-    with servers("ideal", max(p["diag_ns"]), p["ttft_ms"], p["token_ms"]) as fleet:
-        for n in p["diag_ns"]:
-            urls = {f"s{i:02d}": u for i, u in enumerate(fleet.urls[:n])}
-            for coord in ("asyncio", "threads"):
-                study = make_study(urls, coord, p)
-                corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
-                plans = build_plans(study, study.config("c1"), urls, corpus.summary)
-                sessions = {v: Session(v, coord, plans, Timeouts()) for v in VARIANTS}
-                try:
-                    for r in range(p["diag_reps"]):
-                        order = list(VARIANTS[r % 3 :] + VARIANTS[: r % 3])
-                        for variant in order:
-                            s = sessions[variant]
-                            clock = Clock()
-                            solo = s.phase(plans[:2], SOLO, clock)
-                            conc = s.phase(plans, CONCURRENT, clock)
-                            solo_mean = sum(x.wall_ns for x in solo.agent_spans) / 2 / 1e9
-                            wall = conc.phase.wall_ns / 1e9
-                            longest = max(x.wall_ns for x in conc.agent_spans) / 1e9
-                            ttft = [
-                                c.client_ttft_ns / 1e6 - p["ttft_ms"]
-                                for c in conc.calls
-                                if c.client_ttft_ns is not None
-                            ]
-                            rows.append(
-                                {
-                                    "n": n,
-                                    "coordinator": coord,
-                                    "variant": variant,
-                                    "rep": r + 1,
-                                    "true_efficiency": 100 * solo_mean / wall,
-                                    "coordination_overhead_ms": (wall - longest) * 1e3,
-                                    "wall_minus_ideal_ms": (wall - a_s) * 1e3,
-                                    "wall_minus_solo_ms": (wall - solo_mean) * 1e3,
-                                    "solo_minus_ideal_ms": (solo_mean - a_s) * 1e3,
-                                    "concurrent_ttft_error_ms_median": summary(ttft)["median"],
-                                }
-                            )
-                    log(
-                        f"harness_overhead [diagnosis] N={n} {coord}: "
-                        + ", ".join(
-                            f"{v} {summary([x['true_efficiency'] for x in rows if x['variant'] == v and x['coordinator'] == coord and x['n'] == n])['median']:.3f} %"
-                            for v in VARIANTS
-                        )
-                    )
-                finally:
-                    for s in sessions.values():
-                        s.close()
-    return rows
-
-
 def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
     out: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -295,15 +224,12 @@ def run(quick: bool = False) -> Result:
 
     main = _sweep("ideal", p["ns"], p["runs"], p)
     sim = _sweep("sim", p["sim_ns"], p["sim_runs"], p)
-    diag = _diagnose(p)
 
     summary_main = _group(main, ("n", "coordinator"))
     res.details["summary"] = summary_main
     res.details["sim_comparison"] = _group(sim, ("n", "coordinator"))
-    res.details["diagnosis"] = _group(diag, ("n", "coordinator", "variant"))
     res.details["runs"] = main
     res.details["sim_runs"] = sim
-    res.details["diagnosis_runs"] = diag
 
     by = {(e["n"], e["coordinator"]): e for e in summary_main}
     for n, target in GOALS.items():

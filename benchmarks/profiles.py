@@ -1,15 +1,14 @@
 """``python -m benchmarks.profiles [NAME ...]``: pyinstrument profiles behind the findings.
 
-Writes ``benchmarks/results/profiles/<name>.txt`` (before and after each proposed fix):
+Writes ``benchmarks/results/profiles/<name>.txt``:
 
-* ``aggregate-product`` / ``aggregate-proposed``: 1,000 synthetic run records through
-  ``mabench.aggregate.aggregate`` / :func:`benchmarks.experimental_aggregate.aggregate_fast`;
-* ``statistics-product`` / ``statistics-proposed``: ``mabench.stats.run`` on the 10k-run
-  tables (written by the analysis-scale benchmark) without / with
-  :func:`benchmarks.experimental_stats.apply`;
-* ``harness-n16-<coordinator>-<variant>``: the concurrent phase of 16 agents on ideal
-  servers, ``product`` (``run_phase``) vs ``persistent_lean_clients``.
+* ``aggregate``: 1,000 synthetic run records through ``mabench.aggregate.aggregate``;
+* ``statistics``: ``mabench.stats.run`` on the 10k-run tables the analysis-scale benchmark
+  wrote (run it first);
+* ``harness-n16-<coordinator>``: three concurrent phases of 16 agents on ideal servers,
+  through the coordinator ``execute_run`` uses (clients warmed up first, as in a run).
 
+The same profiles from before the fixes (commit 976db66) are in ``profiles/before/``.
 Not part of ``python -m benchmarks``: profiles are evidence, not measurements.
 """
 
@@ -23,16 +22,7 @@ import tempfile
 from benchmarks.common import RESULTS_DIR, ROOT, WORK_DIR, log
 
 OUT = RESULTS_DIR / "profiles"
-NAMES = (
-    "aggregate-product",
-    "aggregate-proposed",
-    "statistics-product",
-    "statistics-proposed",
-    "harness-n16-asyncio-product",
-    "harness-n16-asyncio-persistent_lean_clients",
-    "harness-n16-threads-product",
-    "harness-n16-threads-persistent_lean_clients",
-)
+NAMES = ("aggregate", "statistics", "harness-n16-asyncio", "harness-n16-threads")
 
 
 def _profile(fn, interval: float = 0.001) -> str:
@@ -47,40 +37,34 @@ def _profile(fn, interval: float = 0.001) -> str:
     return prof.output_text(unicode=False, color=False, show_all=False)
 
 
+def _tables_10k():
+    found = sorted(WORK_DIR.glob("analysis/*10000*/tables/calls.parquet"))
+    return found[0].parent if found else None
+
+
 def one(name: str) -> str:
-    if name.startswith("aggregate-"):
+    if name == "aggregate":
         from benchmarks.synthetic_records import ensure_records
+        from mabench.aggregate import aggregate
 
         paths = ensure_records(1000)
         with tempfile.TemporaryDirectory() as d:
-            if name.endswith("product"):
-                from mabench.aggregate import aggregate
-
-                return _profile(lambda: aggregate(paths, d))
-            from benchmarks.experimental_aggregate import aggregate_fast
-
-            return _profile(lambda: aggregate_fast(paths, d))
-    if name.startswith("statistics-"):
+            return _profile(lambda: aggregate(paths, d))
+    if name == "statistics":
         from mabench import stats
 
-        tables = WORK_DIR / "analysis" / "product-10000" / "tables"
-        if not (tables / "calls.parquet").exists():
-            tables = WORK_DIR / "analysis" / "proposed-10000" / "tables"
-        if not (tables / "calls.parquet").exists():
+        tables = _tables_10k()
+        if tables is None:
             return "no 10k tables yet: run `python -m benchmarks analysis_scale` first\n"
-        if name.endswith("proposed"):
-            from benchmarks.experimental_stats import apply
-
-            apply()
         with tempfile.TemporaryDirectory() as d:
             return _profile(lambda: stats.run(tables, d, None))
     if name.startswith("harness-n16-"):
-        _, _, coord, variant = name.split("-", 3)
+        coord = name.removeprefix("harness-n16-")
         from benchmarks.common import servers
-        from benchmarks.experimental import Session
         from benchmarks.harness_overhead import FULL, make_study
-        from mabench.agents import Clock, build_plans
+        from mabench.agents import Clock, build_plans, warmup_plan
         from mabench.client import Timeouts
+        from mabench.coordinators import open_coordinator
         from mabench.records import CONCURRENT
 
         p = dict(FULL)
@@ -88,15 +72,18 @@ def one(name: str) -> str:
             urls = {f"s{i:02d}": u for i, u in enumerate(fleet.urls)}
             study = make_study(urls, coord, p)
             plans = build_plans(study, study.config("c1"), urls, "corpus")
-            session = Session(variant, coord, plans, Timeouts())
-            try:
+            with open_coordinator(coord, Timeouts()) as c:
+                c.run_phase(
+                    [warmup_plan(x) for x in plans], "warmup", concurrent=False, clock=Clock()
+                )
                 return _profile(
-                    lambda: [session.phase(plans, CONCURRENT, Clock()) for _ in range(3)],
+                    lambda: [
+                        c.run_phase(plans, CONCURRENT, concurrent=True, clock=Clock())
+                        for _ in range(3)
+                    ],
                     interval=0.0005,
                 )
-            finally:
-                session.close()
-    raise ValueError(f"unknown profile {name!r}")
+    raise ValueError(f"unknown profile {name!r} (one of {', '.join(NAMES)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             (OUT / f"{name}.txt").write_text(one(name))
         return 0
-    for name in names:  # each in a fresh process: patches and caches never leak
+    for name in names:  # each in a fresh process: caches never leak between profiles
         log(f"profile {name}")
         subprocess.call(
             [sys.executable, "-m", "benchmarks.profiles", name, "--in-process"], cwd=ROOT

@@ -1,8 +1,8 @@
 """Benchmark 2 -- TTFT accuracy: client TTFT minus the server's known time to first token.
 
 Calls are made one at a time (no concurrency) against servers whose time to first token is
-known, and the client's TTFT (first non-empty token received − request handed to httpx, as
-``mabench.client`` measures it) is compared with it:
+known, and the client's TTFT (first non-empty token received − request handed to the socket,
+as ``mabench.client`` measures it) is compared with it:
 
 * ``ideal`` server (:mod:`benchmarks.idealserver`): writes the first token exactly ``ttft``
   after the last byte of the request was received, with µs-resolution timers. The error is
@@ -13,18 +13,16 @@ known, and the client's TTFT (first non-empty token received − request handed 
   millisecond timer resolution; its own processing adds to the error (reported, not the goal).
 * ``raw`` reference client: one ``sendall`` of a pre-built request on a fresh socket, then
   ``recv`` until the first token. Its error is the floor set by the server and the OS; the
-  client error above it is httpx and mabench.
-* ``lean_async`` / ``lean_sync``: the proposed lean streaming clients
-  (:mod:`benchmarks.experimental`): the library's request body, parser and timestamps on a
-  bare keep-alive socket instead of httpx (reported, not the goal).
+  client error above it is mabench's (request building, :mod:`mabench.transport`, parsing).
 
 Two paths per server:
 
-* ``client``: one persistent client per kind (``AsyncOllamaClient``, ``OllamaClient``, raw,
-  lean), calls rotated through the kinds, so drift hits all equally;
-* ``harness``: ``mabench.coordinators.run_phase`` with one agent and two calls per phase, as
-  run records are measured (fresh clients per phase: the first call of each phase opens a
-  new connection). ``asyncio`` uses the async client, ``threads`` the sync one.
+* ``client``: one persistent client per kind (``AsyncOllamaClient``, ``OllamaClient``, raw),
+  calls rotated through the kinds, so drift hits all equally;
+* ``harness``: as run records are measured: per "run", a fresh coordinator
+  (``mabench.coordinators.open_coordinator``), the agent's unmeasured warm-up call, then a
+  solo phase of one agent and two calls. ``asyncio`` uses the async client, ``threads`` the
+  sync one.
 """
 
 from __future__ import annotations
@@ -80,16 +78,13 @@ def raw_ttft_ms(port: int, num_predict: int) -> float:
 
 
 def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float]]:
-    from benchmarks.experimental import LeanAsyncClient, LeanSyncClient
     from mabench.client import OllamaClient
 
-    kinds = ["async", "sync", "raw", "lean_async", "lean_sync"]
+    kinds = ["async", "sync", "raw"]
     errors: dict[str, list[float]] = {k: [] for k in kinds}
     opts = {"num_predict": p["num_predict"]}
     with asyncio.Runner() as runner, OllamaClient(url) as sync_client:
         async_client = runner.run(_make(_async_client, url))
-        lean_async = runner.run(_make(LeanAsyncClient, url))
-        lean_sync = LeanSyncClient(url)
         sync_client.load(MODEL)
 
         def one(kind: str) -> float:
@@ -97,10 +92,6 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
                 return raw_ttft_ms(port, p["num_predict"])
             if kind == "async":
                 r = runner.run(async_client.call("generate", MODEL, PROMPT, options=opts))
-            elif kind == "lean_async":
-                r = runner.run(lean_async.call("generate", MODEL, PROMPT, options=opts))
-            elif kind == "lean_sync":
-                r = lean_sync.call("generate", MODEL, PROMPT, options=opts)
             else:
                 r = sync_client.call("generate", MODEL, PROMPT, options=opts)
             return (r.t_first_token_ns - r.t_sent_ns) / 1e6
@@ -112,8 +103,6 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
             for kind in kinds[j:] + kinds[:j]:
                 errors[kind].append(one(kind) - p["ttft_ms"])
         runner.run(async_client.aclose())
-        runner.run(lean_async.aclose())
-        lean_sync.close()
     return errors
 
 
@@ -128,11 +117,11 @@ async def _make(factory, url: str):
 
 
 def _harness_path(url: str, p: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """TTFT errors of calls made through run_phase (solo, one agent, two calls per phase)."""
-    from mabench.agents import Clock, build_plans
+    """TTFT errors of calls made as execute_run makes them (one agent, two calls per phase)."""
+    from mabench.agents import Clock, build_plans, warmup_plan
     from mabench.client import Timeouts
     from mabench.config import study_from_dict
-    from mabench.coordinators import run_phase
+    from mabench.coordinators import open_coordinator
 
     out: dict[str, dict[str, list[float]]] = {}
     plans = {}
@@ -158,13 +147,14 @@ def _harness_path(url: str, p: dict[str, Any]) -> dict[str, dict[str, list[float
         )
         plans[coord] = build_plans(study, study.config("c1"), {"s": url}, "corpus")
         out[coord] = {"first_call": [], "later_calls": []}
-    for i in range(p["phases"] + 1):
+    for i in range(p["phases"]):
         for coord in ("asyncio", "threads") if i % 2 else ("threads", "asyncio"):
-            outcome = run_phase(
-                coord, plans[coord], "solo", concurrent=False, clock=Clock(), timeouts=Timeouts()
-            )
-            if i == 0:
-                continue  # warm-up
+            with open_coordinator(coord, Timeouts()) as coordinator:
+                warmup = [warmup_plan(x) for x in plans[coord]]
+                coordinator.run_phase(warmup, "warmup", concurrent=False, clock=Clock())
+                outcome = coordinator.run_phase(
+                    plans[coord], "solo", concurrent=False, clock=Clock()
+                )
             for c in outcome.calls:
                 key = "first_call" if c.call_index == 0 else "later_calls"
                 out[coord][key].append(c.client_ttft_ns / 1e6 - p["ttft_ms"])
