@@ -26,7 +26,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from functools import cache
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -301,14 +301,55 @@ def _is_timeout(exc: BaseException) -> bool:
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-class SyncConnection:
-    """One blocking keep-alive connection to one server (the threads coordinator)."""
+def _start(sink: LineSink, url: str, phase: str | None, t_sent: int) -> Generator:
+    sink.started(t_sent)
+    steps = _exchange(sink, url, phase)
+    next(steps)
+    return steps
+
+
+class _Connection:
+    """What both connections share: the target, failure translation, the end of an answer."""
 
     def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
         self.target = _Target(base_url, connect_s, read_s)
+
+    def _drop(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _guard(self, url: str, phase: str | None) -> Iterator[None]:
+        """Drop the connection on any failure; socket failures become typed errors."""
+        try:
+            yield
+        except OSError as exc:  # TimeoutError included
+            self._drop()
+            if _is_timeout(exc):
+                raise self.target.timed_out(url, phase) from None
+            raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from exc
+        except BaseException:
+            self._drop()
+            raise
+
+    def _settle(self, outcome: Outcome) -> None:
+        reusable, error = outcome
+        if not reusable:
+            self._drop()
+        if error is not None:
+            raise error
+
+
+class SyncConnection(_Connection):
+    """One blocking keep-alive connection to one server (the threads coordinator)."""
+
+    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
+        super().__init__(base_url, connect_s, read_s)
         self._sock: socket.socket | None = None
 
     def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
         if self._sock is not None:
             sock, self._sock = self._sock, None
             sock.close()
@@ -326,52 +367,46 @@ class SyncConnection:
         self._sock = sock
         return sock
 
+    def _attempt(self, request: bytes, phase: str | None) -> tuple[socket.socket, int, bytes]:
+        sock = self._sock or self._open(phase)
+        t_sent = time.perf_counter_ns()
+        with contextlib.suppress(*_STALE):
+            sock.sendall(request)
+            return sock, t_sent, sock.recv(READ_SIZE)
+        return sock, t_sent, b""
+
+    def _send(self, request: bytes, phase: str | None) -> tuple[socket.socket, int, bytes]:
+        """Send; returns the socket, when the request left and the first bytes of the answer.
+
+        A kept-alive connection that the server closed while idle answers nothing: it is
+        reopened and the request sent again, once."""
+        reused = self._sock is not None
+        sock, t_sent, first = self._attempt(request, phase)
+        if first or not reused:
+            return sock, t_sent, first
+        self._drop()
+        return self._attempt(request, phase)
+
     def stream(self, path: str, body: bytes, sink: LineSink, phase: str | None) -> None:
         """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
         url = self.target.base_url + path
-        request = self.target.request(path, body)
-        try:
-            for retry in (False, True):
-                reused = self._sock is not None
-                sock = self._sock or self._open(phase)
-                t_sent = time.perf_counter_ns()
-                try:
-                    sock.sendall(request)
-                    first = sock.recv(READ_SIZE)
-                except _STALE:
-                    first = b""
-                if first or not reused or retry:
-                    break
-                self.close()  # the server closed the idle connection: reopen once
-            sink.started(t_sent)
-            steps = _exchange(sink, url, phase)
-            next(steps)
-            data = first
+        with self._guard(url, phase):
+            sock, t_sent, data = self._send(self.target.request(path, body), phase)
+            steps = _start(sink, url, phase, t_sent)
             try:
                 while True:
                     steps.send(data)
                     data = sock.recv(READ_SIZE)
             except StopIteration as done:
-                reusable, error = done.value
-        except OSError as exc:
-            self.close()
-            if _is_timeout(exc):
-                raise self.target.timed_out(url, phase) from None
-            raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from exc
-        except BaseException:
-            self.close()
-            raise
-        if not reusable:
-            self.close()
-        if error is not None:
-            raise error
+                outcome = done.value
+        self._settle(outcome)
 
 
-class AsyncConnection:
+class AsyncConnection(_Connection):
     """One asyncio keep-alive connection to one server (the asyncio coordinator)."""
 
     def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
-        self.target = _Target(base_url, connect_s, read_s)
+        super().__init__(base_url, connect_s, read_s)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -408,45 +443,40 @@ class AsyncConnection:
         async with asyncio.timeout(self.target.read_s):
             return await reader.read(READ_SIZE)
 
+    async def _attempt(
+        self, request: bytes, phase: str | None
+    ) -> tuple[asyncio.StreamReader, int, bytes]:
+        reader = self._reader or await self._open(phase)
+        t_sent = time.perf_counter_ns()
+        with contextlib.suppress(*_STALE):
+            self._writer.write(request)  # type: ignore[union-attr]
+            return reader, t_sent, await self._recv(reader)
+        return reader, t_sent, b""
+
+    async def _send(
+        self, request: bytes, phase: str | None
+    ) -> tuple[asyncio.StreamReader, int, bytes]:
+        """As :meth:`SyncConnection._send`."""
+        reused = self._reader is not None
+        reader, t_sent, first = await self._attempt(request, phase)
+        if first or not reused:
+            return reader, t_sent, first
+        self._drop()
+        return await self._attempt(request, phase)
+
     async def stream(self, path: str, body: bytes, sink: LineSink, phase: str | None) -> None:
         """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
         url = self.target.base_url + path
-        request = self.target.request(path, body)
-        try:
-            for retry in (False, True):
-                reused = self._reader is not None
-                reader = self._reader or await self._open(phase)
-                t_sent = time.perf_counter_ns()
-                try:
-                    self._writer.write(request)  # type: ignore[union-attr]
-                    first = await self._recv(reader)
-                except _STALE:
-                    first = b""
-                if first or not reused or retry:
-                    break
-                self._drop()  # the server closed the idle connection: reopen once
-            sink.started(t_sent)
-            steps = _exchange(sink, url, phase)
-            next(steps)
-            data = first
+        with self._guard(url, phase):
+            reader, t_sent, data = await self._send(self.target.request(path, body), phase)
+            steps = _start(sink, url, phase, t_sent)
             try:
                 while True:
                     steps.send(data)
                     data = await self._recv(reader)
             except StopIteration as done:
-                reusable, error = done.value
-        except OSError as exc:
-            self._drop()
-            if _is_timeout(exc):
-                raise self.target.timed_out(url, phase) from None
-            raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from exc
-        except BaseException:
-            self._drop()
-            raise
-        if not reusable:
-            self._drop()
-        if error is not None:
-            raise error
+                outcome = done.value
+        self._settle(outcome)
 
 
 def json_body(payload: object) -> bytes:
