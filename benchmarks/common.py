@@ -24,6 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mabench.environment import cpu_model
+from mabench.simserver import SimServerProcess
+from mabench.supervise import stop as stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -34,16 +38,6 @@ QUICK_RESULTS_DIR = WORK_DIR / "results-quick"
 # ---------------------------------------------------------------------------------------------
 # Machine
 # ---------------------------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git(*args: str) -> str | None:
@@ -63,7 +57,7 @@ def machine() -> dict[str, Any]:
     status = _git("status", "--porcelain", "--untracked-files=no", "--", "src")
     return {
         "hostname": socket.gethostname(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -240,56 +234,13 @@ def summary(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-class SimProcess:
-    """One ``python -m mabench sim-serve`` process on a free loopback port."""
-
-    def __init__(self, log_dir: Path, **settings: Any) -> None:
-        from mabench.net import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
-        for key, value in settings.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log_dir / f"sim-{self.port}.log"
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        import httpx
-
-        from mabench.net import wait_until
-
-        def answers() -> bool:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                return httpx.get(self.url + "/", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        if not wait_until(answers, timeout_s=timeout_s):
-            self.stop()
-            raise RuntimeError(f"sim server did not start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @contextmanager
-def sim_servers(n: int, log_dir: Path, **settings: Any) -> Iterator[list[SimProcess]]:
+def sim_servers(n: int, log_dir: Path, **settings: Any) -> Iterator[list[SimServerProcess]]:
     """``n`` sim servers, started together (so start-up overlaps), stopped on exit."""
-    procs: list[SimProcess] = []
+    procs: list[SimServerProcess] = []
     try:
         for _ in range(n):
-            procs.append(SimProcess(log_dir, **settings))
+            procs.append(SimServerProcess(log_dir, **settings))
         for p in procs:
             p.wait_ready()
         yield procs
@@ -330,24 +281,18 @@ class IdealServers:
         self.pids = [self.proc.pid]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class SimServers:
     """``n`` ``mabench sim-serve`` processes (parallel mode), one per agent."""
 
     def __init__(self, n: int, ttft_ms: float, token_ms: float, log_dir: Path) -> None:
-        self.procs: list[SimProcess] = []
+        self.procs: list[SimServerProcess] = []
         try:
             for _ in range(n):
                 self.procs.append(
-                    SimProcess(log_dir, ttft_ms=ttft_ms, token_ms=token_ms, mode="parallel")
+                    SimServerProcess(log_dir, ttft_ms=ttft_ms, token_ms=token_ms, mode="parallel")
                 )
             for p in self.procs:
                 p.wait_ready()

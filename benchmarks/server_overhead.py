@@ -97,30 +97,17 @@ class EmbeddedServer:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
-        import httpx
+        from mabench.net import answers, wait_until
 
-        from mabench.net import wait_until
-
-        def answers() -> bool:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                return httpx.get(self.url + "/", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        if not wait_until(answers, timeout_s=120):
+        ready = lambda: self.proc.poll() is None and answers(self.url, 1.0)  # noqa: E731
+        if not wait_until(ready, timeout_s=120):
             self.stop()
             raise RuntimeError(f"embedded server did not start: {log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from mabench.supervise import stop
+
+        stop(self.proc, grace_s=10)
 
 
 class Direct:

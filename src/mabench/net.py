@@ -37,6 +37,16 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
         return False
 
 
+def answers(url: str, timeout_s: float = 2.0) -> bool:
+    """True when an Ollama-compatible server at ``url`` answers ``GET /`` with 200."""
+    import httpx  # not needed by the other helpers here
+
+    try:
+        return httpx.get(url.rstrip("/") + "/", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true or ``timeout_s`` passes; return its last answer."""
     deadline = time.monotonic() + timeout_s

@@ -29,12 +29,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 
 from mabench.config import ServerSpec, Study
 from mabench.errors import ServerSetupError
-from mabench.net import free_port, is_loopback, port_in_use
+from mabench.net import answers, free_port, is_loopback, port_in_use
 from mabench.records import write_json_atomic
 
 OWNER_ENV = "MABENCH_OWNER_PID"
@@ -89,13 +88,6 @@ class ServerProc:
 
     def alive(self) -> bool:
         return Owner(self.pid, self.create_time).alive()
-
-
-def _answers(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        return httpx.get(url + "/", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _port_owner(port: int) -> str:
@@ -232,7 +224,7 @@ class ServerPool:
                     servers = {}
             for spec in wanted:
                 current = servers.get(spec.name)
-                if current is not None and current.alive() and _answers(current.url):
+                if current is not None and current.alive() and answers(current.url):
                     continue
                 if current is not None:
                     print(
@@ -288,7 +280,7 @@ class ServerPool:
         urls = {}
         for spec in wanted:
             url = (spec.url or "").rstrip("/")
-            if not _answers(url, timeout_s=float(self.study.timeouts["connect_s"])):
+            if not answers(url, timeout_s=float(self.study.timeouts["connect_s"])):
                 raise ServerSetupError(
                     f"external server {spec.name!r} at {url} does not answer GET /; start it, or fix servers[].url"
                 )
@@ -373,7 +365,7 @@ class ServerPool:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
-            if _answers(url, timeout_s=1.0):
+            if answers(url, timeout_s=1.0):
                 return handle
             time.sleep(0.1)
         _stop_trees([handle])

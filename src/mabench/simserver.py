@@ -21,10 +21,13 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -33,6 +36,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from mabench.api_types import ChatRequest, GenerateRequest, Options, RequestError
+from mabench.net import LOOPBACK, answers, free_port, wait_until
+from mabench.supervise import stop as stop_process
 
 FAULTS = (
     "none",
@@ -323,3 +328,31 @@ def main(args: argparse.Namespace) -> int:
         build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False
     )
     return 0
+
+
+class SimServerProcess:
+    """A ``mabench sim-serve`` process on a free loopback port (for tests and benchmarks).
+
+    ``settings`` are sim-serve options (``ttft_ms=100``, ``mode="parallel"``, ``fault="die"``).
+    Start several, then :meth:`wait_ready` each, so their start-ups overlap.
+    """
+
+    def __init__(self, log_dir: Path, **settings: object) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        args = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
+        for key, value in settings.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"sim-{self.port}.log"
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> SimServerProcess:
+        if not wait_until(lambda: self.proc.poll() is None and answers(self.url, 1.0), timeout_s):
+            self.stop()
+            raise RuntimeError(f"sim server did not start: {self.log.read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
