@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from functools import cache
 from importlib import resources
@@ -264,7 +265,32 @@ def record_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+@cache
+def _compiled_validator() -> Callable[[Any], Any]:
+    """The record schema compiled to Python once per process (``fastjsonschema``): ~20x faster
+    than walking the schema with ``jsonschema`` for every record."""
+    import fastjsonschema
+
+    return fastjsonschema.compile(record_schema())
+
+
 def validate_record(data: dict[str, Any]) -> None:
+    """Raise :class:`RecordError` naming the first invalid path when ``data`` is no run record.
+
+    A valid record costs one call of the compiled validator. Only when that rejects the
+    record does the reference validator (``jsonschema``, Draft 2020-12) run: it decides, and
+    its first error by path gives the message, so the message is the same however the record
+    was checked.
+    """
+    import fastjsonschema
+
+    try:
+        _compiled_validator()(data)
+    except fastjsonschema.JsonSchemaException:
+        _validate_reference(data)
+
+
+def _validate_reference(data: dict[str, Any]) -> None:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(record_schema())
@@ -309,24 +335,55 @@ def write_record(path: str | os.PathLike[str], record: RunRecord) -> None:
 
 def _build(tp: Any, value: Any) -> Any:
     """Rebuild nested dataclasses from plain JSON (the inverse of ``asdict``)."""
-    if value is None:
-        return None
+    return _builder(tp)(value)
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+@cache
+def _builder(tp: Any) -> Callable[[Any], Any]:
+    """The function that rebuilds a ``tp`` from its JSON, derived from the type hints once per
+    type (``typing.get_type_hints`` per record cost ~4 ms). JSON values that need no rebuilding
+    (numbers, strings, lists and dicts of them) are kept as they are."""
     origin = get_origin(tp)
     if origin is list:
-        (item,) = get_args(tp)
-        return [_build(item, v) for v in value]
+        item = _builder(get_args(tp)[0])
+        if item is _keep:
+            return _keep
+        return lambda v: None if v is None else [item(x) for x in v]
     if origin is dict:
-        _, item = get_args(tp)
-        return {k: _build(item, v) for k, v in value.items()}
+        item = _builder(get_args(tp)[1])
+        if item is _keep:
+            return _keep
+        return lambda v: None if v is None else {k: item(x) for k, x in v.items()}
     args = [a for a in get_args(tp) if a is not type(None)]
     if args and origin is not None and len(args) == 1:  # Optional[X]
-        return _build(args[0], value)
+        return _builder(args[0])
     if is_dataclass(tp):
-        hints = get_type_hints(tp)
-        return tp(
-            **{f.name: _build(hints[f.name], value[f.name]) for f in fields(tp) if f.name in value}
-        )
-    return value
+        return _dataclass_builder(tp)
+    return _keep
+
+
+def _dataclass_builder(tp: type) -> Callable[[Any], Any]:
+    hints = get_type_hints(tp)
+    names = frozenset(f.name for f in fields(tp))
+    nested = [(f.name, b) for f in fields(tp) if (b := _builder(hints[f.name])) is not _keep]
+
+    def build(value: Any) -> Any:
+        if value is None:
+            return None
+        if value.keys() <= names:
+            kwargs = dict(value)
+        else:  # keys that are no field (not in a schema-valid record) are left out
+            kwargs = {k: v for k, v in value.items() if k in names}
+        for name, b in nested:
+            if name in kwargs:
+                kwargs[name] = b(kwargs[name])
+        return tp(**kwargs)
+
+    return build
 
 
 __all__ = [
