@@ -204,11 +204,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Build a table with exactly ``schema``'s columns; missing keys become null."""
-    extra = {k for row in rows for k in row} - set(schema.names)
+    extra = set().union(*rows) - set(schema.names)
     if extra:
         raise ValueError(f"rows have columns not in the schema: {sorted(extra)}")
-    columns = {name: [row.get(name) for row in rows] for name in schema.names}
-    return pa.Table.from_pydict(columns, schema=schema)
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
@@ -218,6 +217,41 @@ def write_table(table: pa.Table, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)
+
+
+class TableWriter:
+    """One Parquet table written piece by piece, atomically like :func:`write_table`.
+
+    Each :meth:`write` appends its rows (one or more row groups), so a table larger than
+    memory never has to be held whole. The file appears under its name only when the ``with``
+    block ends without an error; on an error the temporary file is removed.
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> TableWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            raise RuntimeError(f"{self.path}: write() outside the TableWriter's with block")
+        if table.num_rows:
+            self._writer.write_table(table)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        if exc_type is None:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
 
 def read_table(path: str | Path, name: str) -> pa.Table:
