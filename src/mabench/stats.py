@@ -13,7 +13,8 @@ Definitions (also in the report's formula appendix):
   percentiles P5/P25/P50/P75/P95 (numpy's linear interpolation);
 - CI of the mean: percentile bootstrap, ``resamples`` resamples, seeded from the settings and
   the group's name (so one group's CI does not depend on which other groups exist);
-  null when n < 2;
+  from ``normal_from_n`` values on (setting, default 1,000), the normal approximation
+  mean ± z·s/√n that the bootstrap converges to, at O(n) cost; null when n < 2;
 - proportions: Wilson score interval (95 %);
 - scenario (and topology) comparisons: two-sided Mann-Whitney U and Welch's t test per pair,
   Holm-corrected within each metric; effect size Cliff's delta;
@@ -46,6 +47,9 @@ HOURS_PER_MONTH = 730.0
 PERCENTILES = (5, 25, 50, 75, 95)
 WILCOXON_MIN_N = 6
 TOP_N = 5
+#: bootstrap indices drawn at a time (8 MB of int64): memory stays bounded whatever the
+#: sample size, instead of resamples x n (1.3 GB for 80,000 values)
+BOOTSTRAP_BLOCK_VALUES = 2**20
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "study": "study",
@@ -63,7 +67,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
         "max_contention_rate_pct": 5.0,
     },
     "contention": {"legacy_speedup": 1.5, "ttft_ms": 3000.0, "throughput_pct": 70.0},
-    "bootstrap": {"resamples": 2000, "seed": 12345},
+    "bootstrap": {"resamples": 2000, "seed": 12345, "normal_from_n": 1000},
     "methodology": {},
 }
 
@@ -206,23 +210,47 @@ def bootstrap_ci(
     seed: int = 12345,
     key: str = "",
     level: float = 0.95,
+    normal_from_n: int = DEFAULT_SETTINGS["bootstrap"]["normal_from_n"],
 ) -> tuple[float | None, float | None]:
-    """Percentile bootstrap CI of the mean; (None, None) when fewer than 2 values."""
+    """CI of the mean; (None, None) when fewer than 2 values.
+
+    Below ``normal_from_n`` values: the percentile bootstrap, ``resamples`` resamples from
+    :func:`group_rng`, drawn in blocks of at most :data:`BOOTSTRAP_BLOCK_VALUES` indices (the
+    generator yields the same numbers in the same order, so the CI is the one a single
+    ``resamples x n`` draw gives, in bounded memory). From ``normal_from_n``
+    values on: mean ± z·s/√n (s the sample standard deviation), the interval the percentile
+    bootstrap converges to for large n; it differs from a bootstrap by about the bootstrap's
+    own Monte Carlo error, and costs O(n) instead of ``resamples x n``.
+    """
     x = _values(values)
-    if len(x) < 2:
+    n = len(x)
+    if n < 2:
         return None, None
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
-    rng = group_rng(seed, key)
-    idx = rng.integers(0, len(x), size=(int(resamples), len(x)))
-    means = x[idx].mean(axis=1)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    if n >= normal_from_n:
+        z = Z95 if level == 0.95 else float(sps.norm.ppf(1 - alpha))
+        mean = float(x.mean())
+        half = z * float(x.std(ddof=1)) / math.sqrt(n)
+        return mean - half, mean + half
+    rng = group_rng(seed, key)
+    resamples = int(resamples)
+    means = np.empty(resamples)
+    block = max(1, BOOTSTRAP_BLOCK_VALUES // n)
+    for lo in range(0, resamples, block):
+        hi = min(lo + block, resamples)
+        means[lo:hi] = x[rng.integers(0, n, size=(hi - lo, n))].mean(axis=1)
+    q_lo, q_hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(q_lo), float(q_hi)
 
 
 def describe(
-    values: Iterable[Any], resamples: int = 2000, seed: int = 12345, key: str = ""
+    values: Iterable[Any],
+    resamples: int = 2000,
+    seed: int = 12345,
+    key: str = "",
+    normal_from_n: int = DEFAULT_SETTINGS["bootstrap"]["normal_from_n"],
 ) -> dict[str, Any]:
     """n, mean, median, std, cv, min, max, p5..p95, ci_low, ci_high (None where undefined)."""
     x = _values(values)
@@ -247,7 +275,9 @@ def describe(
     )
     for p, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=True):
         out[f"p{p}"] = float(v)
-    out["ci_low"], out["ci_high"] = bootstrap_ci(x, resamples, seed, key)
+    out["ci_low"], out["ci_high"] = bootstrap_ci(
+        x, resamples, seed, key, normal_from_n=normal_from_n
+    )
     return out
 
 
@@ -276,11 +306,17 @@ def holm(pvalues: Iterable[float | None]) -> list[float | None]:
 
 
 def cliffs_delta(x: Iterable[Any], y: Iterable[Any]) -> float | None:
-    """Cliff's delta: P(X > Y) - P(X < Y) over all pairs."""
-    a, b = _values(x), _values(y)
+    """Cliff's delta: P(X > Y) - P(X < Y) over all pairs.
+
+    Counted, for every x, as the y below it minus the y above it in the sorted y: exact, in
+    O((n + m) log m) time and O(n + m) memory (no n x m matrix of pairs).
+    """
+    a, b = _values(x), np.sort(_values(y))
     if len(a) == 0 or len(b) == 0:
         return None
-    return float(np.sign(a[:, None] - b[None, :]).mean())
+    below = np.searchsorted(b, a, side="left").sum(dtype=np.int64)
+    above = (len(b) - np.searchsorted(b, a, side="right")).sum(dtype=np.int64)
+    return float((below - above) / (len(a) * len(b)))
 
 
 def cliffs_magnitude(delta: float | None) -> str | None:
@@ -413,11 +449,18 @@ def prepare(
         agents[col] = pd.to_numeric(agents[col], errors="coerce").astype(float)
     scen = runs.drop_duplicates("config_id").set_index("config_id")["scenario"]
     if "topology" in runs:
-        topo = runs.set_index(["config_id", "run_index"])["topology"]
+        topo = dict(
+            zip(
+                zip(runs["config_id"], runs["run_index"], strict=True),
+                runs["topology"],
+                strict=True,
+            )
+        )
         agents["topology"] = [
             topo.get((c, r)) for c, r in zip(agents["config_id"], agents["run_index"], strict=True)
         ]
-    calls = calls.copy()
+    # successful calls only; filtering first copies the (largest) table once, not twice
+    calls = calls[calls["error_kind"].isna()] if "error_kind" in calls else calls.copy()
     for col in CALL_METRICS:
         if col not in calls and col != "ttft_rest_ms":
             calls[col] = np.nan
@@ -430,8 +473,6 @@ def prepare(
         "client_decode_tps",
     ):
         calls[col] = pd.to_numeric(calls[col], errors="coerce").astype(float)
-    if "error_kind" in calls:
-        calls = calls[calls["error_kind"].isna()]
     calls["ttft_rest_ms"] = calls["client_ttft_ms"] - calls["load_ms"] - calls["prompt_eval_ms"]
     if not calls.empty and "scenario" not in calls:
         calls["scenario"] = calls["config_id"].map(scen)
@@ -468,10 +509,14 @@ def _summarise(
     rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(columns=["level", "group", "scenario", *extra, "metric", "unit", "n"])
-    for level, key in _levels(df, with_topology):
-        groups = [("all", df)] if key is None else list(df.groupby(key, sort=True))
+    levels = _levels(df, with_topology)
+    # only the columns summarised and grouped by: each group is a copy of its rows
+    keys = [key for _, key in levels if key is not None]
+    df = df[list(dict.fromkeys([*keys, *extra, *(m for m in metrics if m in df)]))]
+    for level, key in levels:
+        groups = [("all", df)] if key is None else df.groupby(key, sort=True)
         for gname, g in groups:
-            subs = [((), g)] if not extra else list(g.groupby(list(extra), sort=True))
+            subs = [((), g)] if not extra else g.groupby(list(extra), sort=True)
             for ev, gg in subs:
                 ev = ev if isinstance(ev, tuple) else (ev,)
                 for metric, unit in metrics.items():
@@ -481,7 +526,7 @@ def _summarise(
                     if vals.notna().sum() == 0 and not (level == "overall" and keep_empty_overall):
                         continue
                     tag = "|".join([level, str(gname), *map(str, ev), metric])
-                    d = describe(vals, boot["resamples"], boot["seed"], tag)
+                    d = describe(vals, boot["resamples"], boot["seed"], tag, boot["normal_from_n"])
                     scen = (
                         gname
                         if level == "scenario"
@@ -593,17 +638,19 @@ def _outliers(runs: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
         fences = iqr_fences(runs[metric])
         if fences is None:
             continue
-        for _, x in runs[runs[metric].notna()].iterrows():
-            v = float(x[metric])
-            if fences["lower"] <= v <= fences["upper"]:
-                continue
+        values = runs[metric].astype(float)
+        out = runs[(values < fences["lower"]) | (values > fences["upper"])]
+        for cid, scen, run_index, value in zip(
+            out["config_id"], out["scenario"], out["run_index"], out[metric], strict=True
+        ):
+            v = float(value)
             side = "low" if v < fences["lower"] else "high"
             rows.append(
                 {
                     "metric": metric,
-                    "config_id": x["config_id"],
-                    "scenario": x["scenario"],
-                    "run_index": int(x["run_index"]),
+                    "config_id": cid,
+                    "scenario": scen,
+                    "run_index": int(run_index),
                     "value": v,
                     "side": side,
                     "distance": (fences["lower"] - v) if side == "low" else (v - fences["upper"]),
@@ -682,7 +729,13 @@ def _paired(agents: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
             if n == 0:
                 continue
             diff = (both[conc] - both[solo]).to_numpy(float)
-            lo, hi = bootstrap_ci(diff, boot["resamples"], boot["seed"], f"paired|{agent}|{label}")
+            lo, hi = bootstrap_ci(
+                diff,
+                boot["resamples"],
+                boot["seed"],
+                f"paired|{agent}|{label}",
+                normal_from_n=boot["normal_from_n"],
+            )
             w_stat = w_p = None
             if n >= WILCOXON_MIN_N and np.any(diff != 0):
                 try:
@@ -719,7 +772,7 @@ def _ttft_split(
     rows = []
     if not calls.empty:
         src, basis = calls, "calls"
-        frame = calls.assign(
+        frame = calls[["config_id", "scenario", "phase"]].assign(
             ttft=calls["client_ttft_ms"], load=calls["load_ms"], prefill=calls["prompt_eval_ms"]
         )
         parts = [
@@ -782,7 +835,13 @@ def _seed_vs_true(runs: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
         groups += [("topology", str(k), g) for k, g in both.groupby("topology", sort=True)]
     for level, name, g in groups:
         diff = (g["seed_efficiency"] - g["true_efficiency"]).to_numpy(float)
-        lo, hi = bootstrap_ci(diff, boot["resamples"], boot["seed"], f"seed_vs_true|{name}")
+        lo, hi = bootstrap_ci(
+            diff,
+            boot["resamples"],
+            boot["seed"],
+            f"seed_vs_true|{name}",
+            normal_from_n=boot["normal_from_n"],
+        )
         cfg = g.groupby("config_id")[["seed_efficiency", "true_efficiency"]].mean()
         rho = None
         if (
@@ -893,16 +952,27 @@ def _limitations(
     return pd.DataFrame(rows)
 
 
+def _agent_options(agents: pd.DataFrame) -> dict[str, str]:
+    """Per config: ``agent: options_json`` of each agent row of the config's first run, in
+    table order, '; '-joined (grouped once, not one mask over the agents table per config)."""
+    if agents.empty:
+        return {}
+    a = agents[["config_id", "run_index", "agent", "options_json"]]
+    first = a[a["run_index"] == a.groupby("config_id")["run_index"].transform("min")]
+    return {
+        str(cid): "; ".join(
+            f"{agent}: {options}"
+            for agent, options in zip(g["agent"], g["options_json"], strict=True)
+        )
+        for cid, g in first.groupby("config_id", sort=False)
+    }
+
+
 def _per_config(runs: pd.DataFrame, agents: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
+    agent_options = _agent_options(agents)
     for cid, g in runs.groupby("config_id", sort=True):
-        a = agents[agents["config_id"] == cid]
-        first = a[a["run_index"] == a["run_index"].min()] if not a.empty else a
-        options = (
-            "; ".join(f"{x['agent']}: {x['options_json']}" for _, x in first.iterrows())
-            if not first.empty
-            else None
-        )
+        options = agent_options.get(str(cid))
 
         def flagged(col: str, g: pd.DataFrame = g) -> int | None:
             s = g[col].dropna()
@@ -1047,20 +1117,44 @@ def _cost_numbers(prefix: str, wall_s: Any, price: float, per_month: int) -> dic
     }
 
 
-def _p95_ttft(calls: pd.DataFrame, agents: pd.DataFrame, cid: str | None) -> tuple[Any, str]:
-    c = calls if cid is None else calls[calls["config_id"] == cid] if not calls.empty else calls
-    if not c.empty:
-        v = c.loc[c["phase"] == "concurrent", "client_ttft_ms"].dropna()
+@dataclass(frozen=True)
+class _ConcurrentTtft:
+    """Concurrent-phase TTFTs (ms), overall and per config, grouped once for every SLO scope
+    (a mask over the whole calls table per config cost O(configs x calls))."""
+
+    calls_all: np.ndarray  # per call, client TTFT
+    calls_by_config: dict[str, np.ndarray]
+    agents_all: np.ndarray  # per agent and run, mean TTFT (when no per-call data)
+    agents_by_config: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, calls: pd.DataFrame, agents: pd.DataFrame) -> _ConcurrentTtft:
+        def grouped(df: pd.DataFrame, col: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            df = df[df[col].notna()]
+            by = {str(k): g.to_numpy(float) for k, g in df.groupby("config_id")[col]}
+            return df[col].to_numpy(float), by
+
+        empty: tuple[np.ndarray, dict[str, np.ndarray]] = (np.empty(0), {})
+        c = (
+            grouped(calls.loc[calls["phase"] == "concurrent"], "client_ttft_ms")
+            if not calls.empty
+            else empty
+        )
+        a = grouped(agents, "concurrent_ttft_ms") if not agents.empty else empty
+        return cls(c[0], c[1], a[0], a[1])
+
+    def p95(self, cid: str | None) -> tuple[float | None, str]:
+        """P95 of the config's (``None``: all) per-call TTFTs, else of its per-agent means."""
+        v = self.calls_all if cid is None else self.calls_by_config.get(cid, np.empty(0))
         if len(v):
             return float(np.percentile(v, 95)), "P95 of per-call client TTFT, concurrent phase"
-    a = agents if cid is None else agents[agents["config_id"] == cid]
-    v = a["concurrent_ttft_ms"].dropna() if not a.empty else pd.Series(dtype=float)
-    if len(v):
-        return (
-            float(np.percentile(v, 95)),
-            "P95 of per-agent mean TTFT, concurrent phase (no per-call data)",
-        )
-    return None, "TTFT not measured"
+        v = self.agents_all if cid is None else self.agents_by_config.get(cid, np.empty(0))
+        if len(v):
+            return (
+                float(np.percentile(v, 95)),
+                "P95 of per-agent mean TTFT, concurrent phase (no per-call data)",
+            )
+        return None, "TTFT not measured"
 
 
 def _slo(
@@ -1071,6 +1165,7 @@ def _slo(
     rows = []
     scopes: list[tuple[str, pd.DataFrame]] = [("all", runs)]
     scopes += [(str(c), g) for c, g in runs.groupby("config_id", sort=True)]
+    ttft = _ConcurrentTtft.of(calls, agents)
     for scope, g in scopes:
         true = g["true_efficiency"].dropna()
         target = float(slo["min_true_efficiency_pct"])
@@ -1099,7 +1194,7 @@ def _slo(
                     "passed": None,
                 }
             )
-        p95, basis = _p95_ttft(calls, agents, None if scope == "all" else scope)
+        p95, basis = ttft.p95(None if scope == "all" else scope)
         target = float(slo["max_p95_ttft_ms"])
         rows.append(
             {
@@ -1287,6 +1382,7 @@ def compute_statistics(
     boot = {
         "resamples": int(settings["bootstrap"]["resamples"]),
         "seed": int(settings["bootstrap"]["seed"]),
+        "normal_from_n": int(settings["bootstrap"]["normal_from_n"]),
     }
     if runs.empty:
         raise ValueError("the runs table is empty: nothing to analyse")

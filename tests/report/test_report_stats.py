@@ -56,6 +56,29 @@ def test_bootstrap_is_deterministic_per_seed_and_key() -> None:
     assert a == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
 
 
+@pytest.mark.parametrize("n", [2, 7, 300, 999])
+def test_bootstrap_below_normal_from_n_is_the_one_matrix_bootstrap(n: int) -> None:
+    # drawn in blocks, the CI equals the one from a single resamples x n index matrix
+    x = np.random.default_rng(n).lognormal(3, 1, n)
+    rng = stats.group_rng(11, "k")
+    means = x[rng.integers(0, n, size=(2000, n))].mean(axis=1)
+    alpha = (1 - 0.95) / 2  # as the library computes it (not exactly 0.025)
+    expected = tuple(float(q) for q in np.quantile(means, [alpha, 1 - alpha]))
+    assert stats.bootstrap_ci(x, 2000, seed=11, key="k") == expected
+    assert stats.bootstrap_ci(x, 2000, seed=11, key="k", normal_from_n=n + 1) == expected
+
+
+def test_bootstrap_from_normal_from_n_is_the_normal_interval() -> None:
+    x = np.random.default_rng(1).normal(50, 5, 1500)
+    half = stats.Z95 * x.std(ddof=1) / np.sqrt(len(x))
+    lo, hi = stats.bootstrap_ci(x, 2000, seed=11, key="k")
+    assert (lo, hi) == pytest.approx((x.mean() - half, x.mean() + half), rel=1e-12)
+    # and it is where the bootstrap lands, within the bootstrap's Monte Carlo error
+    blo, bhi = stats.bootstrap_ci(x, 2000, seed=11, key="k", normal_from_n=len(x) + 1)
+    assert abs(blo - lo) < 0.15 * half and abs(bhi - hi) < 0.15 * half
+    assert stats.bootstrap_ci(x, normal_from_n=len(x))[0] == pytest.approx(lo, rel=1e-12)
+
+
 def test_wilson_known_values() -> None:
     lo, hi = stats.wilson_ci(0, 10)
     assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-5)
@@ -82,6 +105,16 @@ def test_cliffs_delta_hand_computed() -> None:
     assert stats.cliffs_magnitude(0.1) == "negligible"
     assert stats.cliffs_magnitude(0.4) == "medium"
     assert stats.cliffs_delta([], [1]) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cliffs_delta_equals_the_pairwise_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 20, 300).astype(float)  # many ties
+    y = np.append(rng.integers(5, 25, 170).astype(float), [np.nan, np.inf])
+    finite = y[np.isfinite(y)]
+    pairwise = float(np.sign(x[:, None] - finite[None, :]).mean())
+    assert stats.cliffs_delta(x, y) == pairwise
 
 
 def test_iqr_fences_and_mann_whitney() -> None:
