@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mabench.records import CONCURRENT, SOLO, CallRecord, RunRecord, read_record
+from mabench.records import CONCURRENT, SOLO, CallRecord, RunRecord, prepare_reading, read_record
 from mabench.tables import (
     AGENTS_SCHEMA,
     CALLS_SCHEMA,
@@ -119,6 +119,7 @@ def _phase_stats(calls: Sequence[CallRecord]) -> dict[str, Any]:
 
 def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
     rows = []
+    key = _key(r)
     metrics = {a.agent: a for a in r.metrics.agents}
     for info in r.topology.agents:
         a = metrics[info.name]
@@ -126,7 +127,7 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
         conc = _phase_stats([c for c in r.calls if c.agent == info.name and c.phase == CONCURRENT])
         rows.append(
             {
-                **_key(r),
+                **key,
                 "agent": info.name,
                 "workload": info.workload,
                 "server": info.server,
@@ -157,6 +158,7 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
 
 def call_rows(r: RunRecord) -> list[dict[str, Any]]:
     rows = []
+    key = _key(r)
     for c in r.calls:
         m = c.server_metrics
         ttft = c.client_ttft_ns
@@ -166,7 +168,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
             decode = (m.eval_count - 1) / span if span > 0 and m.eval_count > 1 else None
         rows.append(
             {
-                **_key(r),
+                **key,
                 "phase": c.phase,
                 "agent": c.agent,
                 "call_index": c.call_index,
@@ -294,6 +296,7 @@ def _read_chunks(chunks: list[list[str]], workers: int) -> Iterator[ChunkTables]
     # fork, not spawn: a worker must not re-import the caller's __main__ (a Snakemake rule
     # script would aggregate again in every worker).
     context = multiprocessing.get_context("fork")
+    prepare_reading()  # compiled once, here; the forked workers share it
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
             yield from pool.map(read_chunk, chunks)
