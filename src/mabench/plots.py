@@ -222,12 +222,17 @@ def _ttft_split(ctx: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def _pairs(df: pd.DataFrame) -> set[tuple[Any, ...]]:
+    """The distinct rows of ``df`` as tuples (duplicates dropped before leaving pandas)."""
+    return set(df.drop_duplicates().itertuples(index=False, name=None))
+
+
 def _agent_throughput(ctx: dict[str, Any], path: Path) -> str | None:
     agents = ctx["agents"]
     if agents.empty or agents["concurrent_tps"].notna().sum() == 0:
         raise Skip("no per-agent throughput")
     has_solo = agents["solo_tps"].notna().any()
-    groups = sorted({(s, a) for s, a in zip(agents["scenario"], agents["agent"], strict=True)})
+    groups = sorted(_pairs(agents[["scenario", "agent"]]))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4.5))
     x = np.arange(len(groups))
     phases = [("solo_tps", "solo", TRUE_COLOR)] if has_solo else []
@@ -264,13 +269,7 @@ def _slowdown(ctx: dict[str, Any], path: Path) -> str | None:
     agents = ctx["agents"]
     if agents.empty or agents["slowdown"].notna().sum() == 0:
         raise Skip("slowdown needs a solo phase, which was not measured")
-    groups = sorted(
-        {
-            (s, a)
-            for s, a, v in zip(agents["scenario"], agents["agent"], agents["slowdown"], strict=True)
-            if pd.notna(v)
-        }
-    )
+    groups = sorted(_pairs(agents.loc[agents["slowdown"].notna(), ["scenario", "agent"]]))
     data = [
         agents.loc[(agents["scenario"] == s) & (agents["agent"] == a), "slowdown"]
         .dropna()

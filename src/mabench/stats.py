@@ -426,6 +426,8 @@ class Statistics:
 
 def _flag(series: pd.Series) -> pd.Series:
     """A nullable boolean column (object columns of True/False/None included)."""
+    if series.dtype == bool:
+        return series.astype("boolean").rename(None)
     values = [None if pd.isna(v) else bool(v) for v in series.astype(object)]
     return pd.Series(values, index=series.index, dtype="boolean")
 
@@ -1021,7 +1023,7 @@ def _methodology(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         s = runs[col].dropna()
         s = s[s.astype(str) != ""]
-        values = sorted({str(v) for v in s})
+        values = sorted({str(v) for v in s.unique()})  # distinct first: one str() per value
         rows.append(
             {
                 "field": col,
@@ -1044,8 +1046,9 @@ def _cost(runs: pd.DataFrame, agents: pd.DataFrame, settings: Mapping[str, Any])
         else pd.Series(dtype=float)
     )
     runs = runs.copy()
+    by_run = tokens.to_dict()  # a dict, not one MultiIndex lookup per run
     runs["tokens"] = [
-        tokens.get((c, r), np.nan)
+        by_run.get((c, r), np.nan)
         for c, r in zip(runs["config_id"], runs["run_index"], strict=True)
     ]
 
