@@ -121,10 +121,13 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
     rows = []
     key = _key(r)
     metrics = {a.agent: a for a in r.metrics.agents}
+    calls: dict[tuple[str, str], list[CallRecord]] = {}  # (agent, phase) -> calls, in order
+    for c in r.calls:
+        calls.setdefault((c.agent, c.phase), []).append(c)
     for info in r.topology.agents:
         a = metrics[info.name]
-        solo = _phase_stats([c for c in r.calls if c.agent == info.name and c.phase == SOLO])
-        conc = _phase_stats([c for c in r.calls if c.agent == info.name and c.phase == CONCURRENT])
+        solo = _phase_stats(calls.get((info.name, SOLO), []))
+        conc = _phase_stats(calls.get((info.name, CONCURRENT), []))
         rows.append(
             {
                 **key,
@@ -133,9 +136,7 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "server": info.server,
                 "model": info.model,
                 "options_json": _OPTIONS_JSON.encode(info.options),
-                "n_calls": sum(
-                    1 for c in r.calls if c.agent == info.name and c.phase == CONCURRENT
-                ),
+                "n_calls": len(calls.get((info.name, CONCURRENT), [])),
                 "solo_wall_s": a.solo_wall_s,
                 "concurrent_wall_s": a.concurrent_wall_s,
                 "slowdown": a.slowdown,

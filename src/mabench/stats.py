@@ -432,6 +432,19 @@ def _flag(series: pd.Series) -> pd.Series:
     return pd.Series(values, index=series.index, dtype="boolean")
 
 
+def _run_topology(runs: pd.DataFrame, agents: pd.DataFrame) -> list[Any] | np.ndarray:
+    """Each agent row's run topology (None where its run is not in ``runs``)."""
+    keys = pd.MultiIndex.from_arrays([runs["config_id"], runs["run_index"]])
+    wanted = pd.MultiIndex.from_arrays([agents["config_id"], agents["run_index"]])
+    if keys.is_unique:  # one lookup for all rows
+        pos = keys.get_indexer(wanted)
+        values = runs["topology"].to_numpy(dtype=object)[pos]
+        values[pos < 0] = None
+        return values
+    topo = dict(zip(keys, runs["topology"], strict=True))  # duplicates: the last run wins
+    return [topo.get(k) for k in wanted]
+
+
 def prepare(
     runs: pd.DataFrame, agents: pd.DataFrame, calls: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -451,16 +464,7 @@ def prepare(
         agents[col] = pd.to_numeric(agents[col], errors="coerce").astype(float)
     scen = runs.drop_duplicates("config_id").set_index("config_id")["scenario"]
     if "topology" in runs:
-        topo = dict(
-            zip(
-                zip(runs["config_id"], runs["run_index"], strict=True),
-                runs["topology"],
-                strict=True,
-            )
-        )
-        agents["topology"] = [
-            topo.get((c, r)) for c, r in zip(agents["config_id"], agents["run_index"], strict=True)
-        ]
+        agents["topology"] = _run_topology(runs, agents)
     # successful calls only; filtering first copies the (largest) table once, not twice
     calls = calls[calls["error_kind"].isna()] if "error_kind" in calls else calls.copy()
     for col in CALL_METRICS:
@@ -499,6 +503,23 @@ def _levels(df: pd.DataFrame, with_topology: bool) -> list[tuple[str, str | None
     return levels
 
 
+def _group_rows(df: pd.DataFrame, cols: list[str]) -> list[tuple[tuple[Any, ...], np.ndarray]]:
+    """(key values, row positions in table order) of each group of ``cols``, in the order
+    ``df.groupby(cols, sort=True)`` yields them, rows with a missing key left out: the
+    groups of a large table without a sub-DataFrame each."""
+    if not cols:
+        return [((), np.arange(len(df)))]
+    grouped = df.groupby(cols, sort=True)
+    codes = grouped.ngroup().to_numpy(dtype=float, na_value=np.nan)
+    codes = np.where(np.isnan(codes), -1, codes).astype(np.int64)
+    order = np.argsort(codes, kind="stable")  # stable: table order within each group
+    bounds = np.searchsorted(codes[order], np.arange(grouped.ngroups + 1))
+    return [
+        (key if isinstance(key, tuple) else (key,), order[bounds[i] : bounds[i + 1]])
+        for i, key in enumerate(grouped.size().index)
+    ]
+
+
 def _summarise(
     df: pd.DataFrame,
     metrics: Mapping[str, str],
@@ -511,42 +532,38 @@ def _summarise(
     rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(columns=["level", "group", "scenario", *extra, "metric", "unit", "n"])
-    levels = _levels(df, with_topology)
-    # only the columns summarised and grouped by: each group is a copy of its rows
-    keys = [key for _, key in levels if key is not None]
-    df = df[list(dict.fromkeys([*keys, *extra, *(m for m in metrics if m in df)]))]
-    for level, key in levels:
-        groups = [("all", df)] if key is None else df.groupby(key, sort=True)
-        for gname, g in groups:
-            subs = [((), g)] if not extra else g.groupby(list(extra), sort=True)
-            for ev, gg in subs:
-                ev = ev if isinstance(ev, tuple) else (ev,)
-                for metric, unit in metrics.items():
-                    if metric not in gg:
-                        continue
-                    vals = gg[metric]
-                    if vals.notna().sum() == 0 and not (level == "overall" and keep_empty_overall):
-                        continue
-                    tag = "|".join([level, str(gname), *map(str, ev), metric])
-                    d = describe(vals, boot["resamples"], boot["seed"], tag, boot["normal_from_n"])
-                    scen = (
-                        gname
-                        if level == "scenario"
-                        else config_scenario.get(gname)
-                        if level == "config"
-                        else None
-                    )
-                    rows.append(
-                        {
-                            "level": level,
-                            "group": str(gname),
-                            "scenario": scen,
-                            **dict(zip(extra, ev, strict=True)),
-                            "metric": metric,
-                            "unit": unit,
-                            **d,
-                        }
-                    )
+    columns = {
+        m: df[m].to_numpy(dtype=float, na_value=np.nan) for m in metrics if m in df
+    }  # each metric as one float array, sliced per group
+    for level, key in _levels(df, with_topology):
+        for keys, positions in _group_rows(df, ([key] if key else []) + list(extra)):
+            gname, ev = (keys[0], keys[1:]) if key else ("all", keys)
+            for metric, unit in metrics.items():
+                if metric not in columns:
+                    continue
+                vals = columns[metric][positions]
+                if np.isnan(vals).all() and not (level == "overall" and keep_empty_overall):
+                    continue
+                tag = "|".join([level, str(gname), *map(str, ev), metric])
+                d = describe(vals, boot["resamples"], boot["seed"], tag, boot["normal_from_n"])
+                scen = (
+                    gname
+                    if level == "scenario"
+                    else config_scenario.get(gname)
+                    if level == "config"
+                    else None
+                )
+                rows.append(
+                    {
+                        "level": level,
+                        "group": str(gname),
+                        "scenario": scen,
+                        **dict(zip(extra, ev, strict=True)),
+                        "metric": metric,
+                        "unit": unit,
+                        **d,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
