@@ -13,6 +13,8 @@ rule aggregate:
         "results/{study}/logs/aggregate.log",
     conda:
         "../../envs/mabench.yaml"
+    # records are read by one worker process per thread (mabench.aggregate)
+    threads: workflow.cores
     params:
         failures_dir="results/{study}/failures",
     script:
