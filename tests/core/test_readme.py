@@ -34,9 +34,11 @@ def test_schema_tables_match_the_code(name):
 
 
 def test_no_placeholders_left():
-    assert not re.search(
-        r"\b[A-Z]{3,}_[A-Z_]{3,}\b", README.replace("MABENCH_REPORT_TEMPLATES", "")
-    )
+    # a placeholder is an upper-case name in the prose; names in code (environment variables
+    # such as `OLLAMA_HOST`) are real
+    prose = re.sub(r"```.*?```|`[^`]*`", "", README, flags=re.DOTALL)
+    assert not re.search(r"\b[A-Z]{3,}_[A-Z_]{3,}\b", prose)
+    assert "TODO" not in prose and "TBD" not in prose
 
 
 def test_every_study_file_is_documented():
