@@ -280,7 +280,9 @@ class _Target:
         return head.encode("latin-1") + body
 
     def connect_failed(self, exc: BaseException, phase: str | None) -> ServerConnectError:
-        reason = f"no answer within {self.connect_s:g} s" if _is_timeout(exc) else str(exc)
+        reason = (
+            f"no answer within {self.connect_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        )
         return ServerConnectError(
             f"cannot connect ({reason}); is the server running?", url=self.base_url, phase=phase
         )
@@ -292,10 +294,6 @@ class _Target:
             url=url,
             phase=phase,
         )
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, (TimeoutError, socket.timeout))
 
 
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -324,7 +322,7 @@ class _Connection:
             yield
         except OSError as exc:  # TimeoutError included
             self._drop()
-            if _is_timeout(exc):
+            if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
                 raise self.target.timed_out(url, phase) from None
             raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from exc
         except BaseException:
