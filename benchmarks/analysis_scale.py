@@ -3,17 +3,17 @@
 Synthetic, schema-valid run records (:mod:`benchmarks.synthetic_records`, generated once and
 cached) go through the same steps as the pipeline's rules after the measurements:
 
-1. ``aggregate``: ``mabench.aggregate.aggregate`` (records → runs/agents/calls Parquet);
-2. ``statistics``: ``mabench.stats.run`` (tables → statistics Parquet + summary.json);
-3. ``figures``: ``mabench.plots.make_figures`` (after reading the tables and statistics);
-4. ``report``: ``mabench.report.render_report`` (→ technical_report.md).
+1. ``aggregate``: ``mabench.analysis.aggregate.aggregate`` (records → runs/agents/calls Parquet);
+2. ``statistics``: ``mabench.analysis.stats.run`` (tables → statistics Parquet + summary.json);
+3. ``figures``: ``mabench.analysis.plots.make_figures`` (after reading the tables and statistics);
+4. ``report``: ``mabench.analysis.report.render_report`` (→ technical_report.md).
 
 Each size runs in a fresh Python process; the wall time of every step is reported. Goals:
 100k runs in ≤ 60 s and ≤ 2 GB on 2 cores, and cost growing about linearly
 (time(100k) / time(10k) ≤ 12).
 
 Peak memory counts the aggregate step's worker processes too. ``aggregate`` reads chunks of
-records in a pool of forked workers (:func:`mabench.aggregate.worker_count`); the analysis
+records in a pool of forked workers (:func:`mabench.analysis.aggregate.worker_count`); the analysis
 process's own ``ru_maxrss`` does not include them, and ``RUSAGE_CHILDREN`` gives only the
 largest waited-for child's peak. The reported peak is therefore the bound
 
@@ -57,7 +57,7 @@ def _maxrss_mb(who: int) -> float:
 def child(size: int, work: Path) -> dict[str, Any]:
     """Run the analysis steps on ``size`` records in this (fresh) process."""
     from benchmarks.synthetic_records import ensure_records
-    from mabench.aggregate import worker_count
+    from mabench.analysis.aggregate import worker_count
 
     paths = ensure_records(size)
     work.mkdir(parents=True, exist_ok=True)
@@ -75,24 +75,24 @@ def child(size: int, work: Path) -> dict[str, Any]:
     state: dict[str, Any] = {}
 
     def stage_aggregate() -> None:
-        from mabench.aggregate import aggregate
+        from mabench.analysis.aggregate import aggregate
 
         aggregate(paths, tables, workers=workers)
 
     def stage_statistics() -> None:
-        from mabench import stats
+        from mabench.analysis import stats
 
         stats.run(tables, stats_dir, None)
 
     def stage_figures() -> None:
-        from mabench import plots, stats
+        from mabench.analysis import plots, stats
 
         t = stats.read_tables(tables)
         st = stats.load_statistics(stats_dir)
         state["made"] = len(plots.make_figures(t["runs"], t["agents"], t["calls"], st, figures))
 
     def stage_report() -> None:
-        from mabench.report import render_report
+        from mabench.analysis.report import render_report
 
         render_report(stats_dir, tables, figures, settings, report_path)
 

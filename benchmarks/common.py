@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mabench.environment import cpu_model
-from mabench.simserver import SimServerProcess
-from mabench.supervise import stop as stop_process
+from mabench.measure.environment import cpu_model
+from mabench.servers.simulated import SimServerProcess
+from mabench.servers.supervise import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"

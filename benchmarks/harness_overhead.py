@@ -6,7 +6,7 @@ harness therefore measures a concurrent phase exactly as long as one agent alone
 efficiency (Σ solo agent walls / (N × concurrent wall)) of exactly 100 %. Whatever is missing
 is the harness measuring itself.
 
-The measurement is the product's code path: ``mabench.protocol.execute_run`` (check, forced
+The measurement is the product's code path: ``mabench.measure.protocol.execute_run`` (check, forced
 unload, load, warm-up, solo and concurrent phase, metrics) with the study's coordinator, for
 N = 1, 2, 4, 8, 16 agents, both coordinators, several runs (coordinator order alternates per
 run; phase order alternates per run index as the protocol prescribes).
@@ -135,7 +135,7 @@ def _row(metrics, calls, n: int, a_s: float, p: dict[str, Any]) -> dict[str, Any
 
 def run_execute(fleet, n: int, coordinator: str, run_index: int, p: dict[str, Any]) -> dict:
     """One execute_run of N agents; returns the per-run row."""
-    from mabench.protocol import execute_run
+    from mabench.measure.protocol import execute_run
 
     urls = {f"s{i:02d}": u for i, u in enumerate(fleet.urls[:n])}
     study = make_study(urls, coordinator, p)

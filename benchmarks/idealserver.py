@@ -18,7 +18,7 @@ written for the opposite goal, so that what is left is the harness:
   timeout has microsecond resolution (epoll rounds timeouts up to whole milliseconds);
 * perfectly parallel: requests never wait for each other.
 
-It speaks the subset of the Ollama API that ``mabench.protocol.execute_run`` uses: ``GET /``,
+It speaks the subset of the Ollama API that ``mabench.measure.protocol.execute_run`` uses: ``GET /``,
 ``/api/version``, ``/api/tags``, ``/api/ps``, ``POST /api/show``, ``/api/generate`` and
 ``/api/chat`` (streamed, or empty prompt = load / ``keep_alive: 0`` = unload).
 """

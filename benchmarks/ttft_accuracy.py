@@ -2,7 +2,7 @@
 
 Calls are made one at a time (no concurrency) against servers whose time to first token is
 known, and the client's TTFT (first non-empty token received − request handed to the socket,
-as ``mabench.client`` measures it) is compared with it:
+as ``mabench.measure.client`` measures it) is compared with it:
 
 * ``ideal`` server (:mod:`benchmarks.idealserver`): writes the first token exactly ``ttft``
   after the last byte of the request was received, with µs-resolution timers. The error is
@@ -13,14 +13,14 @@ as ``mabench.client`` measures it) is compared with it:
   millisecond timer resolution; its own processing adds to the error (reported, not the goal).
 * ``raw`` reference client: one ``sendall`` of a pre-built request on a fresh socket, then
   ``recv`` until the first token. Its error is the floor set by the server and the OS; the
-  client error above it is mabench's (request building, :mod:`mabench.transport`, parsing).
+  client error above it is mabench's (request building, :mod:`mabench.measure.transport`, parsing).
 
 Two paths per server:
 
 * ``client``: one persistent client per kind (``AsyncOllamaClient``, ``OllamaClient``, raw),
   calls rotated through the kinds, so drift hits all equally;
 * ``harness``: as run records are measured: per "run", a fresh coordinator
-  (``mabench.coordinators.open_coordinator``), the agent's unmeasured warm-up call, then a
+  (``mabench.measure.coordinators.open_coordinator``), the agent's unmeasured warm-up call, then a
   solo phase of one agent and two calls. ``asyncio`` uses the async client, ``threads`` the
   sync one.
 """
@@ -78,7 +78,7 @@ def raw_ttft_ms(port: int, num_predict: int) -> float:
 
 
 def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float]]:
-    from mabench.client import OllamaClient
+    from mabench.measure.client import OllamaClient
 
     kinds = ["async", "sync", "raw"]
     errors: dict[str, list[float]] = {k: [] for k in kinds}
@@ -107,7 +107,7 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
 
 
 def _async_client(url: str):
-    from mabench.client import AsyncOllamaClient
+    from mabench.measure.client import AsyncOllamaClient
 
     return AsyncOllamaClient(url)
 
@@ -118,10 +118,10 @@ async def _make(factory, url: str):
 
 def _harness_path(url: str, p: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
     """TTFT errors of calls made as execute_run makes them (one agent, two calls per phase)."""
-    from mabench.agents import Clock, build_plans, warmup_plan
-    from mabench.client import Timeouts
     from mabench.config import study_from_dict
-    from mabench.coordinators import open_coordinator
+    from mabench.measure.agents import Clock, build_plans, warmup_plan
+    from mabench.measure.client import Timeouts
+    from mabench.measure.coordinators import open_coordinator
 
     out: dict[str, dict[str, list[float]]] = {}
     plans = {}

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mabench import pipeline
-from mabench.aggregate import aggregate
+from mabench.analysis.aggregate import aggregate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):

@@ -1,6 +1,7 @@
-"""Rule `figures`: tables + statistics -> results/<study>/figures/*.png (mabench.plots)."""
+"""Rule `figures`: tables + statistics -> results/<study>/figures/*.png (mabench.analysis.plots)."""
 
-from mabench import pipeline, plots
+from mabench import pipeline
+from mabench.analysis import plots
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mabench import pipeline
-from mabench.tr110 import import_tr110
+from mabench.datasets.tr110 import import_tr110
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):

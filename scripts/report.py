@@ -1,8 +1,9 @@
-"""Rule `report`: statistics + figures -> results/<study>/technical_report.md (mabench.report)."""
+"""Rule `report`: statistics + figures -> results/<study>/technical_report.md (mabench.analysis.report)."""
 
 from pathlib import Path
 
-from mabench import pipeline, report
+from mabench import pipeline
+from mabench.analysis import report
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):

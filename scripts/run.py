@@ -1,4 +1,4 @@
-"""Rule `run`: measure one config x run into one run record (mabench.measure)."""
+"""Rule `run`: measure one config x run into one run record (mabench.run_job)."""
 
 from mabench import pipeline
 

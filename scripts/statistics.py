@@ -1,6 +1,7 @@
-"""Rule `statistics`: runs/agents/calls tables -> results/<study>/stats/ (mabench.stats)."""
+"""Rule `statistics`: runs/agents/calls tables -> results/<study>/stats/ (mabench.analysis.stats)."""
 
-from mabench import pipeline, stats
+from mabench import pipeline
+from mabench.analysis import stats
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):

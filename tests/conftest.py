@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mabench.simserver import SimServerProcess
+from mabench.servers.simulated import SimServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,10 +15,19 @@ from mabench import __version__
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("mabench.server.cli", "run the embedded Ollama-compatible server (llama.cpp)"),
+    "serve": (
+        "mabench.servers.embedded.cli",
+        "run the embedded Ollama-compatible server (llama.cpp)",
+    ),
     "run": ("mabench.run_cli", "measure one config x run of a study outside Snakemake"),
-    "import-tr110": ("mabench.tr110", "convert the TR110 result layout into our Parquet tables"),
-    "sim-serve": ("mabench.simserver", "run a simulated Ollama server with exact, known timing"),
+    "import-tr110": (
+        "mabench.datasets.tr110",
+        "convert the TR110 result layout into our Parquet tables",
+    ),
+    "sim-serve": (
+        "mabench.servers.simulated",
+        "run a simulated Ollama server with exact, known timing",
+    ),
     "doctor": ("mabench.doctor", "check that the embedded model really generates on this CPU"),
 }
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from mabench.api_types import Options, OptionsError
+from mabench.measure.ollama_api import Options, OptionsError
 
-BUNDLED_PROMPTS = "prompts"
+BUNDLED_PROMPTS = "measure/prompts"
 
 
 class ConfigError(ValueError):

@@ -38,9 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _child(path: str, tokens: int, threads: int) -> None:
     """In the child process: load, generate, print one JSON line with the measurements."""
-    from mabench.api_types import Options
-    from mabench.server.registry import ModelEntry
-    from mabench.server.runner import Prompt, Runner, RunnerDefaults, Sampling
+    from mabench.measure.ollama_api import Options
+    from mabench.servers.embedded.registry import ModelEntry
+    from mabench.servers.embedded.runner import Prompt, Runner, RunnerDefaults, Sampling
 
     try:
         entry = ModelEntry(name="doctor", path=Path(path))
@@ -81,8 +81,8 @@ def _fail(message: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mabench.server.registry import RegistryError, embedded_model_path
-    from mabench.server.runner import default_num_thread
+    from mabench.servers.embedded.registry import RegistryError, embedded_model_path
+    from mabench.servers.embedded.runner import default_num_thread
 
     try:
         path = Path(args.model_path) if args.model_path else embedded_model_path()

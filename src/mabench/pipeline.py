@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mabench.client import OllamaClient, Timeouts
+from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
 from mabench.config import Study, study_from_dict
-from mabench.isolation import force_unload
-from mabench.pool import ServerPool
-from mabench.records import write_json_atomic
-from mabench.tables import FAILURES_SCHEMA, to_table, write_table
+from mabench.measure.client import OllamaClient, Timeouts
+from mabench.measure.isolation import force_unload
+from mabench.measure.records import write_json_atomic
+from mabench.servers.pool import ServerPool
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def unload_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths
 def run_step(
     study: Study, config_id: str, run_index: int, out: str | Path, paths: StudyPaths, attempt: int
 ) -> None:
-    from mabench.measure import measure
+    from mabench.run_job import measure
 
     measure(
         study,

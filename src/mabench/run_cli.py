@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from mabench.config import ConfigError, load_study
-from mabench.errors import MabenchError
-from mabench.measure import measure
-from mabench.pool import ServerPool
+from mabench.measure.errors import MabenchError
+from mabench.run_job import measure
+from mabench.servers.pool import ServerPool
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

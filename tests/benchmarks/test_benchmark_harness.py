@@ -12,7 +12,7 @@ import pytest
 from benchmarks.common import Result, servers, summary, write_result
 from benchmarks.readme import START, render_table, update_readme
 from benchmarks.synthetic_records import ensure_records, make_record
-from mabench.records import read_record, validate_record
+from mabench.measure.records import read_record, validate_record
 
 
 def test_goals_results_and_readme_table(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from snake import SNAKEFILE, SNAKEMAKE, planned_jobs, snakemake
 
-from mabench.net import free_port, wait_until
+from mabench.servers.net import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from snake import STUDIES, planned_jobs, snakemake
 
+from mabench.analysis.tables import SCHEMAS
 from mabench.config import load_study
-from mabench.records import read_record
-from mabench.tables import SCHEMAS
+from mabench.measure.records import read_record
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +104,7 @@ def _leftovers(workdir: Path, ports: list[int]) -> list[str]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        ours = "mabench.supervise" in cmd or "mabench.server" in cmd
+        ours = "mabench.servers.supervise" in cmd or "mabench.servers.embedded" in cmd
         if ours and any(f"--port {p}" in cmd for p in ports):
             found.append(f"{proc.info['pid']}: {cmd}")
     return found

@@ -13,7 +13,7 @@ rule aggregate:
         "results/{study}/logs/aggregate.log",
     conda:
         "../../envs/mabench.yaml"
-    # records are read by one worker process per thread (mabench.aggregate)
+    # records are read by one worker process per thread (mabench.analysis.aggregate)
     threads: workflow.cores
     params:
         failures_dir="results/{study}/failures",

@@ -1,0 +1,354 @@
+"""Run records → the ``runs``, ``agents`` and ``calls`` tables (schemas in :mod:`mabench.analysis.tables`).
+
+Plus ``failures``: every failed attempt found under ``results/<study>/failures/``, so the
+report's reliability table counts what went wrong on the way to the records.
+
+Records are read in chunks of :data:`CHUNK_RECORDS`: each chunk's rows become Arrow tables at
+once and are appended to the Parquet files, so memory holds a few chunks, never every row of a
+large study as Python dicts. On Linux the chunks are read by a pool of forked worker
+processes (one per CPU this process may use, see :func:`worker_count`); the parent writes the
+chunks in record order, so the tables are the same, row for row, however many workers read
+them.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mabench.analysis.tables import (
+    AGENTS_SCHEMA,
+    CALLS_SCHEMA,
+    FAILURES_SCHEMA,
+    RUNS_SCHEMA,
+    TableWriter,
+    to_table,
+    write_table,
+)
+from mabench.measure.records import (
+    CONCURRENT,
+    SOLO,
+    CallRecord,
+    RunRecord,
+    prepare_reading,
+    read_record,
+)
+
+SOURCE = "mabench"
+#: options as sorted JSON; one encoder (``json.dumps(..., sort_keys=True)`` builds one per call)
+_OPTIONS_JSON = json.JSONEncoder(sort_keys=True)
+#: run records read (and turned into Arrow tables) at a time; each is one Parquet row group
+CHUNK_RECORDS = 2000
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _key(r: RunRecord) -> dict[str, Any]:
+    return {
+        "study": r.study,
+        "source": SOURCE,
+        "config_id": r.config_id,
+        "scenario": r.scenario,
+        "run_index": r.run_index,
+    }
+
+
+def run_row(r: RunRecord, path: str) -> dict[str, Any]:
+    m, env = r.metrics, r.environment
+    models = sorted({a.model for a in r.topology.agents})
+    return {
+        **_key(r),
+        "attempt": r.attempt,
+        "started_at": _ts(r.started_at),
+        "finished_at": _ts(r.finished_at),
+        "coordinator": r.protocol.coordinator,
+        "phase_order": ",".join(r.protocol.phase_order),
+        "topology": r.topology.kind,
+        "n_agents": m.n_agents,
+        "n_servers": len({a.server for a in r.topology.agents}),
+        "model": "+".join(models),
+        "backend": ";".join(sorted({s.backend for s in r.topology.servers})),
+        "concurrent_wall_s": m.concurrent_wall_s,
+        "concurrent_sum_s": m.concurrent_sum_s,
+        "solo_sum_s": m.solo_sum_s,
+        "seed_speedup": m.seed_speedup,
+        "seed_efficiency": m.seed_efficiency,
+        "true_speedup": m.true_speedup,
+        "true_efficiency": m.true_efficiency,
+        "coordination_overhead_ms": m.coordination_overhead_ms,
+        "throughput_delta": m.throughput_delta,
+        "ttft_delta_ms": m.ttft_delta_ms,
+        "contention_legacy": m.contention_legacy,
+        "contention_ttft": m.contention_ttft,
+        "contention_throughput": m.contention_throughput,
+        "isolation_verified": r.isolation.verified,
+        "n_calls": len(r.calls),
+        "n_errors": sum(c.error is not None for c in r.calls),
+        "hostname": env.hostname,
+        "cpu_model": env.cpu_model,
+        "cpu_count": env.cpu_count,
+        "gpus": ";".join(env.gpus),
+        "server_version": ";".join(sorted({s.version or "" for s in r.topology.servers})),
+        "mabench_version": env.mabench_version,
+        "git_commit": env.git_commit,
+        "config_hash": env.config_hash,
+        "record_path": path,
+    }
+
+
+def _phase_stats(calls: Sequence[CallRecord]) -> dict[str, Any]:
+    ok = [c.server_metrics for c in calls if c.server_metrics is not None]
+    return {
+        "load_ms": _mean(mm.load_duration_ns / 1e6 for mm in ok),
+        "prompt_eval_ms": _mean(mm.prompt_eval_duration_ns / 1e6 for mm in ok),
+        "eval_count": sum(mm.eval_count for mm in ok) if ok else None,
+    }
+
+
+def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
+    rows = []
+    key = _key(r)
+    metrics = {a.agent: a for a in r.metrics.agents}
+    calls: dict[tuple[str, str], list[CallRecord]] = {}  # (agent, phase) -> calls, in order
+    for c in r.calls:
+        calls.setdefault((c.agent, c.phase), []).append(c)
+    for info in r.topology.agents:
+        a = metrics[info.name]
+        solo = _phase_stats(calls.get((info.name, SOLO), []))
+        conc = _phase_stats(calls.get((info.name, CONCURRENT), []))
+        rows.append(
+            {
+                **key,
+                "agent": info.name,
+                "workload": info.workload,
+                "server": info.server,
+                "model": info.model,
+                "options_json": _OPTIONS_JSON.encode(info.options),
+                "n_calls": len(calls.get((info.name, CONCURRENT), [])),
+                "solo_wall_s": a.solo_wall_s,
+                "concurrent_wall_s": a.concurrent_wall_s,
+                "slowdown": a.slowdown,
+                "solo_tps": a.solo_tps,
+                "concurrent_tps": a.concurrent_tps,
+                "solo_client_tps": a.solo_client_tps,
+                "concurrent_client_tps": a.concurrent_client_tps,
+                "solo_ttft_ms": a.solo_ttft_ms,
+                "concurrent_ttft_ms": a.concurrent_ttft_ms,
+                "solo_load_ms": solo["load_ms"],
+                "concurrent_load_ms": conc["load_ms"],
+                "solo_prompt_eval_ms": solo["prompt_eval_ms"],
+                "concurrent_prompt_eval_ms": conc["prompt_eval_ms"],
+                "solo_eval_count": solo["eval_count"],
+                "concurrent_eval_count": conc["eval_count"],
+            }
+        )
+    return rows
+
+
+def call_rows(r: RunRecord) -> list[dict[str, Any]]:
+    rows = []
+    key = _key(r)
+    for c in r.calls:
+        m = c.server_metrics
+        ttft = c.client_ttft_ns
+        decode = None
+        if m is not None and c.t_first_token_ns is not None and c.t_last_token_ns is not None:
+            span = (c.t_last_token_ns - c.t_first_token_ns) / 1e9
+            decode = (m.eval_count - 1) / span if span > 0 and m.eval_count > 1 else None
+        rows.append(
+            {
+                **key,
+                "phase": c.phase,
+                "agent": c.agent,
+                "call_index": c.call_index,
+                "server": c.server,
+                "url": c.url,
+                "model": c.model,
+                "endpoint": c.endpoint,
+                "options_json": _OPTIONS_JSON.encode(c.options),
+                "prompt_chars": c.prompt_chars,
+                "t_sent_s": c.t_sent_ns / 1e9,
+                "t_first_token_s": None if c.t_first_token_ns is None else c.t_first_token_ns / 1e9,
+                "t_done_s": c.t_done_ns / 1e9,
+                "client_ttft_ms": None if ttft is None else ttft / 1e6,
+                "client_wall_ms": c.client_wall_ns / 1e6,
+                "client_decode_tps": decode,
+                "total_ms": None if m is None else m.total_duration_ns / 1e6,
+                "load_ms": None if m is None else m.load_duration_ns / 1e6,
+                "prompt_eval_count": None if m is None else m.prompt_eval_count,
+                "prompt_eval_ms": None if m is None else m.prompt_eval_duration_ns / 1e6,
+                "eval_count": None if m is None else m.eval_count,
+                "eval_ms": None if m is None else m.eval_duration_ns / 1e6,
+                "server_tps": (
+                    None
+                    if m is None or m.eval_duration_ns <= 0
+                    else m.eval_count / (m.eval_duration_ns / 1e9)
+                ),
+                "done_reason": c.done_reason,
+                "error_kind": None if c.error is None else c.error.kind,
+                "error_message": None if c.error is None else c.error.message,
+            }
+        )
+    return rows
+
+
+def failure_rows(failures_dir: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(Path(failures_dir).glob("*.json")):
+        try:
+            f = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append(
+            {
+                "study": f.get("study"),
+                "config_id": f.get("config_id"),
+                "run_index": f.get("run_index"),
+                "attempt": f.get("attempt"),
+                "at": _ts(f["at"]) if f.get("at") else None,
+                "cause": f.get("cause"),
+                "error_type": f.get("error_type"),
+                "phase": f.get("phase"),
+                "agent": f.get("agent"),
+                "server_url": f.get("server_url"),
+                "message": f.get("message"),
+                "report_path": str(path),
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class ChunkTables:
+    """The rows of one chunk of run records, as Arrow tables with the tables' schemas."""
+
+    runs: pa.Table
+    agents: pa.Table
+    calls: pa.Table
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a chunk is read: parsed records and rows hold no
+    reference cycles (reference counting frees them), and the collector's passes over the
+    chunk's many dicts cost ~15 % of the reading time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_chunk(record_paths: Sequence[str | Path]) -> ChunkTables:
+    """Read, validate and tabulate these run records (in this order)."""
+    runs: list[dict[str, Any]] = []
+    agents: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    with _gc_paused():
+        for path in record_paths:
+            record = read_record(path)
+            runs.append(run_row(record, str(path)))
+            agents.extend(agent_rows(record))
+            calls.extend(call_rows(record))
+        return ChunkTables(
+            runs=to_table(runs, RUNS_SCHEMA),
+            agents=to_table(agents, AGENTS_SCHEMA),
+            calls=to_table(calls, CALLS_SCHEMA),
+        )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_count(n_records: int, chunk_records: int = CHUNK_RECORDS) -> int:
+    """Worker processes :func:`aggregate` uses for ``n_records`` records: one per available
+    CPU, at most one per chunk; 1 (read in this process) for a single chunk and where
+    ``fork`` is not the platform's safe default (everywhere but Linux)."""
+    chunks = -(-n_records // chunk_records)
+    if chunks < 2 or not sys.platform.startswith("linux"):
+        return 1
+    return min(chunks, available_cpus())
+
+
+def _read_chunks(chunks: list[list[str]], workers: int) -> Iterator[ChunkTables]:
+    """Each chunk's tables, in chunk order."""
+    if workers <= 1:
+        for chunk in chunks:
+            yield read_chunk(chunk)
+        return
+    # fork, not spawn: a worker must not re-import the caller's __main__ (a Snakemake rule
+    # script would aggregate again in every worker).
+    context = multiprocessing.get_context("fork")
+    prepare_reading()  # compiled once, here; the forked workers share it
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            yield from pool.map(read_chunk, chunks)
+        except BaseException:  # an invalid record, or the caller stopped: read no more chunks
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def aggregate(
+    record_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    failures_dir: str | Path | None = None,
+    *,
+    chunk_records: int = CHUNK_RECORDS,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """Read every run record and write runs/agents/calls (and failures) Parquet tables.
+
+    ``workers``: processes reading the records (default :func:`worker_count`); the tables
+    do not depend on it or on ``chunk_records``.
+    """
+    if chunk_records < 1:
+        raise ValueError(f"chunk_records must be at least 1, not {chunk_records}")
+    paths = [str(p) for p in record_paths]
+    chunks = [paths[i : i + chunk_records] for i in range(0, len(paths), chunk_records)]
+    if workers is None:
+        workers = worker_count(len(paths), chunk_records)
+    workers = max(1, min(workers, len(chunks)))
+    out_dir = Path(out_dir)
+    outputs = {
+        "runs": out_dir / "runs.parquet",
+        "agents": out_dir / "agents.parquet",
+        "calls": out_dir / "calls.parquet",
+        "failures": out_dir / "failures.parquet",
+    }
+    with (
+        TableWriter(outputs["runs"], RUNS_SCHEMA) as runs,
+        TableWriter(outputs["agents"], AGENTS_SCHEMA) as agents,
+        TableWriter(outputs["calls"], CALLS_SCHEMA) as calls,
+    ):
+        for part in _read_chunks(chunks, workers):
+            runs.write(part.runs)
+            agents.write(part.agents)
+            calls.write(part.calls)
+    fails = failure_rows(failures_dir) if failures_dir is not None else []
+    write_table(to_table(fails, FAILURES_SCHEMA), outputs["failures"])
+    return outputs

@@ -1,0 +1,7 @@
+"""Legacy datasets: the original study's data, bundled, and what we compare against.
+
+Owns the TR110 importer and reanalysis (``tr110``), the TR114 v2 reference statistics
+(``reference``) and the bundled data files (``data/``, MIT-licensed copies; see its README).
+
+May import: ``analysis.tables`` (it writes the same tables the pipeline aggregates).
+"""

@@ -1,0 +1,12 @@
+"""The measurement harness: what one run of a config does, and the record it leaves.
+
+Owns the Ollama API contract (``ollama_api``), the timed transport and the clients
+(``transport``, ``client``), agents as workloads (``agents``, ``corpus``), how agents run
+together (``coordinators``), the run protocol (``protocol``, ``isolation``), the metrics of
+one run (``metrics``), the run record and its schema check (``records``, ``schema_check``),
+the machine a run ran on (``environment``) and the typed errors (``errors``).
+
+May import: :mod:`mabench.config` (the typed study) and the standard and third-party
+libraries. Never imports ``servers``, ``analysis`` or ``datasets``: servers are started by the
+caller, which passes their URLs in.
+"""

@@ -1,0 +1,247 @@
+"""Agents as declarative workloads: an ordered list of prompt templates, executed call by call.
+
+An :class:`AgentPlan` is everything one agent needs for one run (its server URL, model,
+effective options, compiled prompts). Executing it produces one :class:`CallRecord` per call
+and one :class:`Span` for the agent; the async and the sync executor produce identical records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jinja2
+
+from mabench.config import AgentSpec, ConfigSpec, Study
+from mabench.measure.client import AsyncOllamaClient, CallResult, OllamaClient
+from mabench.measure.errors import OllamaError, RunFailed
+from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
+
+_ENV = jinja2.Environment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
+)
+
+
+@dataclass(frozen=True)
+class PromptCall:
+    template: jinja2.Template
+    source: str
+    num_predict: int
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    info: AgentInfo
+    url: str
+    endpoint: str
+    system: str | None
+    calls: tuple[PromptCall, ...]
+    corpus: str
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def prompt(self, index: int, previous: str) -> str:
+        return (
+            self.calls[index].template.render(corpus=self.corpus, previous=previous.strip()).strip()
+        )
+
+    def options(self, index: int) -> dict[str, Any]:
+        return {**self.info.options, "num_predict": self.calls[index].num_predict}
+
+
+WARMUP_PROMPT = "Reply with the single word: ready."
+
+
+def warmup_plan(plan: AgentPlan) -> AgentPlan:
+    """The agent with one tiny call: exercises every code path of a measured call, unmeasured."""
+    call = PromptCall(template=_ENV.from_string(WARMUP_PROMPT), source="warmup", num_predict=1)
+    return replace(plan, calls=(call,))
+
+
+def effective_options(study: Study, config: ConfigSpec, agent: AgentSpec) -> dict[str, Any]:
+    """The options an agent sends: its config options, plus the study seed unless it sets one."""
+    opts = config.agent_options(agent.name).to_dict()
+    opts.setdefault("seed", study.seed)
+    return opts
+
+
+def build_plans(
+    study: Study, config: ConfigSpec, urls: dict[str, str], corpus: str
+) -> list[AgentPlan]:
+    plans = []
+    for agent in config.agents:
+        workload = study.workloads[agent.workload]
+        calls = tuple(
+            PromptCall(
+                template=_ENV.from_string(c.prompt.read_text(encoding="utf-8")),
+                source=str(c.prompt),
+                num_predict=c.num_predict,
+            )
+            for c in workload.calls
+        )
+        info = AgentInfo(
+            name=agent.name,
+            workload=agent.workload,
+            server=agent.server,
+            model=agent.model,
+            options=effective_options(study, config, agent),
+        )
+        plans.append(
+            AgentPlan(
+                info=info,
+                url=urls[agent.server],
+                endpoint=study.endpoint,
+                system=workload.system,
+                calls=calls,
+                corpus=corpus,
+            )
+        )
+    return plans
+
+
+class Clock:
+    """The run's clock: ``perf_counter_ns`` offsets from one origin taken at run start."""
+
+    def __init__(self) -> None:
+        self.origin = time.perf_counter_ns()
+
+    def now(self) -> int:
+        return time.perf_counter_ns() - self.origin
+
+    def rel(self, t_ns: int | None) -> int | None:
+        return None if t_ns is None else t_ns - self.origin
+
+
+def _record(
+    plan: AgentPlan,
+    index: int,
+    phase: str,
+    prompt: str,
+    clock: Clock,
+    result: CallResult | None = None,
+    error: OllamaError | None = None,
+    t_sent: int | None = None,
+) -> CallRecord:
+    common = dict(
+        phase=phase,
+        agent=plan.name,
+        call_index=index,
+        server=plan.info.server,
+        url=plan.url,
+        model=plan.info.model,
+        endpoint=plan.endpoint,
+        options=plan.options(index),
+        prompt_chars=len(prompt),
+    )
+    if result is None:
+        now = clock.now()
+        return CallRecord(
+            **common,
+            t_sent_ns=t_sent if t_sent is not None else now,
+            t_first_token_ns=None,
+            t_last_token_ns=None,
+            t_done_ns=now,
+            chunks=0,
+            server_metrics=None,
+            done_reason=None,
+            response_text="",
+            error=error.info() if error else None,
+        )
+    m = result.metrics
+    return CallRecord(
+        **common,
+        t_sent_ns=clock.rel(result.t_sent_ns),
+        t_first_token_ns=clock.rel(result.t_first_token_ns),
+        t_last_token_ns=clock.rel(result.t_last_token_ns),
+        t_done_ns=clock.rel(result.t_done_ns),
+        chunks=result.chunks,
+        server_metrics=ServerMetrics(
+            total_duration_ns=m.total_duration,
+            load_duration_ns=m.load_duration,
+            prompt_eval_count=m.prompt_eval_count,
+            prompt_eval_duration_ns=m.prompt_eval_duration,
+            eval_count=m.eval_count,
+            eval_duration_ns=m.eval_duration,
+        ),
+        done_reason=result.done_reason,
+        response_text=result.text,
+    )
+
+
+def _failed(plan: AgentPlan, phase: str, index: int, exc: OllamaError) -> RunFailed:
+    info = exc.info()
+    info = type(info)(**{**vars(info), "phase": phase})
+    return RunFailed(
+        f"agent {plan.name!r} call {index} on server {plan.info.server!r} ({plan.url}) failed "
+        f"in the {phase} phase: {exc.message}",
+        info,
+        agent=plan.name,
+    )
+
+
+@dataclass
+class AgentOutcome:
+    calls: list[CallRecord]
+    span: Span
+
+
+def _agent_steps(
+    plan: AgentPlan, phase: str, clock: Clock
+) -> Generator[tuple[int, dict[str, Any]], CallResult, AgentOutcome]:
+    """One agent's calls, I/O-free: yields each call's index and arguments, is sent its result.
+
+    Each prompt sees the previous answer, so the calls run strictly one after another.
+    """
+    calls: list[CallRecord] = []
+    previous = ""
+    t_start = clock.now()
+    for i in range(len(plan.calls)):
+        prompt = plan.prompt(i, previous)
+        result = yield (
+            i,
+            {
+                "endpoint": plan.endpoint,
+                "model": plan.info.model,
+                "prompt": prompt,
+                "system": plan.system,
+                "options": plan.options(i),
+                "phase": phase,
+            },
+        )
+        calls.append(_record(plan, i, phase, prompt, clock, result))
+        previous = result.text
+    return AgentOutcome(calls, Span(phase, plan.name, t_start, clock.now()))
+
+
+async def run_agent_async(
+    plan: AgentPlan, client: AsyncOllamaClient, phase: str, clock: Clock
+) -> AgentOutcome:
+    steps = _agent_steps(plan, phase, clock)
+    try:
+        index, call = next(steps)
+        while True:
+            try:
+                result = await client.call(**call)
+            except OllamaError as exc:
+                raise _failed(plan, phase, index, exc) from exc
+            index, call = steps.send(result)
+    except StopIteration as done:
+        return done.value
+
+
+def run_agent_sync(plan: AgentPlan, client: OllamaClient, phase: str, clock: Clock) -> AgentOutcome:
+    steps = _agent_steps(plan, phase, clock)
+    try:
+        index, call = next(steps)
+        while True:
+            try:
+                result = client.call(**call)
+            except OllamaError as exc:
+                raise _failed(plan, phase, index, exc) from exc
+            index, call = steps.send(result)
+    except StopIteration as done:
+        return done.value

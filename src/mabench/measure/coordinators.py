@@ -1,0 +1,175 @@
+"""Coordinators: how a run's phases run its agents, one after another (solo) or all at once.
+
+- ``asyncio``: one event loop for the whole run, one :class:`AsyncOllamaClient` per agent,
+  ``asyncio.TaskGroup`` (the first failure cancels the other agents).
+- ``threads``: one thread per agent and phase with a blocking :class:`OllamaClient`; a barrier
+  releases all agents together, so thread start-up is outside the measured interval.
+
+A coordinator lives for one run: each agent's client (and its keep-alive connection) is made
+once, opened by the unmeasured warm-up call and reused by every measured phase, so no phase
+measures connection set-up. Both return the same :class:`PhaseOutcome`, so the run record
+does not depend on the choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from mabench.measure.agents import AgentOutcome, AgentPlan, Clock, run_agent_async, run_agent_sync
+from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts
+from mabench.measure.errors import RunFailed
+from mabench.measure.records import CallRecord, Span
+
+COORDINATORS = ("asyncio", "threads")
+
+
+@dataclass
+class PhaseOutcome:
+    phase: Span
+    agent_spans: list[Span]
+    calls: list[CallRecord]
+
+
+def _collect(phase: str, t0: int, t1: int, outcomes: Sequence[AgentOutcome]) -> PhaseOutcome:
+    return PhaseOutcome(
+        phase=Span(phase, None, t0, t1),
+        agent_spans=[o.span for o in outcomes],
+        calls=[c for o in outcomes for c in o.calls],
+    )
+
+
+class Coordinator:
+    """Runs a run's phases; use as a context manager (it closes the agents' connections)."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self.timeouts = timeouts
+
+    def run_phase(
+        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncioCoordinator(Coordinator):
+    def __init__(self, timeouts: Timeouts) -> None:
+        super().__init__(timeouts)
+        self._runner = asyncio.Runner()
+        self._clients: dict[str, AsyncOllamaClient] = {}
+
+    def _client(self, plan: AgentPlan) -> AsyncOllamaClient:
+        if plan.name not in self._clients:
+            self._clients[plan.name] = AsyncOllamaClient(plan.url, self.timeouts)
+        return self._clients[plan.name]
+
+    def run_phase(
+        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        return self._runner.run(self._phase(plans, phase, concurrent, clock))
+
+    async def _phase(
+        self, plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        clients = [self._client(p) for p in plans]
+        if not concurrent:
+            t0 = clock.now()
+            outcomes = [
+                await run_agent_async(p, c, phase, clock)
+                for p, c in zip(plans, clients, strict=True)
+            ]
+            return _collect(phase, t0, clock.now(), outcomes)
+        t0 = clock.now()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(run_agent_async(p, c, phase, clock))
+                    for p, c in zip(plans, clients, strict=True)
+                ]
+        except* RunFailed as group:
+            raise group.exceptions[0] from None
+        t1 = clock.now()
+        return _collect(phase, t0, t1, [t.result() for t in tasks])
+
+    def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        try:
+            for c in clients:
+                self._runner.run(c.aclose())
+        finally:
+            self._runner.close()
+
+
+class ThreadsCoordinator(Coordinator):
+    def __init__(self, timeouts: Timeouts) -> None:
+        super().__init__(timeouts)
+        self._clients: dict[str, OllamaClient] = {}
+
+    def _client(self, plan: AgentPlan) -> OllamaClient:
+        if plan.name not in self._clients:
+            self._clients[plan.name] = OllamaClient(plan.url, self.timeouts)
+        return self._clients[plan.name]
+
+    def run_phase(
+        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        clients = [self._client(p) for p in plans]
+        if not concurrent:
+            t0 = clock.now()
+            outcomes = [
+                run_agent_sync(p, c, phase, clock) for p, c in zip(plans, clients, strict=True)
+            ]
+            return _collect(phase, t0, clock.now(), outcomes)
+
+        results: list[AgentOutcome | None] = [None] * len(plans)
+        errors: list[BaseException] = []
+        gate = threading.Barrier(len(plans) + 1)
+
+        def work(i: int) -> None:
+            gate.wait()
+            try:
+                results[i] = run_agent_sync(plans[i], clients[i], phase, clock)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=work, args=(i,), name=f"agent-{p.name}", daemon=True)
+            for i, p in enumerate(plans)
+        ]
+        for t in threads:
+            t.start()
+        gate.wait()
+        t0 = clock.now()
+        for t in threads:
+            t.join()
+        t1 = clock.now()
+        if errors:
+            raise errors[0]
+        return _collect(phase, t0, t1, [r for r in results if r is not None])
+
+    def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            c.close()
+
+
+def open_coordinator(kind: str, timeouts: Timeouts) -> Coordinator:
+    """The coordinator ``kind`` (``asyncio`` or ``threads``) for one run."""
+    if kind == "asyncio":
+        return AsyncioCoordinator(timeouts)
+    if kind == "threads":
+        return ThreadsCoordinator(timeouts)
+    raise ValueError(f"unknown coordinator {kind!r} (choose one of {', '.join(COORDINATORS)})")

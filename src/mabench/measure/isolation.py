@@ -1,0 +1,42 @@
+"""Forced unloads: every model on every server is unloaded and the emptiness verified via /api/ps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from mabench.measure.client import OllamaClient
+from mabench.measure.errors import OllamaError, RunFailed
+from mabench.measure.records import Isolation
+
+
+def loaded_models(clients: Mapping[str, OllamaClient]) -> dict[str, list[str]]:
+    return {
+        name: sorted(str(m.get("name") or m.get("model")) for m in c.ps())
+        for name, c in clients.items()
+    }
+
+
+def force_unload(clients: Mapping[str, OllamaClient], verify_timeout_s: float = 30.0) -> Isolation:
+    """Unload every loaded model on every server, then poll /api/ps until all are empty.
+
+    Ollama may list a model for a moment after a keep_alive=0 request returns, so emptiness
+    is polled for up to ``verify_timeout_s`` before the isolation is declared failed.
+    """
+    try:
+        before = loaded_models(clients)
+        for name, models in before.items():
+            for model in models:
+                clients[name].unload(model)
+        deadline = time.monotonic() + verify_timeout_s
+        after = loaded_models(clients)
+        while any(after.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            after = loaded_models(clients)
+    except OllamaError as exc:
+        info = exc.info()
+        raise RunFailed(
+            f"forced unload failed on {exc.url}: {exc.message}",
+            type(info)(**{**vars(info), "phase": "unload"}),
+        ) from exc
+    return Isolation(loaded_before=before, loaded_after=after, verified=not any(after.values()))

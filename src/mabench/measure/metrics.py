@@ -1,0 +1,164 @@
+"""Per-run metrics from measured calls and spans. The definitions (also in the README):
+
+- seed_speedup = Σ agent wall times in the concurrent phase / concurrent wall time;
+  seed_efficiency = 100 × seed_speedup / N. The original study's formula: it only measures
+  how evenly the agents finish, because every term was timed while the agents shared the box.
+- true_speedup = Σ agent wall times in the solo phase / concurrent wall time;
+  true_efficiency = 100 × true_speedup / N. What running the agents at once really saved.
+- slowdown (per agent) = its concurrent wall time / its solo wall time.
+- throughput (per agent and phase) = Σ eval_count / Σ eval_duration (server clock), and the
+  client's decode rate Σ (eval_count − 1) / Σ (last token − first token).
+- TTFT (per agent and phase) = mean over its calls of first non-empty token − request sent.
+- throughput_delta, ttft_delta_ms = collector − insight (concurrent phase), or first agent −
+  second agent when there is no collector/insight pair; null with one agent.
+- contention: legacy = seed_speedup < threshold (1.5 for two agents; scaled by N / 2 for N
+  agents, i.e. seed efficiency below 75 % by default); ttft = some agent's concurrent TTFT > its solo
+  TTFT + threshold ms; throughput = some agent's concurrent tok/s < X % of its solo tok/s.
+- coordination_overhead_ms = concurrent wall − the longest agent span inside it: time the
+  harness spent starting and joining agents rather than waiting on servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from statistics import fmean
+
+from mabench.measure.records import (
+    CONCURRENT,
+    SOLO,
+    AgentInfo,
+    AgentMetrics,
+    CallRecord,
+    RunMetrics,
+    Span,
+)
+
+NS = 1e9
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def server_tps(calls: Iterable[CallRecord]) -> float | None:
+    ok = [c.server_metrics for c in calls if c.server_metrics is not None]
+    tokens = sum(m.eval_count for m in ok)
+    duration = sum(m.eval_duration_ns for m in ok)
+    return _ratio(tokens, duration / NS) if ok else None
+
+
+def client_decode_tps(calls: Iterable[CallRecord]) -> float | None:
+    tokens, seconds = 0, 0.0
+    for c in calls:
+        if c.server_metrics is None or c.t_first_token_ns is None or c.t_last_token_ns is None:
+            continue
+        tokens += max(c.server_metrics.eval_count - 1, 0)
+        seconds += (c.t_last_token_ns - c.t_first_token_ns) / NS
+    return _ratio(tokens, seconds) if tokens else None
+
+
+def mean_ttft_ms(calls: Iterable[CallRecord]) -> float | None:
+    values = [c.client_ttft_ns / 1e6 for c in calls if c.client_ttft_ns is not None]
+    return fmean(values) if values else None
+
+
+def _pair(agents: Sequence[AgentInfo]) -> tuple[str, str] | None:
+    names = [a.name for a in agents]
+    if "collector" in names and "insight" in names:
+        return "collector", "insight"
+    if len(names) >= 2:
+        return names[0], names[1]
+    return None
+
+
+def compute_run_metrics(
+    agents: Sequence[AgentInfo],
+    calls: Sequence[CallRecord],
+    phases: Sequence[Span],
+    agent_spans: Sequence[Span],
+    *,
+    legacy_speedup: float = 1.5,
+    ttft_ms: float = 3000.0,
+    throughput_pct: float = 70.0,
+) -> RunMetrics:
+    """Derive :class:`RunMetrics` from one run's measurements (see the module docstring)."""
+    n = len(agents)
+    phase_wall = {p.phase: p.wall_ns / NS for p in phases}
+    if CONCURRENT not in phase_wall:
+        raise ValueError("a run needs a concurrent phase")
+    span = {(s.phase, s.agent): s.wall_ns / NS for s in agent_spans}
+
+    per_agent: list[AgentMetrics] = []
+    for a in agents:
+        solo_calls = [c for c in calls if c.agent == a.name and c.phase == SOLO]
+        conc_calls = [c for c in calls if c.agent == a.name and c.phase == CONCURRENT]
+        solo_wall = span.get((SOLO, a.name))
+        conc_wall = span.get((CONCURRENT, a.name))
+        per_agent.append(
+            AgentMetrics(
+                agent=a.name,
+                server=a.server,
+                solo_wall_s=solo_wall,
+                concurrent_wall_s=conc_wall,
+                slowdown=_ratio(conc_wall, solo_wall),
+                solo_tps=server_tps(solo_calls),
+                concurrent_tps=server_tps(conc_calls),
+                solo_client_tps=client_decode_tps(solo_calls),
+                concurrent_client_tps=client_decode_tps(conc_calls),
+                solo_ttft_ms=mean_ttft_ms(solo_calls),
+                concurrent_ttft_ms=mean_ttft_ms(conc_calls),
+            )
+        )
+
+    wall = phase_wall[CONCURRENT]
+    conc_sum = sum(m.concurrent_wall_s or 0.0 for m in per_agent)
+    has_solo = SOLO in phase_wall and all(m.solo_wall_s is not None for m in per_agent)
+    solo_sum = sum(m.solo_wall_s or 0.0 for m in per_agent) if has_solo else None
+    seed = conc_sum / wall
+    true = _ratio(solo_sum, wall)
+    longest = max((m.concurrent_wall_s or 0.0) for m in per_agent)
+
+    by_name = {m.agent: m for m in per_agent}
+    pair = _pair(agents)
+    tput_delta = ttft_delta = None
+    if pair:
+        first, second = by_name[pair[0]], by_name[pair[1]]
+        if first.concurrent_tps is not None and second.concurrent_tps is not None:
+            tput_delta = first.concurrent_tps - second.concurrent_tps
+        if first.concurrent_ttft_ms is not None and second.concurrent_ttft_ms is not None:
+            ttft_delta = first.concurrent_ttft_ms - second.concurrent_ttft_ms
+
+    ttft_flag = tput_flag = None
+    if has_solo:
+        ttft_flag = any(
+            m.solo_ttft_ms is not None
+            and m.concurrent_ttft_ms is not None
+            and m.concurrent_ttft_ms > m.solo_ttft_ms + ttft_ms
+            for m in per_agent
+        )
+        tput_flag = any(
+            m.solo_tps is not None
+            and m.concurrent_tps is not None
+            and m.concurrent_tps < throughput_pct / 100.0 * m.solo_tps
+            for m in per_agent
+        )
+
+    return RunMetrics(
+        n_agents=n,
+        concurrent_wall_s=wall,
+        concurrent_sum_s=conc_sum,
+        solo_sum_s=solo_sum,
+        seed_speedup=seed,
+        seed_efficiency=100.0 * seed / n,
+        true_speedup=true,
+        true_efficiency=None if true is None else 100.0 * true / n,
+        coordination_overhead_ms=(wall - longest) * 1e3,
+        throughput_delta=tput_delta,
+        ttft_delta_ms=ttft_delta,
+        contention_legacy=seed < legacy_speedup * n / 2,
+        contention_ttft=ttft_flag,
+        contention_throughput=tput_flag,
+        agents=per_agent,
+    )

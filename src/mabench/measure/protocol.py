@@ -1,0 +1,219 @@
+"""The run protocol: one call of :func:`execute_run` measures one config × run.
+
+1. every server answers and has the model;
+2. forced unload of every model on every server, verified by /api/ps;
+3. load each agent's model with its options (load time recorded), then one tiny unmeasured
+   warm-up call per agent, which also opens the agent's connection for the whole run;
+4. solo phase: each agent alone, one after another;
+5. concurrent phase: all agents at once.
+
+Phases 4 and 5 run in the order the study prescribes for this run index (``alternate`` flips
+it every run to cancel drift). Any failure raises :class:`RunFailed` naming the server, the
+step or phase and the agent; nothing is returned that looks like a complete run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+from mabench.config import Study
+from mabench.measure import environment
+from mabench.measure.agents import Clock, build_plans, warmup_plan
+from mabench.measure.client import OllamaClient, Timeouts
+from mabench.measure.coordinators import open_coordinator
+from mabench.measure.corpus import load_corpus
+from mabench.measure.errors import IsolationError, OllamaError, RunFailed, ServerSetupError
+from mabench.measure.isolation import force_unload
+from mabench.measure.metrics import compute_run_metrics
+from mabench.measure.records import (
+    CONCURRENT,
+    LoadRecord,
+    Protocol,
+    RunRecord,
+    ServerInfo,
+    Topology,
+)
+
+log = logging.getLogger(__name__)
+
+WARMUP = "warmup"  # the unmeasured warm-up calls: named in errors, never recorded as a phase
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _with_tag(name: str) -> str:
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def find_model(tags: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+    """The /api/tags entry for ``model`` (a name without tag means ``:latest``, as in Ollama)."""
+    wanted = _with_tag(model)
+    for entry in tags:
+        if _with_tag(str(entry.get("name") or entry.get("model") or "")) == wanted:
+            return entry
+    return None
+
+
+def _step_failed(step: str, exc: OllamaError) -> RunFailed:
+    info = exc.info()
+    info = type(info)(**{**vars(info), "phase": step})
+    return RunFailed(f"{step} failed on {exc.url}: {exc.message}", info)
+
+
+def check_servers(
+    clients: Mapping[str, OllamaClient],
+    urls: Mapping[str, str],
+    needs: Mapping[str, set[str]],
+    backend: str,
+) -> list[ServerInfo]:
+    """Step 1: each server answers, and has every model an agent will ask it for."""
+    infos = []
+    for name, client in clients.items():
+        try:
+            version = client.version()
+            tags = client.tags()
+        except OllamaError as exc:
+            raise _step_failed("check", exc) from exc
+        digest = size = None
+        for model in sorted(needs.get(name, ())):
+            entry = find_model(tags, model)
+            if entry is None:
+                have = ", ".join(sorted(str(t.get("name")) for t in tags)) or "none"
+                hint = (
+                    f" (run `ollama pull {model}`, or the pipeline's pull rule)"
+                    if backend == "ollama"
+                    else ""
+                )
+                raise ServerSetupError(
+                    f"server {name!r} at {urls[name]} does not have model {model!r}{hint}; it has: {have}"
+                )
+            digest, size = entry.get("digest"), entry.get("size")
+        infos.append(
+            ServerInfo(
+                name=name,
+                url=urls[name],
+                backend=backend,
+                version=version,
+                model_digest=digest,
+                model_size=size,
+            )
+        )
+    return infos
+
+
+def execute_run(
+    study: Study,
+    config_id: str,
+    run_index: int,
+    urls: Mapping[str, str],
+    *,
+    attempt: int = 1,
+    backend: str | None = None,
+) -> RunRecord:
+    """Measure one run of ``config_id`` against the servers at ``urls`` (server name → URL)."""
+    config = study.config(config_id)
+    backend = backend or study.backend_kind
+    missing = sorted({a.server for a in config.agents} - set(urls))
+    if missing:
+        raise ServerSetupError(f"no URL for server(s) {', '.join(missing)} of config {config_id!r}")
+    timeouts = Timeouts(**study.timeouts)
+    started_at = _now_iso()
+    corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
+    plans = build_plans(study, config, dict(urls), corpus.summary)
+    order = study.phase_order_for(run_index)
+    used = list(dict.fromkeys(a.server for a in config.agents))
+    needs: dict[str, set[str]] = {}
+    for a in config.agents:
+        needs.setdefault(a.server, set()).add(a.model)
+
+    with ExitStack() as stack:
+        clients = {
+            name: stack.enter_context(OllamaClient(url, timeouts)) for name, url in urls.items()
+        }
+        # 1. every server answers and has the model
+        servers = check_servers({n: clients[n] for n in used}, urls, needs, backend)
+        # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
+        isolation = force_unload(clients, verify_timeout_s=min(timeouts.load_s, 60.0))
+        if not isolation.verified:
+            raise IsolationError(
+                f"models still loaded after the forced unload: {isolation.loaded_after}; "
+                "another client may be using these servers"
+            )
+        # 3. load each agent's model with its options
+        loaded = []
+        for plan in plans:
+            try:
+                client = clients[plan.info.server]
+                loaded.append(client.load(plan.info.model, plan.info.options, keep_alive=-1))
+            except OllamaError as exc:
+                raise _step_failed("load", exc) from exc
+
+    # ... then, with one client (and connection) per agent for the whole run: warm every
+    # agent's code path up, unmeasured, and run the measured phases (4 and 5) in this order
+    clock = Clock()
+    phases, spans, calls = [], [], []
+    with open_coordinator(config.coordinator, timeouts) as coordinator:
+        warm = coordinator.run_phase(
+            [warmup_plan(p) for p in plans], WARMUP, concurrent=False, clock=Clock()
+        )
+        for phase in order:
+            log.info("%s run %d: %s phase", config_id, run_index, phase)
+            outcome = coordinator.run_phase(
+                plans, phase, concurrent=(phase == CONCURRENT), clock=clock
+            )
+            phases.append(outcome.phase)
+            spans.extend(outcome.agent_spans)
+            calls.extend(outcome.calls)
+    warm_ns = {s.agent: s.wall_ns for s in warm.agent_spans}
+    loads = [
+        LoadRecord(
+            agent=plan.name,
+            server=plan.info.server,
+            model=plan.info.model,
+            options=plan.info.options,
+            load_duration_ns=res.load_duration_ns,
+            wall_ns=res.wall_ns,
+            warmup_wall_ns=warm_ns[plan.name],
+        )
+        for plan, res in zip(plans, loaded, strict=True)
+    ]
+
+    metrics = compute_run_metrics(
+        [p.info for p in plans],
+        calls,
+        phases,
+        spans,
+        legacy_speedup=study.contention["legacy_speedup"],
+        ttft_ms=study.contention["ttft_ms"],
+        throughput_pct=study.contention["throughput_pct"],
+    )
+    return RunRecord(
+        study=study.name,
+        config_id=config_id,
+        scenario=config.scenario,
+        run_index=run_index,
+        attempt=attempt,
+        started_at=started_at,
+        finished_at=_now_iso(),
+        protocol=Protocol(
+            coordinator=config.coordinator,
+            phase_order=order,
+            forced_unload=True,
+            request_timeout_s=timeouts.request_s,
+            seed=study.seed,
+        ),
+        topology=Topology(servers=servers, agents=[p.info for p in plans]),
+        isolation=isolation,
+        loads=loads,
+        phases=phases,
+        agent_spans=spans,
+        calls=calls,
+        environment=environment.capture(study.config_hash(config_id)),
+        metrics=metrics,
+    )

@@ -1,0 +1,441 @@
+"""The run record: one JSON document per (study, config, run), versioned and schema-checked.
+
+A run record holds everything measured in one run (every call with client and server
+timings), how it was measured (protocol, topology, isolation evidence, environment) and the
+metrics derived from it. It is written atomically: a reader never sees half a record, and a
+failed run leaves no record that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+SCHEMA_VERSION = 1
+RECORD_KIND = "mabench.run"
+
+SOLO = "solo"
+CONCURRENT = "concurrent"
+PHASES = (SOLO, CONCURRENT)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A failure: what kind, the server's or library's message, where and in which phase."""
+
+    kind: str
+    message: str
+    url: str | None = None
+    phase: str | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerMetrics:
+    """The server's final-chunk metrics of one call, in nanoseconds (Ollama's api.Metrics)."""
+
+    total_duration_ns: int
+    load_duration_ns: int
+    prompt_eval_count: int
+    prompt_eval_duration_ns: int
+    eval_count: int
+    eval_duration_ns: int
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One LLM call. Client times are ``perf_counter_ns`` offsets from the run's clock origin."""
+
+    phase: str
+    agent: str
+    call_index: int
+    server: str
+    url: str
+    model: str
+    endpoint: str
+    options: dict[str, Any]
+    prompt_chars: int
+    t_sent_ns: int
+    t_first_token_ns: int | None
+    t_last_token_ns: int | None
+    t_done_ns: int
+    chunks: int
+    server_metrics: ServerMetrics | None
+    done_reason: str | None
+    response_text: str
+    error: ErrorInfo | None = None
+
+    @property
+    def client_ttft_ns(self) -> int | None:
+        if self.t_first_token_ns is None:
+            return None
+        return self.t_first_token_ns - self.t_sent_ns
+
+    @property
+    def client_wall_ns(self) -> int:
+        return self.t_done_ns - self.t_sent_ns
+
+
+@dataclass(frozen=True)
+class Span:
+    """A measured interval on the run's clock: a phase, or one agent within a phase."""
+
+    phase: str
+    agent: str | None
+    t_start_ns: int
+    t_end_ns: int
+
+    @property
+    def wall_ns(self) -> int:
+        return self.t_end_ns - self.t_start_ns
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """Step 3 of the protocol: one agent's model loaded with its options, then warmed up.
+
+    The warm-up is one unmeasured one-token call through the run's coordinator, so one-time
+    costs (first connection, first decode, interpreter warm-up) do not land on whichever
+    measured phase happens to come first.
+    """
+
+    agent: str
+    server: str
+    model: str
+    options: dict[str, Any]
+    load_duration_ns: int
+    wall_ns: int
+    warmup_wall_ns: int
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Step 2 of the protocol: models loaded on each server before and after the forced unload."""
+
+    loaded_before: dict[str, list[str]]
+    loaded_after: dict[str, list[str]]
+    verified: bool
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    name: str
+    url: str
+    backend: str
+    version: str | None = None
+    model_digest: str | None = None
+    model_size: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    name: str
+    workload: str
+    server: str
+    model: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Topology:
+    servers: list[ServerInfo]
+    agents: list[AgentInfo]
+
+    @property
+    def kind(self) -> str:
+        """``dedicated`` (one server per agent), ``shared`` (one server for all) or ``mixed``."""
+        used = [a.server for a in self.agents]
+        if len(set(used)) == len(used):
+            return "dedicated"
+        if len(set(used)) == 1:
+            return "shared"
+        return "mixed"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    coordinator: str
+    phase_order: list[str]
+    forced_unload: bool
+    request_timeout_s: float
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class Environment:
+    python: str
+    packages: dict[str, str]
+    platform: str
+    hostname: str
+    cpu_model: str
+    cpu_count: int
+    gpus: list[str]
+    git_commit: str | None
+    config_hash: str
+    mabench_version: str
+
+
+@dataclass(frozen=True)
+class AgentMetrics:
+    """Per-agent results of one run. ``None`` where a phase was not measured."""
+
+    agent: str
+    server: str
+    solo_wall_s: float | None
+    concurrent_wall_s: float | None
+    slowdown: float | None
+    solo_tps: float | None
+    concurrent_tps: float | None
+    solo_client_tps: float | None
+    concurrent_client_tps: float | None
+    solo_ttft_ms: float | None
+    concurrent_ttft_ms: float | None
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """The metrics of one run; definitions in :mod:`mabench.measure.metrics` and the README."""
+
+    n_agents: int
+    concurrent_wall_s: float
+    concurrent_sum_s: float
+    solo_sum_s: float | None
+    seed_speedup: float
+    seed_efficiency: float
+    true_speedup: float | None
+    true_efficiency: float | None
+    coordination_overhead_ms: float
+    throughput_delta: float | None
+    ttft_delta_ms: float | None
+    contention_legacy: bool
+    contention_ttft: bool | None
+    contention_throughput: bool | None
+    agents: list[AgentMetrics]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    study: str
+    config_id: str
+    scenario: str
+    run_index: int
+    attempt: int
+    started_at: str
+    finished_at: str
+    protocol: Protocol
+    topology: Topology
+    isolation: Isolation
+    loads: list[LoadRecord]
+    phases: list[Span]
+    agent_spans: list[Span]
+    calls: list[CallRecord]
+    environment: Environment
+    metrics: RunMetrics
+    schema_version: int = SCHEMA_VERSION
+    kind: str = RECORD_KIND
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        validate_record(data)
+        return _build(cls, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON schema, reading and atomic writing
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordError(ValueError):
+    """A run record that does not match the schema (the message names the path in the JSON)."""
+
+
+@cache
+def record_schema() -> dict[str, Any]:
+    text = resources.files("mabench").joinpath("schemas/run_record.schema.json").read_text()
+    return json.loads(text)
+
+
+@cache
+def _fast_check() -> Callable[[Any], bool]:
+    """The record schema compiled once per process into a conservative acceptance check
+    (:mod:`mabench.measure.schema_check`): ~40 µs per record instead of ~6 ms with ``jsonschema``."""
+    from mabench.measure.schema_check import compile_check
+
+    return compile_check(record_schema())
+
+
+@cache
+def _reference_validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(record_schema())
+
+
+def validate_record(data: dict[str, Any]) -> None:
+    """Raise :class:`RecordError` naming the first invalid path when ``data`` is no run record.
+
+    A valid record costs one call of the compiled check. Whenever that does not accept the
+    record, the reference validator (``jsonschema``, Draft 2020-12) decides, and its first
+    error by path gives the message, so verdict and message are the reference validator's
+    however the record was checked.
+    """
+    if _fast_check()(data):
+        return
+    errors = sorted(_reference_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        raise RecordError(f"run record invalid at {where}: {err.message}")
+
+
+def prepare_reading() -> None:
+    """Compile the record check, the reference validator and the dataclass builders now
+    (they are made on first use otherwise): worker processes forked afterwards inherit them
+    instead of each making its own."""
+    _fast_check()
+    _reference_validator()
+    _builder(RunRecord)
+
+
+def read_record(path: str | os.PathLike[str]) -> RunRecord:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    try:
+        return RunRecord.from_json(data)
+    except RecordError as exc:
+        raise RecordError(f"{path}: {exc}") from None
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON so that ``path`` either keeps its old content or holds the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(path: str | os.PathLike[str], record: RunRecord) -> None:
+    data = record.to_json()
+    validate_record(data)
+    write_json_atomic(path, data)
+
+
+def _build(tp: Any, value: Any) -> Any:
+    """Rebuild nested dataclasses from plain JSON (the inverse of ``asdict``)."""
+    return _builder(tp)(value)
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+@cache
+def _builder(tp: Any) -> Callable[[Any], Any]:
+    """The function that rebuilds a ``tp`` from its JSON, derived from the type hints once per
+    type (``typing.get_type_hints`` per record cost ~4 ms). JSON values that need no rebuilding
+    (numbers, strings, lists and dicts of them) are kept as they are."""
+    origin = get_origin(tp)
+    if origin is list:
+        item = _builder(get_args(tp)[0])
+        if item is _keep:
+            return _keep
+        return lambda v: None if v is None else [item(x) for x in v]
+    if origin is dict:
+        item = _builder(get_args(tp)[1])
+        if item is _keep:
+            return _keep
+        return lambda v: None if v is None else {k: item(x) for k, x in v.items()}
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args and origin is not None and len(args) == 1:  # Optional[X]
+        return _builder(args[0])
+    if is_dataclass(tp):
+        return _dataclass_builder(tp)
+    return _keep
+
+
+def _dataclass_builder(tp: type) -> Callable[[Any], Any]:
+    """Rebuild a ``tp`` from a JSON object.
+
+    A JSON object holding exactly ``tp``'s fields (every schema-valid record's) becomes an
+    instance the way ``pickle`` restores one: a new object whose ``__dict__`` receives the
+    fields, with no call of the frozen ``__init__`` (whose ``object.__setattr__`` per field
+    was ~75 % of the time to rebuild a record). The instance is the one ``__init__`` would
+    make: same attributes, values, equality and hash. Any other object (missing fields that
+    have defaults, keys that are no field), and a dataclass whose ``__init__`` does more than
+    set its fields, goes through ``__init__``.
+    """
+    hints = get_type_hints(tp)
+    names = frozenset(f.name for f in fields(tp))
+    nested = [(f.name, b) for f in fields(tp) if (b := _builder(hints[f.name])) is not _keep]
+    plain_init = (
+        not hasattr(tp, "__post_init__")
+        and "__slots__" not in vars(tp)
+        and all(f.init for f in fields(tp))
+    )
+    new = object.__new__
+
+    def build(value: Any) -> Any:
+        if value is None:
+            return None
+        if plain_init and value.keys() == names:
+            obj = new(tp)
+            attrs = obj.__dict__
+            attrs.update(value)
+            for name, b in nested:
+                attrs[name] = b(attrs[name])
+            return obj
+        # keys that are no field (not in a schema-valid record) are left out
+        kwargs = {k: v for k, v in value.items() if k in names}
+        for name, b in nested:
+            if name in kwargs:
+                kwargs[name] = b(kwargs[name])
+        return tp(**kwargs)
+
+    return build
+
+
+__all__ = [
+    "CONCURRENT",
+    "PHASES",
+    "SCHEMA_VERSION",
+    "SOLO",
+    "AgentInfo",
+    "AgentMetrics",
+    "CallRecord",
+    "Environment",
+    "ErrorInfo",
+    "Isolation",
+    "LoadRecord",
+    "Protocol",
+    "RecordError",
+    "RunMetrics",
+    "RunRecord",
+    "ServerInfo",
+    "ServerMetrics",
+    "Span",
+    "Topology",
+    "prepare_reading",
+    "read_record",
+    "validate_record",
+    "write_json_atomic",
+    "write_record",
+]

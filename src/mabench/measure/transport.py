@@ -1,0 +1,487 @@
+"""A lean keep-alive HTTP/1.1 connection for the timed streaming calls (chat, generate).
+
+The management calls (version, tags, ps, show, load, unload) go through httpx; the timed calls
+do not. On 2 cores, httpx + httpcore + anyio cost ~2 ms of CPU per request and ~0.2 ms per
+streamed chunk: 16 concurrent agents then leave one after another and the harness measures
+itself (``benchmarks/README.md``). This module is what a benchmark client needs, no more:
+
+* one persistent connection per agent, reused across calls and phases (the unmeasured warm-up
+  call opens it); a reused connection that the server closed while idle is reopened once,
+  before any byte of the answer arrived, so no request is ever sent twice otherwise;
+* ``Content-Length``, ``chunked`` and close-delimited bodies; ``https://`` through the standard
+  ``ssl`` module and the system CA store; no proxies (a proxy would be measured too), no
+  redirects, no compression (``accept-encoding: identity``);
+* the client's typed errors: connect, timeout (no byte for ``request_s``), protocol (broken or
+  malformed answer), HTTP status with the server's ``{"error": ...}`` message.
+
+HTTP parsing is sans-I/O (:class:`ResponseParser`, :func:`_exchange`): the blocking and the
+asyncio connection differ only in how they move bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+import time
+from collections.abc import Generator, Iterator
+from functools import cache
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from mabench import __version__
+from mabench.measure.errors import (
+    ProtocolError,
+    ServerConnectError,
+    ServerHTTPError,
+    ServerTimeoutError,
+)
+
+__all__ = ["AsyncConnection", "LineSink", "ResponseParser", "SyncConnection"]
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_ERROR_BODY_BYTES = 1024 * 1024
+READ_SIZE = 64 * 1024
+
+
+class MalformedResponse(ValueError):
+    """The bytes on the wire are not an HTTP/1.x response."""
+
+
+class LineSink(Protocol):
+    """Receives one streamed answer: when the request left, then each body line as it arrives."""
+
+    def started(self, t_sent_ns: int) -> None: ...
+
+    def line(self, raw: bytes) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Sans-I/O: one response
+# ---------------------------------------------------------------------------------------------
+
+
+class ResponseParser:
+    """Feed it the bytes of one HTTP/1.x response; it returns the de-chunked body bytes.
+
+    ``status`` is set once the head is complete; ``complete`` once the body is;
+    ``keep_alive`` says whether the connection may carry another request afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.keep_alive = True
+        self.complete = False
+        self._buf = b""
+        self._framing = ""  # "length", "chunked" or "close"
+        self._remaining = 0
+        self._chunk_state = "size"  # size -> data -> crlf -> size ... -> trailer
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume ``data``; return the body bytes it completed."""
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        while self.status is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise MalformedResponse(f"response head larger than {MAX_HEAD_BYTES} bytes")
+                self._buf = buf
+                return b""
+            self._head(buf[:end].decode("latin-1"))
+            buf = buf[end + 4 :]
+        if self.complete:
+            body = b""
+        elif self._framing == "close":
+            body = buf
+        elif self._framing == "length":
+            body = buf[: self._remaining]
+            self._remaining -= len(body)
+            self.complete = self._remaining == 0
+        else:
+            return self._dechunk(buf)
+        if len(body) < len(buf) and self.complete:
+            self.keep_alive = False  # bytes after the answer: do not trust this connection
+        return body
+
+    def eof(self) -> None:
+        """The peer closed the connection: the end of a close-delimited body, else a break."""
+        if self.status is not None and self._framing == "close":
+            self.complete = True
+            self.keep_alive = False
+            return
+        if not self.complete:
+            where = "before the answer's head" if self.status is None else "mid-answer"
+            raise ConnectionError(f"the server closed the connection {where}")
+
+    def _head(self, head: str) -> None:
+        status_line, *lines = head.split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise MalformedResponse(f"not an HTTP/1.x status line: {status_line[:80]!r}")
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise MalformedResponse(f"malformed header line: {line[:80]!r}")
+            headers[name.strip().lower()] = value.strip()
+        status = int(code)
+        if 100 <= status < 200:
+            return  # an interim answer (100 Continue): the real head follows
+        self.status = status
+        connection = headers.get("connection", "").lower()
+        self.keep_alive = (
+            connection == "keep-alive" if version == "HTTP/1.0" else connection != "close"
+        )
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._framing = "chunked"
+        elif "content-length" in headers:
+            try:
+                self._remaining = int(headers["content-length"])
+            except ValueError:
+                raise MalformedResponse(
+                    f"bad content-length {headers['content-length']!r}"
+                ) from None
+            self._framing = "length"
+            self.complete = self._remaining == 0
+        elif status in (204, 304):
+            self._framing = "length"
+            self.complete = True
+        else:
+            self._framing = "close"
+            self.keep_alive = False
+
+    def _dechunk(self, buf: bytes) -> bytes:
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        while pos < end and not self.complete:
+            if self._chunk_state == "data":
+                take = min(self._remaining, end - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._chunk_state = "crlf"
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if end - pos > MAX_HEAD_BYTES:
+                    raise MalformedResponse("chunk framing line too long")
+                break
+            line, pos = buf[pos:eol], eol + 2
+            if self._chunk_state == "size":
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise MalformedResponse(f"bad chunk size line {line[:40]!r}") from None
+                self._remaining = size
+                self._chunk_state = "data" if size else "trailer"
+            elif self._chunk_state == "crlf":
+                if line:
+                    raise MalformedResponse("a chunk is longer than its announced size")
+                self._chunk_state = "size"
+            elif not line:  # trailer section ends with an empty line
+                self.complete = True
+        self._buf = buf[pos:]
+        if self.complete and self._buf:
+            self.keep_alive = False
+        return b"".join(out)
+
+
+def error_message(body: bytes) -> str:
+    """The server's ``{"error": ...}`` message, or the start of whatever it sent."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or "(empty body)"
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return json.dumps(data)[:500]
+
+
+Outcome = tuple[bool, ServerHTTPError | None]
+
+
+def _exchange(sink: LineSink, url: str, phase: str | None) -> Generator[None, bytes, Outcome]:
+    """The protocol of one streamed answer, as a generator that is sent the received bytes.
+
+    ``b""`` means the peer closed. Body lines go to ``sink`` as they complete. Returns whether
+    the connection may be reused, and for an error status the :class:`ServerHTTPError` to raise
+    (with the server's message, once its whole body is in).
+    """
+    parser = ResponseParser()
+    pending = b""
+    while True:
+        data = yield
+        try:
+            if data:
+                body = parser.feed(data)
+            else:
+                body = b""
+                parser.eof()
+        except MalformedResponse as exc:
+            raise ProtocolError(f"malformed HTTP answer ({exc})", url=url, phase=phase) from None
+        except ConnectionError as exc:
+            raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from None
+        if parser.status is None:
+            continue
+        pending += body
+        if parser.status != 200:
+            if len(pending) > MAX_ERROR_BODY_BYTES or parser.complete:
+                message = error_message(pending[:MAX_ERROR_BODY_BYTES])
+                error = ServerHTTPError(message, url=url, phase=phase, status=parser.status)
+                return parser.complete and parser.keep_alive, error
+            continue
+        if b"\n" in pending:
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                sink.line(line)
+        if parser.complete:
+            if pending:
+                sink.line(pending)
+            return parser.keep_alive, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections: where the bytes come from
+# ---------------------------------------------------------------------------------------------
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()  # loads the CA store once per process, https only
+
+
+class _Target:
+    """What both connections know about the server: address, TLS, timeouts, request bytes."""
+
+    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"server URL must be http://host:port or https://..., not {base_url!r}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.tls = parts.scheme == "https"
+        self.connect_s = connect_s
+        self.read_s = read_s
+        default_port = self.port == (443 if self.tls else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._host_header = host if default_port else f"{host}:{self.port}"
+
+    def request(self, path: str, body: bytes) -> bytes:
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self._host_header}\r\n"
+            f"user-agent: mabench/{__version__}\r\naccept: application/x-ndjson\r\n"
+            f"accept-encoding: identity\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        return head.encode("latin-1") + body
+
+    def connect_failed(self, exc: BaseException, phase: str | None) -> ServerConnectError:
+        reason = (
+            f"no answer within {self.connect_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        )
+        return ServerConnectError(
+            f"cannot connect ({reason}); is the server running?", url=self.base_url, phase=phase
+        )
+
+    def timed_out(self, url: str, phase: str | None) -> ServerTimeoutError:
+        return ServerTimeoutError(
+            f"no answer for {self.read_s:g} s; raise timeouts in the config if the model is "
+            "just slow",
+            url=url,
+            phase=phase,
+        )
+
+
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def _start(sink: LineSink, url: str, phase: str | None, t_sent: int) -> Generator:
+    sink.started(t_sent)
+    steps = _exchange(sink, url, phase)
+    next(steps)
+    return steps
+
+
+class _Connection:
+    """What both connections share: the target, failure translation, the end of an answer."""
+
+    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
+        self.target = _Target(base_url, connect_s, read_s)
+
+    def _drop(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _guard(self, url: str, phase: str | None) -> Iterator[None]:
+        """Drop the connection on any failure; socket failures become typed errors."""
+        try:
+            yield
+        except OSError as exc:  # TimeoutError included
+            self._drop()
+            if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+                raise self.target.timed_out(url, phase) from None
+            raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from exc
+        except BaseException:
+            self._drop()
+            raise
+
+    def _settle(self, outcome: Outcome) -> None:
+        reusable, error = outcome
+        if not reusable:
+            self._drop()
+        if error is not None:
+            raise error
+
+
+class SyncConnection(_Connection):
+    """One blocking keep-alive connection to one server (the threads coordinator)."""
+
+    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
+        super().__init__(base_url, connect_s, read_s)
+        self._sock: socket.socket | None = None
+
+    def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            sock, self._sock = self._sock, None
+            sock.close()
+
+    def _open(self, phase: str | None) -> socket.socket:
+        t = self.target
+        try:
+            sock = socket.create_connection((t.host, t.port), timeout=t.connect_s)
+            if t.tls:
+                sock = _tls_context().wrap_socket(sock, server_hostname=t.host)
+        except OSError as exc:
+            raise t.connect_failed(exc, phase) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(t.read_s)
+        self._sock = sock
+        return sock
+
+    def _attempt(self, request: bytes, phase: str | None) -> tuple[socket.socket, int, bytes]:
+        sock = self._sock or self._open(phase)
+        t_sent = time.perf_counter_ns()
+        with contextlib.suppress(*_STALE):
+            sock.sendall(request)
+            return sock, t_sent, sock.recv(READ_SIZE)
+        return sock, t_sent, b""
+
+    def _send(self, request: bytes, phase: str | None) -> tuple[socket.socket, int, bytes]:
+        """Send; returns the socket, when the request left and the first bytes of the answer.
+
+        A kept-alive connection that the server closed while idle answers nothing: it is
+        reopened and the request sent again, once."""
+        reused = self._sock is not None
+        sock, t_sent, first = self._attempt(request, phase)
+        if first or not reused:
+            return sock, t_sent, first
+        self._drop()
+        return self._attempt(request, phase)
+
+    def stream(self, path: str, body: bytes, sink: LineSink, phase: str | None) -> None:
+        """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
+        url = self.target.base_url + path
+        with self._guard(url, phase):
+            sock, t_sent, data = self._send(self.target.request(path, body), phase)
+            steps = _start(sink, url, phase, t_sent)
+            try:
+                while True:
+                    steps.send(data)
+                    data = sock.recv(READ_SIZE)
+            except StopIteration as done:
+                outcome = done.value
+        self._settle(outcome)
+
+
+class AsyncConnection(_Connection):
+    """One asyncio keep-alive connection to one server (the asyncio coordinator)."""
+
+    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
+        super().__init__(base_url, connect_s, read_s)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            writer, self._writer, self._reader = self._writer, None, None
+            writer.close()
+            with contextlib.suppress(OSError):  # the peer may already be gone
+                await writer.wait_closed()
+
+    def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = self._reader = None
+
+    async def _open(self, phase: str | None) -> asyncio.StreamReader:
+        t = self.target
+        try:
+            async with asyncio.timeout(t.connect_s):
+                reader, writer = await asyncio.open_connection(
+                    t.host,
+                    t.port,
+                    ssl=_tls_context() if t.tls else None,
+                    server_hostname=t.host if t.tls else None,
+                    limit=READ_SIZE,
+                )
+        except OSError as exc:  # TimeoutError included
+            raise t.connect_failed(exc, phase) from exc
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader, self._writer = reader, writer
+        return reader
+
+    async def _recv(self, reader: asyncio.StreamReader) -> bytes:
+        async with asyncio.timeout(self.target.read_s):
+            return await reader.read(READ_SIZE)
+
+    async def _attempt(
+        self, request: bytes, phase: str | None
+    ) -> tuple[asyncio.StreamReader, int, bytes]:
+        reader = self._reader or await self._open(phase)
+        t_sent = time.perf_counter_ns()
+        with contextlib.suppress(*_STALE):
+            self._writer.write(request)  # type: ignore[union-attr]
+            return reader, t_sent, await self._recv(reader)
+        return reader, t_sent, b""
+
+    async def _send(
+        self, request: bytes, phase: str | None
+    ) -> tuple[asyncio.StreamReader, int, bytes]:
+        """As :meth:`SyncConnection._send`."""
+        reused = self._reader is not None
+        reader, t_sent, first = await self._attempt(request, phase)
+        if first or not reused:
+            return reader, t_sent, first
+        self._drop()
+        return await self._attempt(request, phase)
+
+    async def stream(self, path: str, body: bytes, sink: LineSink, phase: str | None) -> None:
+        """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
+        url = self.target.base_url + path
+        with self._guard(url, phase):
+            reader, t_sent, data = await self._send(self.target.request(path, body), phase)
+            steps = _start(sink, url, phase, t_sent)
+            try:
+                while True:
+                    steps.send(data)
+                    data = await self._recv(reader)
+            except StopIteration as done:
+                outcome = done.value
+        self._settle(outcome)
+
+
+def json_body(payload: object) -> bytes:
+    """A request body as the server expects it (compact UTF-8 JSON)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,11 @@
+"""The inference servers a study measures: starting, sharing and stopping them.
+
+Owns the server pool of a study (``pool``: lazy start, ownership, stale and foreign servers),
+the watchdog that never lets a server outlive its owner (``supervise``), loopback networking
+helpers (``net``), the simulated Ollama server with exact, known timing (``simulated``) and
+the embedded Ollama-compatible llama.cpp server (``embedded``).
+
+May import: :mod:`mabench.config`, and from ``measure`` only the API contract
+(``measure.ollama_api``), the typed errors (``measure.errors``) and the atomic JSON writer
+(``measure.records``). Never imports ``analysis`` or ``datasets``.
+"""

@@ -1,0 +1,388 @@
+"""The server pool of a study: start servers lazily, share them, stop them without leftovers.
+
+The first job that needs the servers starts them; later jobs of the same invocation reuse
+them; the invocation's end (``release``), or its death (the :mod:`mabench.servers.supervise`
+watchdog), stops them. A state file records who owns which server processes, so that
+
+- a second invocation never reuses servers silently: servers of a live owner are refused with
+  an error naming it; servers of a dead owner are stale and are stopped, after checking that
+  each PID still is the very process that was started (create time), never a foreign one;
+- a port taken by another program is an error before any run (or a free port, when
+  ``backend.port_fallback`` allows it);
+- a server that died mid-study (crash, OOM, kill) is restarted for the next run.
+
+``external`` studies start nothing: their URLs are only checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from mabench.config import ServerSpec, Study
+from mabench.measure.errors import ServerSetupError
+from mabench.measure.records import write_json_atomic
+from mabench.servers.net import answers, free_port, is_loopback, port_in_use
+
+OWNER_ENV = "MABENCH_OWNER_PID"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process whose life bounds the servers' lives."""
+
+    pid: int
+    create_time: float
+
+    @classmethod
+    def of(cls, pid: int) -> Owner:
+        return cls(pid, psutil.Process(pid).create_time())
+
+    @classmethod
+    def current(cls) -> Owner:
+        """The Snakemake invocation (``MABENCH_OWNER_PID``, set by the Snakefile) or this process."""
+        env = os.environ.get(OWNER_ENV)
+        if env:
+            with suppress(ValueError, psutil.Error):
+                return cls.of(int(env))
+        return cls.of(os.getpid())
+
+    def alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            return (
+                abs(proc.create_time() - self.create_time) < 0.01
+                and proc.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.Error:
+            return False
+
+    def describe(self) -> str:
+        try:
+            cmd = " ".join(psutil.Process(self.pid).cmdline())[:200]
+        except psutil.Error:
+            cmd = "?"
+        return f"pid {self.pid} ({cmd})"
+
+
+@dataclass(frozen=True)
+class ServerProc:
+    name: str
+    url: str
+    port: int
+    pid: int  # the supervisor's pid
+    create_time: float
+    log: str
+
+    def alive(self) -> bool:
+        return Owner(self.pid, self.create_time).alive()
+
+
+def _port_owner(port: int) -> str:
+    with suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if (
+                conn.laddr
+                and conn.laddr.port == port
+                and conn.status == psutil.CONN_LISTEN
+                and conn.pid
+            ):
+                return f"pid {conn.pid} ({' '.join(psutil.Process(conn.pid).cmdline())[:120]})"
+    return "another program"
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Exited: not running any more, or a zombie waiting for a parent that is not us."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until every process is gone; returns those still alive after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
+
+
+def _stop_trees(servers: Iterable[ServerProc], grace_s: float = 8.0) -> None:
+    """Stop supervisors we started (each stops its server), then anything left of their trees.
+
+    All are asked at once and waited for together, so stopping N servers takes as long as
+    the slowest, not the sum.
+    """
+    roots: list[psutil.Process] = []
+    children: list[psutil.Process] = []
+    for s in servers:
+        try:
+            proc = psutil.Process(s.pid)
+            if abs(proc.create_time() - s.create_time) >= 0.01:
+                continue  # the PID was reused by a foreign process: never touch it
+            children.extend(proc.children(recursive=True))
+            proc.terminate()
+            roots.append(proc)
+        except psutil.Error:
+            continue
+    for stage, timeout_s in ((roots, grace_s), (children, 2.0)):
+        for proc in _wait_gone(stage, timeout_s):
+            with suppress(psutil.Error):
+                proc.kill()
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class ServerPool:
+    """Servers of one study; see the module docstring for the guarantees."""
+
+    def __init__(
+        self, study: Study, state_dir: str | Path, log_dir: str | Path, owner: Owner | None = None
+    ) -> None:
+        self.study = study
+        self.state_dir = Path(state_dir)
+        self.log_dir = Path(log_dir)
+        self.owner = owner or Owner.current()
+        self.state_path = self.state_dir / "pool.json"
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _flock(self.state_dir / "pool.lock")
+
+    def _read(self) -> tuple[Owner, dict[str, ServerProc]] | None:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        owner = Owner(data["owner"]["pid"], data["owner"]["create_time"])
+        return owner, {s["name"]: ServerProc(**s) for s in data["servers"]}
+
+    def _write(self, servers: dict[str, ServerProc]) -> None:
+        write_json_atomic(
+            self.state_path,
+            {
+                "study": self.study.name,
+                "backend": self.study.backend_kind,
+                "owner": asdict(self.owner),
+                "servers": [asdict(s) for s in servers.values()],
+            },
+        )
+
+    # -- public --------------------------------------------------------------------------
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the study's bench slot: no two measurements (runs, unloads) ever overlap,
+        whatever the scheduler does (the profile's ``bench_slot=1`` is the first line of defence)."""
+        return _flock(self.state_dir / "bench.lock")
+
+    def acquire(self, names: list[str] | None = None) -> dict[str, str]:
+        """URLs of the study's servers (``names``: only these must be up), starting them if needed."""
+        wanted = [s for s in self.study.servers if names is None or s.name in names]
+        if self.study.backend_kind == "external":
+            return self._check_external(wanted)
+        with self._locked():
+            state = self._read()
+            servers: dict[str, ServerProc] = {}
+            if state is not None:
+                owner, servers = state
+                if owner != self.owner:
+                    if owner.alive():
+                        raise ServerSetupError(
+                            f"the servers of study {self.study.name!r} belong to a running process, "
+                            f"{owner.describe()}; wait for it to finish or stop it ({self.state_path})"
+                        )
+                    print(
+                        f"mabench: stopping {len(servers)} stale server(s) left by dead process {owner.pid}",
+                        file=sys.stderr,
+                    )
+                    _stop_trees(servers.values())
+                    servers = {}
+            for spec in wanted:
+                current = servers.get(spec.name)
+                if current is not None and current.alive() and answers(current.url):
+                    continue
+                if current is not None:
+                    print(
+                        f"mabench: server {spec.name!r} ({current.url}) is down; restarting it",
+                        file=sys.stderr,
+                    )
+                    _stop_trees([current])
+                servers[spec.name] = self._start(spec, taken={s.port for s in servers.values()})
+                self._write(servers)
+            self._write(servers)
+            return {s.name: servers[s.name].url for s in wanted}
+
+    def preflight(self) -> list[str]:
+        """Problems that would stop the servers from starting, found before any job runs.
+
+        Today: declared ports already taken by another program (ports of this study's own
+        live servers are fine). Empty when the backend starts nothing or falls back to free
+        ports.
+        """
+        if self.study.backend_kind == "external" or self.study.backend["port_fallback"]:
+            return []
+        state = self._read()
+        ours = set()
+        if state is not None and state[0].alive():
+            ours = {s.port for s in state[1].values() if s.alive()}
+        host = self.study.backend["host"]
+        return [
+            f"servers: port {spec.port} of server {spec.name!r} is already in use by "
+            f"{_port_owner(spec.port)}; stop that program, choose another port in servers[].port, "
+            "or set backend.port_fallback: true"
+            for spec in self.study.servers
+            if spec.port is not None and spec.port not in ours and port_in_use(spec.port, host)
+        ]
+
+    def release(self) -> int:
+        """Stop the servers this owner started (or a dead owner left). Returns how many."""
+        if self.study.backend_kind == "external":
+            return 0
+        with self._locked():
+            state = self._read()
+            if state is None:
+                return 0
+            owner, servers = state
+            if owner != self.owner and owner.alive():
+                return 0
+            _stop_trees(servers.values())
+            self.state_path.unlink(missing_ok=True)
+            return len(servers)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_external(self, wanted: list[ServerSpec]) -> dict[str, str]:
+        urls = {}
+        for spec in wanted:
+            url = (spec.url or "").rstrip("/")
+            if not answers(url, timeout_s=float(self.study.timeouts["connect_s"])):
+                raise ServerSetupError(
+                    f"external server {spec.name!r} at {url} does not answer GET /; start it, or fix servers[].url"
+                )
+            urls[spec.name] = url
+        return urls
+
+    def _threads_per_server(self) -> int:
+        setting = self.study.backend["num_thread"]
+        if setting != "auto":
+            return int(setting)
+        return max(1, (os.cpu_count() or 1) // len(self.study.servers))
+
+    def command(self, spec: ServerSpec, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+        """The server command line and environment for one server of this study's backend."""
+        backend = self.study.backend
+        env = dict(os.environ)
+        if backend["kind"] == "embedded":
+            cmd = [
+                sys.executable,
+                "-m",
+                "mabench.servers.embedded",
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ]
+            cmd += ["--num-thread", str(self._threads_per_server())]
+            for name, path in sorted(backend.get("models", {}).items()):
+                cmd += ["--model", f"{name}={(self.study.base_dir / path).resolve()}"]
+            return cmd, env
+        env["OLLAMA_HOST"] = f"{host}:{port}"
+        if backend.get("ollama_models"):
+            env["OLLAMA_MODELS"] = str((self.study.base_dir / backend["ollama_models"]).resolve())
+        return [backend["ollama_binary"], "serve"], env
+
+    def _start(self, spec: ServerSpec, taken: set[int]) -> ServerProc:
+        backend = self.study.backend
+        host = backend["host"]
+        if not is_loopback(host):
+            print(
+                f"mabench: warning: servers will listen on non-loopback address {host}",
+                file=sys.stderr,
+            )
+        port = spec.port if spec.port is not None else free_port(host)
+        if port in taken or port_in_use(port, host):
+            if not backend["port_fallback"]:
+                raise ServerSetupError(
+                    f"port {port} of server {spec.name!r} is already in use by {_port_owner(port)}; stop that "
+                    "program, choose another port in servers[].port, or set backend.port_fallback: true"
+                )
+            port = free_port(host)
+        cmd, env = self.command(spec, host, port)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{spec.name}.log"
+        supervisor = [
+            sys.executable,
+            "-m",
+            "mabench.servers.supervise",
+            "--owner-pid",
+            str(self.owner.pid),
+            "--owner-ctime",
+            repr(self.owner.create_time),
+            "--",
+            *cmd,
+        ]
+        with open(log_path, "ab") as log:
+            log.write(
+                f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {shlex.join(cmd)}\n".encode()
+            )
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    supervisor,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ServerSetupError(
+                    f"cannot start server {spec.name!r} ({cmd[0]}): {exc}"
+                ) from None
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        url = f"http://{url_host}:{port}"
+        handle = ServerProc(
+            spec.name, url, port, proc.pid, psutil.Process(proc.pid).create_time(), str(log_path)
+        )
+        deadline = time.monotonic() + float(backend["startup_timeout_s"])
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            if answers(url, timeout_s=1.0):
+                return handle
+            time.sleep(0.1)
+        _stop_trees([handle])
+        tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-15:])
+        why = (
+            f"exited with code {proc.returncode}"
+            if proc.poll() is not None
+            else "did not answer in time"
+        )
+        raise ServerSetupError(
+            f"server {spec.name!r} ({shlex.join(cmd)}) {why}; last lines of {log_path}:\n{tail}"
+        )

@@ -1,0 +1,122 @@
+"""Aggregation in chunks and worker processes writes the tables a single pass writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.synthetic_records import make_record
+from mabench.analysis.aggregate import aggregate, worker_count
+from mabench.measure.records import RecordError, write_json_atomic, write_record
+
+TABLES = ("runs", "agents", "calls", "failures")
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Eleven real-shaped run records of several configs, one with a failed call."""
+    root = tmp_path_factory.mktemp("records")
+    paths = []
+    for i in range(11):
+        data = make_record(i * 7).to_json()
+        if i == 4:
+            call = data["calls"][1]
+            call.update(
+                t_first_token_ns=None,
+                t_last_token_ns=None,
+                server_metrics=None,
+                done_reason=None,
+                response_text="",
+                error={
+                    "kind": "http",
+                    "message": "503",
+                    "url": call["url"],
+                    "phase": call["phase"],
+                    "status": 503,
+                },
+            )
+        path = root / data["config_id"] / f"run_{data['run_index']}.json"
+        write_json_atomic(path, data)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("failures")
+    (root / "cfg001_run_2_attempt_1.json").write_text(
+        json.dumps(
+            {
+                "study": "synthetic",
+                "config_id": "cfg001",
+                "run_index": 2,
+                "attempt": 1,
+                "at": "2026-01-05T09:00:00+00:00",
+                "cause": "timeout",
+                "phase": "concurrent",
+                "message": "no answer",
+            }
+        )
+    )
+    return root
+
+
+def _tables(out: Path) -> dict[str, object]:
+    return {name: pq.read_table(out / f"{name}.parquet") for name in TABLES}
+
+
+@pytest.mark.parametrize(("chunk_records", "workers"), [(3, 1), (3, 2), (4, 2), (1, 2)])
+def test_chunks_and_workers_write_the_single_pass_tables(
+    records: list[Path], failures: Path, tmp_path: Path, chunk_records: int, workers: int
+) -> None:
+    single = aggregate(
+        records, tmp_path / "single", failures, chunk_records=len(records), workers=1
+    )
+    chunked = aggregate(
+        records, tmp_path / "chunked", failures, chunk_records=chunk_records, workers=workers
+    )
+    assert set(single) == set(chunked) == set(TABLES)
+    a, b = _tables(tmp_path / "single"), _tables(tmp_path / "chunked")
+    for name in TABLES:
+        assert a[name].equals(b[name]), name
+    assert a["runs"].num_rows == len(records)
+    assert a["runs"].column("record_path").to_pylist() == [str(p) for p in records]
+    assert a["calls"].column("error_kind").to_pylist().count("http") == 1
+    assert a["failures"].num_rows == 1
+
+
+def test_no_records_give_empty_tables(tmp_path: Path) -> None:
+    aggregate([], tmp_path)
+    for name, table in _tables(tmp_path).items():
+        assert table.num_rows == 0, name
+
+
+def test_an_invalid_record_stops_it_and_leaves_no_tables(
+    records: list[Path], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad" / "run_9.json"
+    data = make_record(9).to_json()
+    data["metrics"]["n_agents"] = 0
+    write_json_atomic(bad, data)
+    paths = [*records[:5], bad, *records[5:]]
+    with pytest.raises(RecordError, match=r"run_9\.json: run record invalid at metrics/n_agents"):
+        aggregate(paths, tmp_path / "out", chunk_records=2, workers=2)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_worker_count() -> None:
+    assert worker_count(0) == 1
+    assert worker_count(10, chunk_records=10) == 1
+    assert 1 <= worker_count(10_000, chunk_records=10) <= 10_000
+
+
+def test_write_record_round_trip(tmp_path: Path) -> None:
+    record = make_record(2)
+    write_record(tmp_path / "r.json", record)
+    aggregate([tmp_path / "r.json"], tmp_path / "t")
+    runs = pq.read_table(tmp_path / "t" / "runs.parquet").to_pylist()
+    assert runs[0]["config_id"] == record.config_id
+    assert runs[0]["seed_efficiency"] == record.metrics.seed_efficiency

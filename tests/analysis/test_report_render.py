@@ -1,0 +1,237 @@
+"""The technical report renders for the TR110 and a synthetic full study; its numbers trace to
+the Parquet outputs; data text is escaped; a template change re-renders only the report."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import EVIL, build
+
+from mabench.analysis import markdown as md
+from mabench.analysis import plots, report, stats
+from mabench.analysis.tables import read_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _text(study: Path) -> str:
+    return (study / "technical_report.md").read_text(encoding="utf-8")
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(f"## {heading}\n")
+    nxt = text.find("\n## ", start + 1)
+    return text[start : nxt if nxt != -1 else len(text)]
+
+
+def _tables(block: str) -> list[list[list[str]]]:
+    """Markdown tables in a block: list of rows of cells (escaped pipes respected)."""
+    tables, current = [], []
+    for line in [*block.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+            current.append([c.strip() for c in cells])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _unescape(cell: str) -> str:
+    return re.sub(r"\\(.)", r"\1", cell).strip("`")
+
+
+@pytest.mark.parametrize("study", ["tr110_study", "full_study"])
+def test_every_section_heading(study, request) -> None:
+    text = _text(request.getfixturevalue(study))
+    for heading in report.SECTIONS:
+        assert f"\n## {heading}\n" in text, heading
+
+
+@pytest.mark.parametrize("study", ["tr110_study", "full_study"])
+def test_no_nan_or_none_leaks(study, request) -> None:
+    text = _text(request.getfixturevalue(study))
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    assert not re.search(r"\bNone\b", text)
+    assert "Undefined" not in text and "{{" not in text and "{%" not in text
+
+
+@pytest.mark.parametrize("study", ["tr110_study", "full_study"])
+def test_tables_are_well_formed(study, request) -> None:
+    for table in _tables(_text(request.getfixturevalue(study))):
+        widths = {len(row) for row in table}
+        assert len(widths) == 1, table[0]
+        assert set(table[1]) == {"---"}
+
+
+@pytest.mark.parametrize("study", ["tr110_study", "full_study"])
+def test_overall_table_equals_values_recomputed_from_parquet(study, request) -> None:
+    d = request.getfixturevalue(study)
+    runs = read_table(d / "tables" / "runs.parquet", "runs").to_pandas()
+    boot = stats.load_statistics(d / "stats").meta["bootstrap"]
+    (table,) = _tables(_section(_text(d), "Overall results"))
+    header = table[0]
+    assert header[:3] == ["Metric", "Unit", "n"]
+    seen = set()
+    for row in table[2:]:
+        cell = dict(zip(header, row, strict=True))
+        metric = _unescape(cell["Metric"])
+        seen.add(metric)
+        x = runs[metric].dropna().to_numpy(float)
+        assert int(cell["n"]) == len(x)
+        f3 = lambda v: md.fmt_num(v, 3)  # noqa: E731
+        assert cell["Mean"] == f3(x.mean())
+        assert cell["Median"] == f3(np.median(x))
+        assert cell["Min"] == f3(x.min()) and cell["Max"] == f3(x.max())
+        assert cell["Std"] == f3(x.std(ddof=1))
+        assert cell["CV (%)"] == (f3(100 * x.std(ddof=1) / x.mean()) if x.min() > 0 else "n/a")
+        lo, hi = stats.bootstrap_ci(x, boot["resamples"], boot["seed"], f"overall|all|{metric}")
+        assert cell["95 % CI"] == f"[{f3(lo)}, {f3(hi)}]"
+    assert "seed_efficiency" in seen
+    assert ("true_efficiency" in seen) == runs["true_efficiency"].notna().any()
+
+
+@pytest.mark.parametrize("study", ["tr110_study", "full_study"])
+def test_every_table_traces_to_parquet_columns(study, request) -> None:
+    d = request.getfixturevalue(study)
+    appendix = _section(_text(d), "Appendix D: where every table comes from")
+    registry = next(t for t in _tables(appendix) if t[0][0] == "Table")
+    body = _text(d).split("## Appendix D")[0]
+    n_tables = len(_tables(body)) - 1  # the provenance table of input files is not from stats
+    assert len(registry) - 2 >= n_tables - 1
+    for row in registry[2:]:
+        cell = dict(zip(registry[0], row, strict=True))
+        path = d / _unescape(cell["File"])
+        assert path.exists(), path
+        columns = set(pd.read_parquet(path).columns)
+        for col in _unescape(cell["Columns"]).split(", "):
+            assert col in columns, (path.name, col)
+
+
+def test_tr110_report_content(tr110_study) -> None:
+    text = _text(tr110_study)
+    assert "TR110 recorded no solo phase, so true efficiency cannot be computed" in text
+    assert "mean efficiency of 93.21 %" in text
+    assert "median 98.18 %" in text
+    assert "17 of 150 runs flagged" in text
+    assert "30 of 30 per-test averages" in text
+    tr = _section(text, "TR110 reanalysis")
+    assert "opposite of the formula" in tr
+    per_test = next(t for t in _tables(tr) if t[0][0] == "Test")
+    rows = {r[0]: dict(zip(per_test[0], r, strict=True)) for r in per_test[2:]}
+    assert rows["test108"]["Recomputed"] == "1.9850"
+    assert rows["test108"]["Recomputed (%)"] == "99.251"
+    assert rows["test002"]["Recomputed (%)"] == "73.150"
+    assert "disagree" in _section(text, "Reference comparison")
+    assert "single topology" in _section(text, "Topology comparison")
+
+
+def test_full_report_leads_with_true_efficiency(full_study) -> None:
+    text = _text(full_study)
+    summary = _section(text, "Executive summary")
+    first = summary.split("\n- ")[1]
+    assert first.startswith("**Measured against solo baselines")
+    assert "The original formula says" in first
+    runs = read_table(full_study / "tables" / "runs.parquet", "runs").to_pandas()
+    assert md.fmt_pct(runs["true_efficiency"].mean()) in first
+    assert md.fmt_pct(runs["seed_efficiency"].mean()) in first
+    assert "not an import of TR110" in _section(text, "TR110 reanalysis")
+    assert "figures/run_timeline.png" in text
+    assert "figures/topology_comparison.png" in text
+
+
+def test_model_text_is_escaped(full_study) -> None:
+    text = _text(full_study)
+    assert "<script>" not in text
+    assert "**x**" not in text
+    assert "&lt;script&gt;" in text
+    assert "\\*\\*x\\*\\*" in text
+    # the newline inside the hostile string did not break a table row
+    assert "\nnext" not in text
+    escaped = md.md_escape(EVIL)
+    assert "\n" not in escaped and "<" not in escaped
+    assert re.search(r"(?<!\\)\|", escaped) is None
+
+
+def test_figures_and_captions(tr110_study, full_study) -> None:
+    for name in plots.FIGURES:
+        assert (ROOT / "report" / "captions" / f"{name}.rst").exists(), name
+    made = {e["name"]: e for e in plots.read_manifest(full_study / "figures")}
+    assert all(e["status"] == "made" for e in made.values())
+    for e in made.values():
+        assert (full_study / "figures" / e["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tr = {e["name"]: e for e in plots.read_manifest(tr110_study / "figures")}
+    assert tr["run_timeline"]["status"] == "skipped" and "calls" in tr["run_timeline"]["note"]
+    assert tr["ttft_split"]["status"] == "skipped"
+    assert tr["seed_vs_true"]["status"] == "skipped"
+    assert tr["efficiency_distribution"]["status"] == "made"
+    assert "not drawn" in _text(tr110_study)
+
+
+def test_template_change_rerenders_only_the_report(full_study, tmp_path, monkeypatch) -> None:
+    templates = tmp_path / "report"
+    shutil.copytree(ROOT / "report", templates)
+    main = templates / report.TEMPLATE
+    main.write_text(main.read_text() + "\nTemplate edited here.\n")
+    before = {p: p.stat().st_mtime_ns for p in (full_study / "stats").iterdir()}
+
+    def boom(*a, **k):
+        raise AssertionError("statistics recomputed")
+
+    monkeypatch.setattr(stats, "compute_statistics", boom)
+    out = report.render_report(
+        full_study / "stats",
+        full_study / "tables",
+        full_study / "figures",
+        {},
+        tmp_path / "technical_report.md",
+        template_dir=templates,
+    )
+    assert out.read_text().rstrip().endswith("Template edited here.")
+    assert before == {p: p.stat().st_mtime_ns for p in (full_study / "stats").iterdir()}
+    # figure links are relative to the report's own folder
+    assert os.path.relpath(full_study / "figures", tmp_path) in out.read_text()
+    assert report.template_files(templates)
+
+
+def test_small_study_without_reference(tmp_path) -> None:
+    f = build(seed=4, runs=1)
+    runs = f["runs"][f["runs"].config_id == "test004"]
+    agents = f["agents"][f["agents"].config_id == "test004"]
+    calls = f["calls"][f["calls"].config_id == "test004"]
+    s = stats.compute_statistics(runs, agents, calls, {"study": "tiny"})
+    plots.make_figures(runs, agents, calls, s, tmp_path / "figures")
+    out = report.render_report(
+        s, None, tmp_path / "figures", {"title": "Tiny"}, tmp_path / "technical_report.md"
+    )
+    text = out.read_text()
+    for heading in report.SECTIONS:
+        assert f"## {heading}" in text
+    assert "names no reference dataset" in text
+    assert "single scenario" in _section(text, "Statistical deep dive")
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    assert "It is the scenario's only config." in text
+
+
+def test_markdown_formatting() -> None:
+    assert md.fmt_num(None) == "n/a" and md.fmt_num(float("nan")) == "n/a"
+    assert md.fmt_num(-0.0001, 2) == "0.00"
+    assert md.fmt_pct(93.2139) == "93.21 %"
+    assert md.fmt_ci(1, None) == "n/a" and md.fmt_ci(1, 2, 1) == "[1.0, 2.0]"
+    assert md.fmt_p(0.0001) == "< 0.001" and md.fmt_p(0.04123) == "0.041"
+    assert md.fmt_signed(1.234, 1) == "+1.2"
+    assert md.fmt_code("a`b|c") == "`a'b\\|c`"
+    assert md.md_escape("a_b*c") == "a\\_b\\*c"
+    assert md.md_table([], [("A", "a", "text")]) == "_No rows._"
+    t = md.md_table(
+        [{"a": "x|y", "lo": 1.0, "hi": 2.0}], [("A", "a", "text"), ("CI", "lo..hi", "num1")]
+    )
+    assert t.splitlines()[2] == "| x\\|y | [1.0, 2.0] |"
+    with pytest.raises(ValueError):
+        md.fmt_value(1, "weird")

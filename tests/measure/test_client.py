@@ -1,0 +1,112 @@
+"""The client against real (simulated) servers: timestamps, and a typed error for every failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts
+from mabench.measure.errors import (
+    ProtocolError,
+    ServerConnectError,
+    ServerHTTPError,
+    ServerStreamError,
+    ServerTimeoutError,
+)
+from mabench.servers.net import free_port
+
+MODEL = "smollm2:135m"
+
+
+def test_sync_and_async_clients_measure_the_same_call(sim_server):
+    srv = sim_server(ttft_ms=80, token_ms=10)
+    with OllamaClient(srv.url) as c:
+        assert c.version() == "sim-parallel"
+        assert [m["name"] for m in c.tags()] == [MODEL]
+        assert c.load(MODEL).done_reason == "load"
+        sync = c.call("chat", MODEL, "hello there", options={"num_predict": 5})
+
+    async def go():
+        async with AsyncOllamaClient(srv.url) as c:
+            return await c.call("generate", MODEL, "hello there", options={"num_predict": 5})
+
+    res = asyncio.run(go())
+    for r in (sync, res):
+        assert r.text == "tok0 tok1 tok2 tok3 tok4 "
+        assert r.metrics.eval_count == 5
+        assert r.done_reason == "length"
+        ttft_ms = (r.t_first_token_ns - r.t_sent_ns) / 1e6
+        assert 75 <= ttft_ms < 200
+        assert r.t_sent_ns < r.t_first_token_ns <= r.t_last_token_ns <= r.t_done_ns
+        # 4 more tokens, 10 ms apart
+        assert 35 <= (r.t_last_token_ns - r.t_first_token_ns) / 1e6 < 150
+
+
+def test_unload_and_ps(sim_server):
+    srv = sim_server()
+    with OllamaClient(srv.url) as c:
+        c.load(MODEL)
+        assert [m["name"] for m in c.ps()] == [MODEL]
+        assert c.unload(MODEL).done_reason == "unload"
+        assert c.ps() == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "text"),
+    [
+        ("http500", ServerHTTPError, "simulated internal error"),
+        ("invalid_json", ProtocolError, "invalid JSON"),
+        ("truncate", ProtocolError, "without a final chunk"),
+        ("no_metrics", ProtocolError, "without metrics"),
+        ("midstream_error", ServerStreamError, "simulated failure during generation"),
+    ],
+)
+def test_malformed_answers_are_typed_errors(sim_server, fault, error, text):
+    srv = sim_server(fault=fault, ttft_ms=5, token_ms=1)
+    with OllamaClient(srv.url) as c, pytest.raises(error, match=text) as info:
+        c.call("chat", MODEL, "hi", options={"num_predict": 4}, phase="concurrent")
+    assert info.value.url.startswith(srv.url)
+    assert info.value.phase == "concurrent"
+    assert info.value.info().kind == error.kind
+
+
+def test_unknown_model_is_http_404(sim_server):
+    srv = sim_server()
+    with OllamaClient(srv.url) as c, pytest.raises(ServerHTTPError) as info:
+        c.call("chat", "nope:1b", "hi")
+    assert info.value.status == 404
+    assert info.value.message == "model 'nope:1b' not found"
+
+
+@pytest.mark.parametrize("fault", ["hang", "stall"])
+def test_a_silent_server_times_out(sim_server, fault):
+    srv = sim_server(fault=fault, ttft_ms=5, token_ms=1)
+    timeouts = Timeouts(connect_s=2, request_s=0.5, load_s=2)
+    with (
+        OllamaClient(srv.url, timeouts) as c,
+        pytest.raises(ServerTimeoutError, match=r"no answer for 0\.5 s"),
+    ):
+        c.call("chat", MODEL, "hi", options={"num_predict": 8})
+
+    async def go():
+        async with AsyncOllamaClient(srv.url, timeouts) as ac:
+            await ac.call("chat", MODEL, "hi", options={"num_predict": 8})
+
+    with pytest.raises(ServerTimeoutError):
+        asyncio.run(go())
+
+
+def test_nothing_listening_is_a_connect_error():
+    url = f"http://127.0.0.1:{free_port()}"
+    with (
+        OllamaClient(url, Timeouts(connect_s=1)) as c,
+        pytest.raises(ServerConnectError, match="is the server running"),
+    ):
+        c.version()
+
+
+def test_a_crashing_server_breaks_the_stream(sim_server):
+    srv = sim_server(fault="die", ttft_ms=5, token_ms=1)
+    with OllamaClient(srv.url) as c, pytest.raises((ProtocolError, ServerConnectError)):
+        c.call("chat", MODEL, "hi", options={"num_predict": 8})

@@ -1,0 +1,112 @@
+"""The run protocol against simulated servers whose timing is known exactly.
+
+Analytic expectations (c = one call's duration = ttft + (num_predict - 1) * token, two calls
+per agent, so one agent alone takes A = 2c):
+
+- two agents on two parallel servers: solo sum 2A, concurrent wall A, so true efficiency
+  = 100 %. The harness adds a few ms per call on both sides and a little coordination time in
+  the concurrent phase only; with A ~ 1 s that costs < 1 %, hence the bound >= 99 %.
+- two agents on one serialized (FIFO) server: the four calls run one after another, so the
+  concurrent wall is 4c = the solo sum: true efficiency 50 %. The agents' spans are 3c
+  (first agent: its calls are 1st and 3rd) and 4c (2nd and 4th), so the original formula
+  gives seed speedup 7c / 4c = 1.75, seed efficiency 87.5 %. Tolerance +-2 pp for the
+  per-call HTTP overhead.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mabench.config import study_from_dict
+from mabench.measure.protocol import execute_run
+from mabench.measure.records import validate_record
+
+
+def _study(
+    urls: dict[str, str], agents: list[tuple[str, str]], coordinator="asyncio", num_predict=40
+):
+    return study_from_dict(
+        {
+            "study": "protocol-test",
+            "runs": 2,
+            "coordinator": coordinator,
+            "backend": {"kind": "external"},
+            "servers": [{"name": n, "url": u} for n, u in urls.items()],
+            "workloads": {
+                "w": {
+                    "calls": [
+                        {"prompt": "collector_analyse.md.j2", "num_predict": num_predict},
+                        {"prompt": "collector_report.md.j2", "num_predict": num_predict},
+                    ]
+                }
+            },
+            "agents": [{"name": a, "workload": "w", "server": s} for a, s in agents],
+            "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        }
+    )
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_two_parallel_servers_reach_full_true_efficiency(sim_server, coordinator):
+    # c = 150 + 39 * 15 = 735 ms, A = 1.47 s. Two sim-server processes and the harness share
+    # the machine's cores, so a token now and then arrives a scheduler tick late (a clean
+    # clone on 2 cores measured 98.6 % once). The bounds check what the metric means (~100 %
+    # here, ~50 % on one serialized server below), not the harness's precision: that is
+    # benchmarks/harness_overhead's job (>= 99.8 % on ideal servers).
+    a, b = sim_server(ttft_ms=150, token_ms=15), sim_server(ttft_ms=150, token_ms=15)
+    study = _study({"a": a.url, "b": b.url}, [("collector", "a"), ("insight", "b")], coordinator)
+    for run in (1, 2):  # both phase orders
+        record = execute_run(study, "c1", run, {"a": a.url, "b": b.url})
+        validate_record(record.to_json())
+        m = record.metrics
+        assert record.protocol.phase_order == (
+            ["solo", "concurrent"] if run == 1 else ["concurrent", "solo"]
+        )
+        assert m.true_efficiency == pytest.approx(100.0, abs=4.0), m
+        assert m.seed_efficiency >= 96.0
+        assert m.coordination_overhead_ms < 20
+        for agent in m.agents:
+            assert agent.slowdown == pytest.approx(1.0, abs=0.04)
+            assert agent.solo_tps == pytest.approx(
+                1000 / 15, rel=0.01
+            )  # 40 tokens / 0.6 s server clock
+        assert record.isolation.verified
+        assert [c.server_metrics.eval_count for c in record.calls] == [40] * 8
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_one_serialized_server_halves_true_efficiency(sim_server, coordinator):
+    s = sim_server(ttft_ms=100, token_ms=10, mode="serialized")
+    study = _study({"s": s.url}, [("collector", "s"), ("insight", "s")], coordinator)
+    record = execute_run(study, "c1", 1, {"s": s.url})
+    m = record.metrics
+    assert record.topology.kind == "shared"
+    assert m.true_efficiency == pytest.approx(50.0, abs=2.0)
+    assert m.seed_efficiency == pytest.approx(87.5, abs=2.0)
+    assert m.seed_speedup == pytest.approx(1.75, abs=0.04)
+    slowdowns = sorted(a.slowdown for a in m.agents)
+    assert slowdowns == pytest.approx([1.5, 2.0], abs=0.05)  # 3c / 2c and 4c / 2c
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_n_agents_on_n_servers(sim_server, coordinator, n):
+    # n server processes and the harness share this machine's cores, so a token now and then
+    # arrives a scheduler tick late (+-10 ms on a 0.6 s agent): the bound widens with n.
+    # Precision is checked above with longer calls; the benchmarks measure the overhead.
+    servers = {f"s{i}": sim_server(ttft_ms=100, token_ms=10).url for i in range(n)}
+    study = _study(servers, [(f"agent{i}", f"s{i}") for i in range(n)], coordinator, num_predict=20)
+    record = execute_run(study, "c1", 1, servers)
+    m = record.metrics
+    assert m.n_agents == n
+    assert len(record.calls) == 2 * 2 * n
+    assert len(record.agent_spans) == 2 * n
+    assert m.true_efficiency == pytest.approx(100.0, abs=4.0 if n <= 4 else 8.0)
+    assert m.contention_legacy is False
+
+
+def test_both_agents_on_one_parallel_server(sim_server):
+    s = sim_server(ttft_ms=100, token_ms=10, mode="parallel")
+    study = _study({"s": s.url}, [("collector", "s"), ("insight", "s")])
+    m = execute_run(study, "c1", 1, {"s": s.url}).metrics
+    assert m.true_efficiency == pytest.approx(100.0, abs=2.0)

@@ -1,0 +1,138 @@
+"""Reading run records: the compiled validator decides like the reference validator and
+gives its message; the cached builders rebuild the same dataclasses as the type hints do."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import jsonschema
+import pytest
+
+from benchmarks.synthetic_records import make_record
+from mabench.measure.records import (
+    RecordError,
+    RunRecord,
+    read_record,
+    record_schema,
+    validate_record,
+    write_json_atomic,
+)
+
+
+def _reference_message(data: dict[str, Any]) -> str | None:
+    """The message the library gave before the compiled validator (first error by path)."""
+    validator = jsonschema.Draft202012Validator(record_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+    return f"run record invalid at {where}: {errors[0].message}"
+
+
+def _reference_build(tp: Any, value: Any) -> Any:
+    """The library's former rebuild: ``get_type_hints`` for every dataclass instance."""
+    if value is None:
+        return None
+    origin = get_origin(tp)
+    if origin is list:
+        (item,) = get_args(tp)
+        return [_reference_build(item, v) for v in value]
+    if origin is dict:
+        _, item = get_args(tp)
+        return {k: _reference_build(item, v) for k, v in value.items()}
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args and origin is not None and len(args) == 1:
+        return _reference_build(args[0], value)
+    if is_dataclass(tp):
+        hints = get_type_hints(tp)
+        return tp(
+            **{
+                f.name: _reference_build(hints[f.name], value[f.name])
+                for f in fields(tp)
+                if f.name in value
+            }
+        )
+    return value
+
+
+def _with_failed_call(data: dict[str, Any]) -> dict[str, Any]:
+    """A valid record whose first call failed: no tokens, no server metrics, an error."""
+    data = copy.deepcopy(data)
+    call = data["calls"][0]
+    call.update(
+        t_first_token_ns=None,
+        t_last_token_ns=None,
+        server_metrics=None,
+        done_reason=None,
+        response_text="",
+        error={"kind": "timeout", "message": "no answer", "url": call["url"], "phase": "solo"},
+    )
+    call["error"]["status"] = None
+    return data
+
+
+def _mutations() -> list[tuple[str, Any]]:
+    """(what, how to break a record): each must name the path that is wrong."""
+
+    def set_at(path: list[Any], value: Any) -> Any:
+        def apply(d: dict[str, Any]) -> None:
+            target = d
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+
+        return apply
+
+    def delete(path: list[Any]) -> Any:
+        def apply(d: dict[str, Any]) -> None:
+            target = d
+            for key in path[:-1]:
+                target = target[key]
+            del target[path[-1]]
+
+        return apply
+
+    return [
+        ("string for an integer", set_at(["calls", 3, "t_sent_ns"], "12")),
+        ("negative count", set_at(["calls", 1, "chunks"], -1)),
+        ("unknown phase", set_at(["phases", 0, "phase"], "warmup")),
+        ("missing key", delete(["metrics", "seed_speedup"])),
+        ("extra key", set_at(["protocol", "surprise"], 1)),
+        ("bad server metrics", set_at(["calls", 2, "server_metrics"], {"eval_count": 3})),
+        ("boolean for a number", set_at(["metrics", "agents", 1, "solo_tps"], True)),
+        ("wrong schema version", set_at(["schema_version"], 2)),
+        ("not an object", set_at(["topology", "agents", 0], "collector")),
+    ]
+
+
+@pytest.mark.parametrize("i", [0, 4, 17])
+def test_valid_records_pass_and_rebuild_as_before(i: int) -> None:
+    for data in (make_record(i).to_json(), _with_failed_call(make_record(i).to_json())):
+        assert _reference_message(data) is None
+        validate_record(data)
+        record = RunRecord.from_json(data)
+        assert record == _reference_build(RunRecord, data)
+        assert record.to_json() == data
+
+
+@pytest.mark.parametrize(("what", "mutate"), _mutations(), ids=[m[0] for m in _mutations()])
+def test_compiled_validator_rejects_with_the_reference_message(what: str, mutate: Any) -> None:
+    data = make_record(3).to_json()
+    mutate(data)
+    expected = _reference_message(data)
+    assert expected is not None, what
+    with pytest.raises(RecordError) as err:
+        validate_record(data)
+    assert str(err.value) == expected
+
+
+def test_read_record_names_the_file_and_the_path(tmp_path: Path) -> None:
+    data = make_record(1).to_json()
+    data["calls"][5]["t_done_ns"] = None
+    path = tmp_path / "run_1.json"
+    write_json_atomic(path, data)
+    with pytest.raises(RecordError, match=r"run_1\.json: run record invalid at calls/5/t_done_ns"):
+        read_record(path)

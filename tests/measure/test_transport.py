@@ -1,0 +1,297 @@
+"""The lean HTTP/1.1 transport: framing, keep-alive reuse, stale connections, typed errors.
+
+The parser is fed real response bytes split at every possible boundary; the connections talk
+to a scripted TCP server that answers each request with given bytes and counts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from mabench.measure.errors import OllamaError, ProtocolError, ServerHTTPError, ServerTimeoutError
+from mabench.measure.transport import (
+    AsyncConnection,
+    MalformedResponse,
+    ResponseParser,
+    SyncConnection,
+    json_body,
+)
+
+LINES = [json.dumps({"response": f"tok{i} ", "done": False}) for i in range(3)] + [
+    json.dumps({"response": "", "done": True, "eval_count": 3})
+]
+NDJSON = "".join(line + "\n" for line in LINES).encode()
+
+
+def chunked(body: bytes, sizes: tuple[int, ...] = (7, 30, 1)) -> bytes:
+    out, pos, i = [], 0, 0
+    while pos < len(body):
+        size = sizes[i % len(sizes)]
+        piece = body[pos : pos + size]
+        out.append(f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n")
+        pos, i = pos + size, i + 1
+    return b"".join(out) + b"0\r\nx-trailer: yes\r\n\r\n"
+
+
+def response(body: bytes, *, status: str = "200 OK", framing: str = "chunked", extra: str = ""):
+    head = f"HTTP/1.1 {status}\r\ncontent-type: application/x-ndjson\r\n{extra}"
+    if framing == "chunked":
+        return (head + "transfer-encoding: chunked\r\n\r\n").encode() + chunked(body)
+    if framing == "length":
+        return (head + f"content-length: {len(body)}\r\n\r\n").encode() + body
+    return (head + "\r\n").encode() + body  # close-delimited
+
+
+def feed_in_pieces(raw: bytes, size: int, eof: bool = False) -> tuple[ResponseParser, bytes]:
+    parser, body = ResponseParser(), b""
+    for pos in range(0, len(raw), size):
+        body += parser.feed(raw[pos : pos + size])
+    if eof:
+        parser.eof()
+    return parser, body
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+@pytest.mark.parametrize("size", [1, 2, 5, 64, 10_000])
+def test_every_framing_gives_the_body_whatever_the_split(framing, size):
+    parser, body = feed_in_pieces(response(NDJSON, framing=framing), size, eof=framing == "close")
+    assert body == NDJSON
+    assert parser.status == 200
+    assert parser.complete
+    assert parser.keep_alive is (framing != "close")
+
+
+def test_interim_100_continue_is_skipped_and_http10_closes():
+    raw = b"HTTP/1.1 100 Continue\r\n\r\n" + response(b"{}", framing="length").replace(
+        b"HTTP/1.1", b"HTTP/1.0"
+    )
+    parser, body = feed_in_pieces(raw, 3)
+    assert (parser.status, body, parser.complete, parser.keep_alive) == (200, b"{}", True, False)
+
+
+def test_connection_close_header_and_trailing_garbage_forbid_reuse():
+    parser, _ = feed_in_pieces(response(b"{}", framing="length", extra="connection: close\r\n"), 4)
+    assert not parser.keep_alive
+    parser, _ = feed_in_pieces(response(b"{}", framing="length") + b"junk", 100)
+    assert parser.complete and not parser.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n", "bad content-length"),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabc\r\n", "longer than"),
+    ],
+)
+def test_malformed_responses_are_named(raw, message):
+    with pytest.raises(MalformedResponse, match=message):
+        feed_in_pieces(raw, 1000)
+
+
+def test_a_body_cut_short_is_a_broken_connection():
+    raw = response(NDJSON, framing="chunked")
+    parser, _ = feed_in_pieces(raw[:-20], 9)
+    with pytest.raises(ConnectionError, match="mid-answer"):
+        parser.eof()
+    with pytest.raises(ConnectionError, match="before the answer's head"):
+        ResponseParser().eof()
+
+
+# ---------------------------------------------------------------------------------------------
+# The connections, against a scripted server
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scripted:
+    """A TCP server answering request *i* with ``answers[i]``; ``close_after`` closes then."""
+
+    answers: list[bytes]
+    close_after: set[int] = field(default_factory=set)
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+    def serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while True:  # until the client closes
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                self.requests.append(head + b"\r\n\r\n" + buf[:length])
+                buf = buf[length:]
+                index = len(self.requests) - 1
+                if index < len(self.answers):
+                    conn.sendall(self.answers[index])
+                if index in self.close_after:
+                    return
+
+
+@pytest.fixture
+def scripted() -> Iterator:
+    sockets = []
+
+    def start(answers: list[bytes], close_after: set[int] = frozenset()) -> tuple[Scripted, str]:
+        server = Scripted(list(answers), set(close_after))
+        sock = socket.create_server(("127.0.0.1", 0))
+        sockets.append(sock)
+        threading.Thread(target=server.serve, args=(sock,), daemon=True).start()
+        return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for sock in sockets:
+        sock.close()
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.t_sent_ns = 0
+        self.lines: list[bytes] = []
+
+    def started(self, t_sent_ns: int) -> None:
+        self.t_sent_ns = t_sent_ns
+
+    def line(self, raw: bytes) -> None:
+        self.lines.append(raw)
+
+
+BODY = json_body({"model": "m", "prompt": "héllo", "stream": True})
+
+
+def run_sync(url: str, n: int, read_s: float = 5.0) -> list[Lines | OllamaError]:
+    """``n`` calls on one connection: each call's lines, or the error it raised."""
+    conn = SyncConnection(url, 2.0, read_s)
+    results: list[Lines | OllamaError] = []
+    try:
+        for _ in range(n):
+            sink = Lines()
+            try:
+                conn.stream("/api/generate", BODY, sink, "solo")
+                results.append(sink)
+            except OllamaError as exc:
+                results.append(exc)
+        return results
+    finally:
+        conn.close()
+
+
+def run_async(url: str, n: int, read_s: float = 5.0) -> list[Lines | OllamaError]:
+    async def go() -> list[Lines | OllamaError]:
+        conn = AsyncConnection(url, 2.0, read_s)
+        results: list[Lines | OllamaError] = []
+        try:
+            for _ in range(n):
+                sink = Lines()
+                try:
+                    await conn.stream("/api/generate", BODY, sink, "solo")
+                    results.append(sink)
+                except OllamaError as exc:
+                    results.append(exc)
+            return results
+        finally:
+            await conn.aclose()
+
+    return asyncio.run(go())
+
+
+def only(results: list[Lines | OllamaError]) -> Lines | OllamaError:
+    (result,) = results
+    return result
+
+
+RUNNERS = pytest.mark.parametrize("run", [run_sync, run_async], ids=["sync", "async"])
+
+
+@RUNNERS
+def test_calls_share_one_keep_alive_connection(scripted, run):
+    server, url = scripted([response(NDJSON), response(NDJSON, framing="length")])
+    sinks = run(url, 2)
+    assert server.connections == 1
+    for sink in sinks:
+        assert sink.lines == NDJSON.split(b"\n")[:-1]
+        assert sink.t_sent_ns > 0
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /api/generate HTTP/1.1\r\nhost: 127.0.0.1:")
+    assert json.loads(body) == {"model": "m", "prompt": "héllo", "stream": True}
+
+
+@RUNNERS
+def test_a_connection_the_server_closed_while_idle_is_reopened_once(scripted, run):
+    server, url = scripted([response(NDJSON), response(NDJSON)], close_after={0})
+    sinks = run(url, 2)
+    assert server.connections == 2
+    assert len(server.requests) == 2  # the retried request was never answered twice
+    assert sinks[1].lines == NDJSON.split(b"\n")[:-1]
+
+
+@RUNNERS
+def test_an_error_status_is_an_http_error_and_the_connection_stays_usable(scripted, run):
+    error = response(b'{"error":"model \'x\' not found"}', status="404 Not Found", framing="length")
+    server, url = scripted([error, response(NDJSON)])
+    failed, ok = run(url, 2)
+    assert isinstance(failed, ServerHTTPError)
+    assert failed.status == 404
+    assert failed.message == "model 'x' not found"
+    assert failed.url == url + "/api/generate"
+    assert failed.phase == "solo"
+    assert ok.lines == NDJSON.split(b"\n")[:-1]
+    assert server.connections == 1
+
+
+@RUNNERS
+def test_a_fresh_connection_closed_without_answer_is_a_protocol_error(scripted, run):
+    _, url = scripted([b""], close_after={0})
+    error = only(run(url, 1))
+    assert isinstance(error, ProtocolError)
+    assert "before the answer's head" in error.message
+
+
+@RUNNERS
+def test_a_stream_cut_mid_answer_is_a_protocol_error(scripted, run):
+    _, url = scripted([response(NDJSON)[:-30]], close_after={0})
+    error = only(run(url, 1))
+    assert isinstance(error, ProtocolError)
+    assert "mid-answer" in error.message
+
+
+@RUNNERS
+def test_silence_is_a_timeout_naming_the_limit(scripted, run):
+    _, url = scripted([b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"])
+    error = only(run(url, 1, read_s=0.3))
+    assert isinstance(error, ServerTimeoutError)
+    assert error.message.startswith("no answer for 0.3 s")
+
+
+def test_only_http_urls_are_accepted():
+    with pytest.raises(ValueError, match="http://host:port"):
+        SyncConnection("ftp://example.org", 1, 1)

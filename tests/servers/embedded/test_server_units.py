@@ -1,0 +1,118 @@
+"""Fast checks of the pieces that need no running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mabench import doctor
+from mabench.measure.ollama_api import Options, OptionsError
+from mabench.servers.embedded.gguf import GGUFError, format_parameter_count, read_header
+from mabench.servers.embedded.launch import ServerProcess, ServerStartError
+from mabench.servers.embedded.registry import Registry, RegistryError, normalize_name
+from mabench.servers.embedded.runner import RunnerDefaults, Sampling, StopMatcher
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_normalize_name() -> None:
+    assert normalize_name("smollm2") == "smollm2:latest"
+    assert normalize_name("SmolLM2:135M") == "smollm2:135m"
+    assert normalize_name("library/smollm2:135m") == "smollm2:135m"
+    assert normalize_name("registry.ollama.ai/library/qwen") == "qwen:latest"
+    assert normalize_name("me/model") == "me/model:latest"
+
+
+def test_registry(tmp_path: Path, model_path: Path) -> None:
+    reg = Registry()
+    reg.add_builtin()
+    assert reg.get("smollm2:135m") is reg.get("smollm2:135m-instruct-q4_1")
+    assert reg.get("smollm2") is None
+    assert reg.get(str(model_path)) is None
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "m.gguf").symlink_to(model_path)
+    (tmp_path / "models.json").write_text(json.dumps({"a:1": "sub/m.gguf"}))
+    reg.add_models_file(tmp_path / "models.json")
+    assert reg.get("A:1").path == model_path.resolve()
+    (tmp_path / "models.yaml").write_text("models:\n  b: sub/m.gguf\n")
+    reg.add_models_file(tmp_path / "models.yaml")
+    assert reg.get("b:latest") is not None
+    for bad in ("- a\n- b\n", "a: [1]\n", "a: b: c\n"):
+        (tmp_path / "bad.yaml").write_text(bad)
+        with pytest.raises(RegistryError):
+            reg.add_models_file(tmp_path / "bad.yaml")
+    with pytest.raises(RegistryError, match="invalid model name"):
+        reg.add("bad name", model_path)
+    with pytest.raises(RegistryError, match="no such file"):
+        reg.add_spec(f"x={tmp_path / 'nothing.gguf'}")
+
+
+def test_gguf_header(model_path: Path, tmp_path: Path) -> None:
+    header = read_header(model_path)
+    assert header.architecture == "llama"
+    assert header.context_length == 8192
+    assert header.quantization_level == "Q4_1"
+    assert header.parameter_size == "135M"
+    assert 134_000_000 < header.parameter_count < 135_000_000
+    assert "<|im_start|>" in header.chat_template
+    (tmp_path / "x.gguf").write_bytes(b"GGUF\x01\x00\x00\x00")
+    with pytest.raises(GGUFError):
+        read_header(tmp_path / "x.gguf")
+    assert format_parameter_count(7_615_000_000) == "7.6B"
+    assert format_parameter_count(135_000_000) == "135M"
+
+
+def test_stop_matcher() -> None:
+    m = StopMatcher(["###", "END"])
+    assert m.feed("abc#") == ("abc", False)
+    assert m.feed("#") == ("", False)
+    assert m.feed("x EN") == ("##x ", False)
+    assert m.feed("D more") == ("", True)
+    m = StopMatcher(["</s>"])
+    assert m.feed("a</") == ("a", False)
+    assert m.flush() == "</"
+    assert StopMatcher([]).feed("anything") == ("anything", False)
+
+
+def test_runner_defaults_and_sampling() -> None:
+    d = RunnerDefaults(num_ctx=4096, num_batch=512, num_thread=1)
+    assert d.resolve(Options()) == d.resolve(Options(num_ctx=4096, num_thread=0))
+    assert d.resolve(Options(num_ctx=2048)).num_ctx == 2048
+    with pytest.raises(OptionsError, match="num_thread"):
+        d.resolve(Options(num_thread=10_000))
+    with pytest.raises(OptionsError, match="num_gpu"):
+        d.resolve(Options(num_gpu=2**40))
+    s = Sampling.from_options(Options(seed=2**40 + 5, top_k=2**40, stop=["", "x"]))
+    assert s.seed == 5 and s.top_k == 2**31 - 1 and s.stop == ("x",)
+    assert Sampling.from_options(Options()).temperature == 0.8
+
+
+def test_launcher_reports_a_server_that_dies(tmp_path: Path) -> None:
+    server = ServerProcess(args=["--no-builtin"], log_path=tmp_path / "dies.log")
+    with pytest.raises(ServerStartError, match="no models registered"), server:
+        pass
+    assert server.returncode == 2
+
+
+def test_doctor_reports_sigill(monkeypatch, capsys) -> None:
+    def fake_run(*args, **kwargs):
+        return subprocess.CompletedProcess(args, -signal.SIGILL, "", "")
+
+    monkeypatch.setattr(doctor.subprocess, "run", fake_run)
+    args = argparse.Namespace(model_path=None, tokens=4, num_thread=1, timeout=10)
+    assert doctor.main(args) == 1
+    err = capsys.readouterr().err
+    assert "SIGILL" in err and "-DGGML_NATIVE=OFF" in err
+
+
+@pytest.mark.timeout(180)
+def test_doctor_generates(capsys) -> None:
+    args = argparse.Namespace(model_path=None, tokens=4, num_thread=1, timeout=150)
+    assert doctor.main(args) == 0
+    out = capsys.readouterr().out
+    assert "tokens/s" in out and "llama-cpp-python: 0.3.36" in out

@@ -1,0 +1,158 @@
+"""The server pool: lazy start, reuse, release, stale and foreign owners, ports, watchdog."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from mabench.config import study_from_dict
+from mabench.measure.errors import ServerSetupError
+from mabench.servers.net import free_port, wait_until
+from mabench.servers.pool import Owner, ServerPool
+
+
+@pytest.fixture(autouse=True)
+def _fake_ollama(fake_ollama, monkeypatch):
+    monkeypatch.setenv("TEST_FAKE_OLLAMA", str(fake_ollama))
+
+
+def study(servers=None, **backend):
+    return study_from_dict(
+        {
+            "study": "pooltest",
+            "backend": {
+                "kind": "ollama",
+                "ollama_binary": os.environ["TEST_FAKE_OLLAMA"],
+                "startup_timeout_s": 30,
+                **backend,
+            },
+            "servers": servers or [{"name": "a"}, {"name": "b"}],
+            "agents": [{"name": "x", "workload": "collector", "server": "a"}],
+            "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        }
+    )
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def tree(pid: int) -> list[int]:
+    proc = psutil.Process(pid)
+    return [pid, *(c.pid for c in proc.children(recursive=True))]
+
+
+def test_start_reuse_release(tmp_path):
+    pool = ServerPool(study(), tmp_path / "state", tmp_path / "logs")
+    urls = pool.acquire()
+    assert set(urls) == {"a", "b"}
+    for url in urls.values():
+        assert httpx.get(url + "/").text == "Ollama is running"
+    state = pool._read()[1]
+    pids = [p for s in state.values() for p in tree(s.pid)]
+    assert pool.acquire() == urls  # same owner: reused, nothing restarted
+    assert [s.pid for s in pool._read()[1].values()] == [s.pid for s in state.values()]
+    assert pool.release() == 2
+    assert wait_until(lambda: all(gone(p) for p in pids), 10)
+    assert not pool.state_path.exists()
+    assert (tmp_path / "logs" / "a.log").read_text().count("starting:") == 1
+
+
+def test_a_live_foreign_owner_is_refused(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = ServerPool(study(), tmp_path / "state", tmp_path / "logs", owner=Owner.of(other.pid))
+        mine.acquire()
+        theirs = ServerPool(study(), tmp_path / "state", tmp_path / "logs")
+        with pytest.raises(ServerSetupError, match=f"belong to a running process, pid {other.pid}"):
+            theirs.acquire()
+        assert theirs.release() == 0  # never stops servers of a live owner
+        assert all(s.alive() for s in mine._read()[1].values())
+    finally:
+        other.kill()
+        other.wait()
+    mine.release()
+
+
+def test_servers_die_with_their_owner_and_stale_state_is_cleaned(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_pool import study
+        from mabench.servers.pool import ServerPool
+        pool = ServerPool(study(), {str(tmp_path / "state")!r}, {str(tmp_path / "logs")!r})
+        pool.acquire()
+        os._exit(0)  # dies without releasing: a crashed or killed Snakemake
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    pool = ServerPool(study(), tmp_path / "state", tmp_path / "logs")
+    stale = pool._read()[1]
+    # the watchdog stops each server once its owner is gone
+    assert wait_until(lambda: all(not s.alive() for s in stale.values()), 15)
+    for s in stale.values():
+        assert wait_until(lambda s=s: not _answers(s.url), 10)
+    urls = pool.acquire()  # stale state is replaced, not reused
+    assert all(_answers(u) for u in urls.values())
+    assert pool.release() == 2
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_taken_port_is_a_clear_error_or_falls_back(tmp_path):
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        pool = ServerPool(study([{"name": "a", "port": port}]), tmp_path / "s1", tmp_path / "l1")
+        with pytest.raises(ServerSetupError, match=f"port {port} of server 'a' is already in use"):
+            pool.acquire()
+        fallback = ServerPool(
+            study([{"name": "a", "port": port}], port_fallback=True),
+            tmp_path / "s2",
+            tmp_path / "l2",
+        )
+        urls = fallback.acquire()
+        assert not urls["a"].endswith(f":{port}")
+        fallback.release()
+    finally:
+        blocker.close()
+
+
+def test_a_dead_server_is_restarted(tmp_path):
+    pool = ServerPool(study([{"name": "a"}]), tmp_path / "state", tmp_path / "logs")
+    url = pool.acquire()["a"]
+    first = pool._read()[1]["a"]
+    for pid in reversed(tree(first.pid)):
+        psutil.Process(pid).kill()
+    assert wait_until(lambda: not _answers(url), 5)
+    url2 = pool.acquire()["a"]
+    assert _answers(url2)
+    assert pool._read()[1]["a"].pid != first.pid
+    pool.release()
+
+
+def test_a_server_that_cannot_start_names_its_log(tmp_path):
+    s = study([{"name": "a"}], ollama_binary="/bin/false", startup_timeout_s=5)
+    with pytest.raises(ServerSetupError, match="exited with code 1; last lines of"):
+        ServerPool(s, tmp_path / "state", tmp_path / "logs").acquire()
+    time.sleep(0.1)

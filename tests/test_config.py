@@ -1,0 +1,180 @@
+"""Study configs: every shipped study loads; defaults fill in; mistakes name their key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mabench.config import ConfigError, load_study, study_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+TR110 = ROOT / "src" / "mabench" / "datasets" / "data" / "tr110"
+
+
+def minimal(**extra):
+    return {"study": "t", "configs": [{"id": "c1", "scenario": "chimera_homo"}], **extra}
+
+
+@pytest.mark.parametrize(
+    "path", [ROOT / "config.yaml", *sorted((ROOT / "workflow" / "studies").glob("*.yaml"))]
+)
+def test_shipped_studies_load(path):
+    study = load_study(path)
+    assert study.name
+    assert study.imported or study.configs
+
+
+def test_full_study_is_the_tr114_matrix_with_tr110_options():
+    """27 configs (TR110's 30 without 101, 102, 105), options exactly as TR110 ran them."""
+    study = load_study(ROOT / "config.yaml")
+    assert study.runs == 5
+    assert len(study.configs) == 27
+    expected_ids = []
+    for d in sorted(TR110.glob("phase_*_test_*")):
+        num = int(d.name.split("_test_")[1])
+        if num in (101, 102, 105):
+            continue
+        cid = f"test{num:03d}"
+        expected_ids.append(cid)
+        metrics = json.loads((d / "run_1" / "metrics.json").read_text())
+        summary = json.loads((d / "summary.json").read_text())
+        cfg = study.config(cid)
+        assert cfg.scenario == summary["scenario"]
+        assert cfg.agent_options("collector").to_dict() == metrics["collector"]["configuration"], (
+            cid
+        )
+        assert cfg.agent_options("insight").to_dict() == metrics["insight"]["configuration"], cid
+    assert study.config_ids == expected_ids
+    counts = {s: sum(c.scenario == s for c in study.configs) for s in study.raw["scenarios"]}
+    assert counts == {"baseline_vs_chimera": 7, "chimera_hetero": 7, "chimera_homo": 13}
+
+
+def test_defaults_fill_every_section():
+    study = study_from_dict(minimal())
+    assert study.runs == 5 and study.model == "smollm2:135m"
+    assert study.backend["kind"] == "embedded" and study.backend["num_thread"] == "auto"
+    assert [s.name for s in study.servers] == ["a", "b"]
+    assert [a.server for a in study.config("c1").agents] == ["a", "b"]
+    assert study.timeouts == {"connect_s": 10.0, "request_s": 300.0, "load_s": 600.0}
+    assert study.contention == {"legacy_speedup": 1.5, "ttft_ms": 3000.0, "throughput_pct": 70.0}
+    assert study.report["slo"]["max_p95_ttft_ms"] == 2000
+    assert [c.num_predict for c in study.workloads["collector"].calls] == [40, 40]
+    assert all(c.prompt.is_file() for w in study.workloads.values() for c in w.calls)
+
+
+def test_phase_order_alternates_with_the_run_index():
+    study = study_from_dict(minimal())
+    assert study.phase_order_for(1) == ["solo", "concurrent"]
+    assert study.phase_order_for(2) == ["concurrent", "solo"]
+    fixed = study_from_dict(minimal(phase_order="solo_first"))
+    assert fixed.phase_order_for(2) == ["solo", "concurrent"]
+
+
+def test_config_hash_tracks_what_is_measured_only():
+    base = study_from_dict(minimal())
+    changed_report = study_from_dict(minimal(report={"title": "another title"}, retries=3))
+    changed_options = study_from_dict(
+        {
+            **minimal(),
+            "configs": [
+                {"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": 512}}}
+            ],
+        }
+    )
+    assert base.config_hash("c1") == changed_report.config_hash("c1")
+    assert base.config_hash("c1") != changed_options.config_hash("c1")
+
+
+BAD = [
+    ({"runs": 0}, "runs"),
+    ({"runs": "five"}, "runs"),
+    ({"coordinator": "trio"}, "coordinator"),
+    ({"phase_order": "random"}, "phase_order"),
+    ({"study": "Bad Name"}, "study"),
+    ({"model": ""}, "model"),
+    ({"backend": {"kind": "vllm"}}, "backend.kind"),
+    ({"backend": {"num_thread": 0}}, "backend.num_thread"),
+    ({"servers": [{"name": "a", "port": 70000}]}, "servers[0].port"),
+    ({"servers": [{"name": "a", "port": 0}]}, "servers[0].port"),
+    ({"servers": [{"name": "a", "port": 11434}, {"name": "b", "port": 11434}]}, "servers[1].port"),
+    ({"servers": [{"name": "a"}, {"name": "a"}]}, "servers[1].name"),
+    ({"servers": [{"name": "a", "url": "http://x:1"}]}, "servers[0].url"),
+    (
+        {"backend": {"kind": "external"}, "servers": [{"name": "a", "url": "ftp://x"}]},
+        "servers[0].url",
+    ),
+    (
+        {"backend": {"kind": "external"}, "servers": [{"name": "a"}, {"name": "b"}]},
+        "servers[0].url",
+    ),
+    ({"agents": [{"name": "x", "workload": "collector", "server": "zzz"}]}, "agents[0].server"),
+    ({"agents": [{"name": "x", "workload": "nope", "server": "a"}]}, "agents[0].workload"),
+    ({"timeouts": {"request_s": -1}}, "timeouts.request_s"),
+    ({"contention": {"throughput_pct": 150}}, "contention.throughput_pct"),
+    ({"unknown_key": 1}, "unknown key"),
+    ({"workloads": {"w": {"calls": []}}}, "workloads.w.calls"),
+    (
+        {"workloads": {"w": {"calls": [{"prompt": "missing.md.j2", "num_predict": 4}]}}},
+        "workloads.w.calls[0].prompt",
+    ),
+    ({"report": {"reference": ["tr999"]}}, "report.reference[0]"),
+]
+
+
+@pytest.mark.parametrize(("change", "key"), BAD, ids=[k for _, k in BAD])
+def test_bad_study_keys_are_named(change, key):
+    with pytest.raises(ConfigError) as info:
+        study_from_dict(minimal(**change))
+    assert key in str(info.value)
+
+
+BAD_CONFIGS = [
+    (
+        [{"id": "c1", "scenario": "chimera_homo"}, {"id": "c1", "scenario": "chimera_homo"}],
+        "configs[1].id",
+    ),
+    ([{"id": "c1", "scenario": "unknown_scenario"}], "configs[0].scenario"),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": "big"}}}],
+        "num_ctx",
+    ),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"temprature": 0.5}}}],
+        "temprature",
+    ),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"ghost": {}}}],
+        "configs[0].options.ghost",
+    ),
+    (
+        [{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_predict": 5}}}],
+        "num_predict",
+    ),
+    ([{"id": "c 1", "scenario": "chimera_homo"}], "configs[0].id"),
+    ([], "configs"),
+]
+
+
+@pytest.mark.parametrize(("configs", "key"), BAD_CONFIGS, ids=[k for _, k in BAD_CONFIGS])
+def test_bad_configs_are_named(configs, key):
+    with pytest.raises(ConfigError) as info:
+        study_from_dict({"study": "t", "configs": configs})
+    assert key in str(info.value)
+
+
+def test_configs_and_import_exclude_each_other():
+    with pytest.raises(ConfigError):
+        study_from_dict({**minimal(), "import": {"format": "tr110"}})
+    with pytest.raises(ConfigError):
+        study_from_dict({"study": "t"})
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_study(bad)
