@@ -3,7 +3,7 @@
 #   snakemake                                            # the full study (config.yaml)
 #   snakemake --configfile workflow/studies/smoke.yaml   # another study, self-contained
 #
-# DAG: servers (started on demand) -> unload (per config) -> run (per config x run)
+# DAG: start_servers -> unload (per config) -> run (per config x run)
 #      -> aggregate -> statistics -> figures -> technical report.
 import os
 

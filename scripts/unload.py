@@ -6,4 +6,4 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with pipeline.script_logging(sm.log[0]):
     study = pipeline.load(sm.config)
     paths = pipeline.StudyPaths.of(study.name)
-    pipeline.unload_step(study, sm.wildcards.config, sm.output[0], paths)
+    pipeline.unload_step(study, sm.wildcards.config, sm.output[0], paths, sm.input.servers)

@@ -6,7 +6,9 @@ workflow's ``common.smk``, the steps and the tests.
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -19,6 +21,7 @@ from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
 from mabench.config import Study, study_from_dict
 from mabench.measure.client import OllamaClient, Timeouts
 from mabench.measure.isolation import force_unload
+from mabench.measure.protocol import check_servers, models_by_server
 from mabench.measure.records import write_json_atomic
 from mabench.servers.pool import ServerPool
 
@@ -38,6 +41,10 @@ class StudyPaths:
 
     def unload(self, config_id: str) -> Path:
         return self.root / "unload" / f"{config_id}.json"
+
+    def servers_up(self, config_id: str) -> Path:
+        """What ``start_servers`` found for a config (temporary: gone once its unload ran)."""
+        return self.root / "servers" / f"{config_id}.json"
 
     @property
     def tables(self) -> Path:
@@ -86,11 +93,66 @@ def load(config: Mapping[str, Any]) -> Study:
 
 
 def pool_for(study: Study, paths: StudyPaths) -> ServerPool:
-    return ServerPool(study, state_dir=paths.servers, log_dir=paths.logs / "servers")
+    """The study's server pool on this host (its server logs under logs/servers/<host>/)."""
+    host = socket.gethostname()
+    return ServerPool(study, state_dir=paths.servers, log_dir=paths.logs / "servers" / host)
 
 
-def unload_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths) -> None:
-    """The forced unload before a config's runs: every model on every server, verified."""
+def start_servers_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths) -> None:
+    """Server start-up before a config's measurement: start the study's servers on this host,
+    or reuse the ones this invocation already runs, and check that every server the config
+    uses answers and has its models. ``out`` describes them: names, URLs, versions, model
+    digests, threads, host, and which were started now."""
+    pool = pool_for(study, paths)
+    config = study.config(config_id)
+    needs = models_by_server(config)
+    checked_at = datetime.now(UTC).isoformat()
+    with pool.exclusive(), ExitStack() as stack:
+        urls = pool.acquire()
+        clients = {
+            n: stack.enter_context(OllamaClient(urls[n], Timeouts(**study.timeouts))) for n in needs
+        }
+        infos = check_servers(clients, urls, needs, study.backend_kind)
+    procs = pool.processes()
+    servers = [
+        {
+            **vars(info),
+            "models": sorted(needs[info.name]),
+            "threads": procs[info.name].threads if info.name in procs else None,
+            "started": info.name in pool.started,
+        }
+        for info in infos
+    ]
+    write_json_atomic(
+        out,
+        {
+            "kind": "mabench.servers",
+            "study": study.name,
+            "config_id": config_id,
+            "host": pool.host,
+            "backend": study.backend_kind,
+            "checked_at": checked_at,
+            "servers": servers,
+        },
+    )
+    for s in servers:
+        logging.getLogger(__name__).info(
+            "%s server %s at %s (%s, %s threads) has %s",
+            "started" if s["started"] else "reused",
+            s["name"],
+            s["url"],
+            s["version"],
+            s["threads"] if s["threads"] is not None else "server's default",
+            ", ".join(s["models"]),
+        )
+
+
+def unload_step(
+    study: Study, config_id: str, out: str | Path, paths: StudyPaths, servers_up: str | Path
+) -> None:
+    """The forced unload before a config's runs: every model on every server, verified.
+
+    The record keeps what server start-up found (``servers_up``, a temporary file)."""
     pool = pool_for(study, paths)
     timeouts = Timeouts(**study.timeouts)
     started_at = datetime.now(UTC).isoformat()
@@ -100,12 +162,14 @@ def unload_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths
         isolation = force_unload(clients)
     if not isolation.verified:
         raise RuntimeError(f"models still loaded after the forced unload: {isolation.loaded_after}")
+    up = json.loads(Path(servers_up).read_text(encoding="utf-8"))
     write_json_atomic(
         out,
         {
             "study": study.name,
             "config_id": config_id,
             "servers": urls,
+            "server_start": {k: up[k] for k in ("host", "checked_at", "servers")},
             "loaded_before": isolation.loaded_before,
             "loaded_after": isolation.loaded_after,
             "verified": isolation.verified,

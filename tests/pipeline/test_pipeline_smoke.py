@@ -95,7 +95,7 @@ def test_no_two_benchmark_jobs_overlapped(smoke_dir):
 
 def _server_ports(workdir: Path) -> list[int]:
     ports = []
-    for log in (workdir / "results" / "smoke" / "logs" / "servers").glob("*.log"):
+    for log in (workdir / "results" / "smoke" / "logs" / "servers").glob("*/*.log"):
         ports += [int(p) for p in re.findall(r"starting: .* --port (\d+)", log.read_text())]
     return ports
 
@@ -115,7 +115,34 @@ def test_no_server_process_remains(smoke_dir):
     ports = _server_ports(workdir)
     assert len(ports) == 2  # both servers were started, once each
     assert _leftovers(workdir, ports) == []
-    assert not (workdir / "results" / "smoke" / "servers" / "pool.json").exists()
+    assert not list((workdir / "results" / "smoke" / "servers").glob("pool-*.json"))
+
+
+def test_server_start_up_is_a_step_of_the_dag(tmp_path):
+    """`snakemake --dag` declares start_servers -> unload -> run for every config."""
+    dag = snakemake(tmp_path, "--dag", configfile=STUDIES / "smoke.yaml", check=True).stdout
+    label = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)", dag, flags=re.M))
+    edges = {(label[a], label[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dag, flags=re.M)}
+    assert {("start_servers", "unload"), ("unload", "run"), ("run", "aggregate")} <= edges
+    assert list(label.values()).count("start_servers") == len(STUDY.configs)
+    assert not (tmp_path / "results").exists()  # --dag runs nothing
+
+
+def test_server_start_up_is_recorded_with_each_config(smoke_dir):
+    workdir, _ = smoke_dir
+    out = workdir / "results" / "smoke"
+    assert not list((out / "servers").glob("test*.json")), "temporary descriptions are removed"
+    started = []
+    for cid in STUDY.config_ids:
+        up = json.loads((out / "unload" / f"{cid}.json").read_text())["server_start"]
+        assert up["host"] and up["checked_at"]
+        for s in up["servers"]:
+            assert s["url"].startswith("http://127.0.0.1:")
+            assert s["version"] and s["model_digest"] and s["model_size"] > 0
+            assert s["models"] == ["smollm2:135m"] and s["threads"] >= 1
+            started += [s["name"]] if s["started"] else []
+        assert (out / "logs" / "start_servers" / f"{cid}.log").is_file()
+    assert sorted(started) == ["a", "b"]  # started once, then reused by the next config
 
 
 def test_deleting_one_record_replans_exactly_that_run(smoke_dir):
@@ -178,4 +205,5 @@ def test_snakemake_html_report(smoke_dir):
     html = (workdir / "report.html").read_text(errors="replace")
     assert "technical_report.md" in html
     assert "efficiency_distribution.png" in html
+    assert "start_servers" in html  # the rule graph shows server start-up
     assert proc.returncode == 0

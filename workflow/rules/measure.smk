@@ -1,8 +1,26 @@
-# Measurement: the forced unload per config, then one job per config x run.
-# Servers are started by the first job that needs them and stopped when the workflow ends.
+# Measurement, per config: server start-up -> forced unload -> one job per run.
+# Server start-up starts the study's servers on this host (or reuses the ones this
+# invocation already runs) and checks the config's servers; its description is temporary,
+# so a later invocation starts servers again whenever a run must be measured. Servers stop
+# when the workflow ends, fails or is interrupted (and with their owner process, always).
+
+
+rule start_servers:
+    output:
+        temp("results/{study}/servers/{config}.json"),
+    log:
+        "results/{study}/logs/start_servers/{config}.log",
+    conda:
+        "../../envs/mabench.yaml"
+    resources:
+        bench_slot=1,
+    script:
+        "../../scripts/start_servers.py"
 
 
 rule unload:
+    input:
+        servers="results/{study}/servers/{config}.json",
     output:
         "results/{study}/unload/{config}.json",
     log:

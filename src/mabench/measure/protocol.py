@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-from mabench.config import Study
+from mabench.config import ConfigSpec, Study
 from mabench.measure import environment
 from mabench.measure.agents import Clock, build_plans, warmup_plan
 from mabench.measure.client import OllamaClient, Timeouts
@@ -64,6 +64,14 @@ def _step_failed(step: str, exc: OllamaError) -> RunFailed:
     info = exc.info()
     info = type(info)(**{**vars(info), "phase": step})
     return RunFailed(f"{step} failed on {exc.url}: {exc.message}", info)
+
+
+def models_by_server(config: ConfigSpec) -> dict[str, set[str]]:
+    """The servers a config's agents use (in roster order) and the models each must have."""
+    needs: dict[str, set[str]] = {}
+    for agent in config.agents:
+        needs.setdefault(agent.server, set()).add(agent.model)
+    return needs
 
 
 def check_servers(
@@ -127,17 +135,14 @@ def execute_run(
     corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
     plans = build_plans(study, config, dict(urls), corpus.summary)
     order = study.phase_order_for(run_index)
-    used = list(dict.fromkeys(a.server for a in config.agents))
-    needs: dict[str, set[str]] = {}
-    for a in config.agents:
-        needs.setdefault(a.server, set()).add(a.model)
+    needs = models_by_server(config)
 
     with ExitStack() as stack:
         clients = {
             name: stack.enter_context(OllamaClient(url, timeouts)) for name, url in urls.items()
         }
         # 1. every server answers and has the model
-        servers = check_servers({n: clients[n] for n in used}, urls, needs, backend)
+        servers = check_servers({n: clients[n] for n in needs}, urls, needs, backend)
         # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
         isolation = force_unload(clients, verify_timeout_s=min(timeouts.load_s, 60.0))
         if not isolation.verified:

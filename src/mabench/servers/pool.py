@@ -11,6 +11,9 @@ watchdog), stops them. A state file records who owns which server processes, so 
   ``backend.port_fallback`` allows it);
 - a server that died mid-study (crash, OOM, kill) is restarted for the next run.
 
+Pool state is per host (``pool-<host>.json``): on a cluster, each node starts, checks and
+stops only its own servers and never inspects or signals a PID that another host recorded.
+
 ``external`` studies start nothing: their URLs are only checked.
 """
 
@@ -21,6 +24,7 @@ import fcntl
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -85,6 +89,7 @@ class ServerProc:
     pid: int  # the supervisor's pid
     create_time: float
     log: str
+    threads: int | None = None  # llama.cpp threads (embedded); None: the server decides
 
     def alive(self) -> bool:
         return Owner(self.pid, self.create_time).alive()
@@ -167,12 +172,15 @@ class ServerPool:
         self.state_dir = Path(state_dir)
         self.log_dir = Path(log_dir)
         self.owner = owner or Owner.current()
-        self.state_path = self.state_dir / "pool.json"
+        self.host = socket.gethostname()
+        self.state_path = self.state_dir / f"pool-{self.host}.json"
+        #: names of the servers the last :meth:`acquire` started (the others were reused)
+        self.started: list[str] = []
 
     # -- state ---------------------------------------------------------------------------
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
-        return _flock(self.state_dir / "pool.lock")
+        return _flock(self.state_dir / f"pool-{self.host}.lock")
 
     def _read(self) -> tuple[Owner, dict[str, ServerProc]] | None:
         try:
@@ -187,6 +195,7 @@ class ServerPool:
             self.state_path,
             {
                 "study": self.study.name,
+                "host": self.host,
                 "backend": self.study.backend_kind,
                 "owner": asdict(self.owner),
                 "servers": [asdict(s) for s in servers.values()],
@@ -196,13 +205,24 @@ class ServerPool:
     # -- public --------------------------------------------------------------------------
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the study's bench slot: no two measurements (runs, unloads) ever overlap,
-        whatever the scheduler does (the profile's ``bench_slot=1`` is the first line of defence)."""
-        return _flock(self.state_dir / "bench.lock")
+        """Hold the bench slot: no two measurements (runs, unloads) on one host ever overlap,
+        whatever the scheduler does (the profile's ``bench_slot`` is the first line of defence).
+
+        Servers the pool starts live on this host, so the slot is per host; ``external``
+        servers are shared by every host, so their slot is one for the whole study."""
+        if self.study.backend_kind == "external":
+            return _flock(self.state_dir / "bench.lock")
+        return _flock(self.state_dir / f"bench-{self.host}.lock")
+
+    def processes(self) -> dict[str, ServerProc]:
+        """The servers this host's pool runs now (empty for ``external``)."""
+        state = self._read()
+        return {} if state is None else state[1]
 
     def acquire(self, names: list[str] | None = None) -> dict[str, str]:
         """URLs of the study's servers (``names``: only these must be up), starting them if needed."""
         wanted = [s for s in self.study.servers if names is None or s.name in names]
+        self.started = []
         if self.study.backend_kind == "external":
             return self._check_external(wanted)
         with self._locked():
@@ -233,6 +253,7 @@ class ServerPool:
                     )
                     _stop_trees([current])
                 servers[spec.name] = self._start(spec, taken={s.port for s in servers.values()})
+                self.started.append(spec.name)
                 self._write(servers)
             self._write(servers)
             return {s.name: servers[s.name].url for s in wanted}
@@ -292,6 +313,10 @@ class ServerPool:
         if setting != "auto":
             return int(setting)
         return max(1, (os.cpu_count() or 1) // len(self.study.servers))
+
+    def threads(self) -> int | None:
+        """llama.cpp threads each started server gets (embedded), or None (the server decides)."""
+        return self._threads_per_server() if self.study.backend_kind == "embedded" else None
 
     def command(self, spec: ServerSpec, host: str, port: int) -> tuple[list[str], dict[str, str]]:
         """The server command line and environment for one server of this study's backend."""
@@ -367,7 +392,13 @@ class ServerPool:
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = f"http://{url_host}:{port}"
         handle = ServerProc(
-            spec.name, url, port, proc.pid, psutil.Process(proc.pid).create_time(), str(log_path)
+            spec.name,
+            url,
+            port,
+            proc.pid,
+            psutil.Process(proc.pid).create_time(),
+            str(log_path),
+            self.threads(),
         )
         deadline = time.monotonic() + float(backend["startup_timeout_s"])
         while time.monotonic() < deadline:
