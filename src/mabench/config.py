@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from mabench.measure.ollama_api import Options, OptionsError
@@ -253,8 +254,6 @@ def _key_path(parts: Any) -> str:
 
 
 def _check_schema(data: dict[str, Any], schema: dict[str, Any], source: str) -> None:
-    import jsonschema
-
     validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors(data))
     if not errors:
@@ -314,39 +313,92 @@ def _resolve_prompt(name: str, base_dir: Path, where: str) -> Path:
 
 
 def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
+    """The typed study of a schema-valid, defaults-filled config: cross-references checked."""
     backend = data["backend"]
-    kind = backend["kind"]
+    servers = _build_servers(data["servers"], backend["kind"])
+    workloads = _build_workloads(data["workloads"], base_dir)
+    names = _Names(workloads=set(workloads), servers={s.name for s in servers})
+    default_roster = _build_roster(data["agents"], "agents", names, data["model"])
+    configs: list[ConfigSpec] = []
+    for i, c in enumerate(data.get("configs", [])):
+        where = f"configs[{i}]"
+        if any(x.id == c["id"] for x in configs):
+            raise ConfigError(f"{where}.id: duplicate config id {c['id']!r}")
+        roster = (
+            _build_roster(c["agents"], f"{where}.agents", names, data["model"])
+            if "agents" in c
+            else default_roster
+        )
+        configs.append(_build_config(c, where, data, roster))
+    _check_extra_models(backend, base_dir)
+    return Study(
+        name=data["study"],
+        description=data["description"],
+        runs=int(data["runs"]),
+        model=data["model"],
+        endpoint=data["endpoint"],
+        phase_order=data["phase_order"],
+        seed=int(data["seed"]),
+        backend=backend,
+        servers=servers,
+        timeouts={k: float(v) for k, v in data["timeouts"].items()},
+        retries=int(data["retries"]),
+        workloads=workloads,
+        corpus=_corpus_settings(data["corpus"], base_dir),
+        contention={k: float(v) for k, v in data["contention"].items()},
+        report=data["report"],
+        configs=tuple(configs),
+        raw=data,
+        base_dir=base_dir,
+        import_=_import_settings(data, base_dir),
+    )
 
+
+@dataclass(frozen=True)
+class _Names:
+    """What a roster may refer to: the declared workloads and servers."""
+
+    workloads: set[str]
+    servers: set[str]
+
+
+def _build_servers(items: list[dict[str, Any]], kind: str) -> tuple[ServerSpec, ...]:
     servers: list[ServerSpec] = []
     seen_ports: dict[int, str] = {}
-    for i, s in enumerate(data["servers"]):
+    for i, s in enumerate(items):
         where = f"servers[{i}]"
         if any(x.name == s["name"] for x in servers):
             raise ConfigError(f"{where}.name: duplicate server name {s['name']!r}")
-        port = None if s.get("port", "auto") == "auto" else int(s["port"])
-        if kind == "external":
-            if not s.get("url"):
+        spec = _server_spec(s, where, kind)
+        if spec.port is not None:
+            if spec.port in seen_ports:
                 raise ConfigError(
-                    f"{where}.url: backend.kind is external, so every server needs a url"
+                    f"{where}.port: port {spec.port} is also used by server {seen_ports[spec.port]!r}"
                 )
-            if "port" in s and s["port"] != "auto":
-                raise ConfigError(f"{where}.port: external servers are given by url, not port")
-        elif s.get("url"):
-            raise ConfigError(
-                f"{where}.url: only external servers take a url (backend.kind is {kind}); "
-                "give a port, or set backend.kind: external"
-            )
-        if port is not None:
-            if port in seen_ports:
-                raise ConfigError(
-                    f"{where}.port: port {port} is also used by server {seen_ports[port]!r}"
-                )
-            seen_ports[port] = s["name"]
-        servers.append(ServerSpec(name=s["name"], port=port, url=(s.get("url") or None)))
-    server_names = {s.name for s in servers}
+            seen_ports[spec.port] = spec.name
+        servers.append(spec)
+    return tuple(servers)
 
+
+def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
+    """One server entry: external servers are given by url, started ones by port."""
+    if kind == "external":
+        if not s.get("url"):
+            raise ConfigError(f"{where}.url: backend.kind is external, so every server needs a url")
+        if "port" in s and s["port"] != "auto":
+            raise ConfigError(f"{where}.port: external servers are given by url, not port")
+    elif s.get("url"):
+        raise ConfigError(
+            f"{where}.url: only external servers take a url (backend.kind is {kind}); "
+            "give a port, or set backend.kind: external"
+        )
+    port = None if s.get("port", "auto") == "auto" else int(s["port"])
+    return ServerSpec(name=s["name"], port=port, url=(s.get("url") or None))
+
+
+def _build_workloads(items: dict[str, Any], base_dir: Path) -> dict[str, Workload]:
     workloads: dict[str, Workload] = {}
-    for name, w in data["workloads"].items():
+    for name, w in items.items():
         calls = tuple(
             CallSpec(
                 prompt=_resolve_prompt(
@@ -357,111 +409,94 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
             for j, c in enumerate(w["calls"])
         )
         workloads[name] = Workload(name=name, calls=calls, system=w.get("system"))
+    return workloads
 
-    def roster(items: list[dict[str, Any]], where: str) -> tuple[AgentSpec, ...]:
-        agents: list[AgentSpec] = []
-        for j, a in enumerate(items):
-            here = f"{where}[{j}]"
-            if any(x.name == a["name"] for x in agents):
-                raise ConfigError(f"{here}.name: duplicate agent name {a['name']!r}")
-            if a["workload"] not in workloads:
-                known = ", ".join(sorted(workloads))
-                raise ConfigError(
-                    f"{here}.workload: unknown workload {a['workload']!r} (known: {known})"
-                )
-            if a["server"] not in server_names:
-                known = ", ".join(sorted(server_names))
-                raise ConfigError(
-                    f"{here}.server: unknown server {a['server']!r} (servers: {known})"
-                )
-            agents.append(
-                AgentSpec(
-                    name=a["name"],
-                    workload=a["workload"],
-                    server=a["server"],
-                    model=a.get("model", data["model"]),
-                )
-            )
-        return tuple(agents)
 
-    default_roster = roster(data["agents"], "agents")
-
-    configs: list[ConfigSpec] = []
-    scenarios = data["scenarios"]
-    for i, c in enumerate(data.get("configs", [])):
-        where = f"configs[{i}]"
-        if any(x.id == c["id"] for x in configs):
-            raise ConfigError(f"{where}.id: duplicate config id {c['id']!r}")
-        if c["scenario"] not in scenarios:
+def _build_roster(
+    items: list[dict[str, Any]], where: str, names: _Names, default_model: str
+) -> tuple[AgentSpec, ...]:
+    agents: list[AgentSpec] = []
+    for j, a in enumerate(items):
+        here = f"{where}[{j}]"
+        if any(x.name == a["name"] for x in agents):
+            raise ConfigError(f"{here}.name: duplicate agent name {a['name']!r}")
+        if a["workload"] not in names.workloads:
+            known = ", ".join(sorted(names.workloads))
             raise ConfigError(
-                f"{where}.scenario: unknown scenario {c['scenario']!r} (declared scenarios: "
-                f"{', '.join(scenarios)}; add it to `scenarios` if it is new)"
+                f"{here}.workload: unknown workload {a['workload']!r} (known: {known})"
             )
-        agents = roster(c["agents"], f"{where}.agents") if "agents" in c else default_roster
-        agent_names = {a.name for a in agents}
-        options: dict[str, Options] = {}
-        for agent, opts in c.get("options", {}).items():
-            if agent not in agent_names:
-                raise ConfigError(
-                    f"{where}.options.{agent}: no agent {agent!r} in this config "
-                    f"(agents: {', '.join(sorted(agent_names))})"
-                )
-            try:
-                options[agent] = Options.from_mapping(opts, unknown="error")
-            except OptionsError as exc:
-                raise ConfigError(f"{where}.options.{agent}: {exc.message}") from None
-            if options[agent].num_predict is not None:
-                raise ConfigError(
-                    f"{where}.options.{agent}.num_predict: set num_predict per call in `workloads`, "
-                    "not per agent"
-                )
-        configs.append(
-            ConfigSpec(
-                id=c["id"],
-                scenario=c["scenario"],
-                coordinator=c.get("coordinator", data["coordinator"]),
-                agents=agents,
-                options=options,
-                description=c.get("description", ""),
+        if a["server"] not in names.servers:
+            known = ", ".join(sorted(names.servers))
+            raise ConfigError(f"{here}.server: unknown server {a['server']!r} (servers: {known})")
+        agents.append(
+            AgentSpec(
+                name=a["name"],
+                workload=a["workload"],
+                server=a["server"],
+                model=a.get("model", default_model),
             )
         )
+    return tuple(agents)
 
+
+def _build_config(
+    c: dict[str, Any], where: str, data: dict[str, Any], agents: tuple[AgentSpec, ...]
+) -> ConfigSpec:
+    scenarios = data["scenarios"]
+    if c["scenario"] not in scenarios:
+        raise ConfigError(
+            f"{where}.scenario: unknown scenario {c['scenario']!r} (declared scenarios: "
+            f"{', '.join(scenarios)}; add it to `scenarios` if it is new)"
+        )
+    return ConfigSpec(
+        id=c["id"],
+        scenario=c["scenario"],
+        coordinator=c.get("coordinator", data["coordinator"]),
+        agents=agents,
+        options=_config_options(c.get("options", {}), where, {a.name for a in agents}),
+        description=c.get("description", ""),
+    )
+
+
+def _config_options(items: dict[str, Any], where: str, agent_names: set[str]) -> dict[str, Options]:
+    """A config's options per agent: known keys, right types, num_predict left to workloads."""
+    options: dict[str, Options] = {}
+    for agent, opts in items.items():
+        if agent not in agent_names:
+            raise ConfigError(
+                f"{where}.options.{agent}: no agent {agent!r} in this config "
+                f"(agents: {', '.join(sorted(agent_names))})"
+            )
+        try:
+            options[agent] = Options.from_mapping(opts, unknown="error")
+        except OptionsError as exc:
+            raise ConfigError(f"{where}.options.{agent}: {exc.message}") from None
+        if options[agent].num_predict is not None:
+            raise ConfigError(
+                f"{where}.options.{agent}.num_predict: set num_predict per call in `workloads`, "
+                "not per agent"
+            )
+    return options
+
+
+def _check_extra_models(backend: dict[str, Any], base_dir: Path) -> None:
     for name, path in backend.get("models", {}).items():
-        if kind != "embedded":
+        if backend["kind"] != "embedded":
             raise ConfigError(
                 f"backend.models.{name}: extra GGUF files are for the embedded backend only"
             )
         if not (base_dir / path).is_file():
             raise ConfigError(f"backend.models.{name}: GGUF file {base_dir / path} does not exist")
 
-    corpus = dict(data["corpus"])
+
+def _corpus_settings(corpus: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    corpus = dict(corpus)
     if corpus.get("path") is not None:
         cpath = (base_dir / corpus["path"]).resolve()
         if not cpath.is_dir():
             raise ConfigError(f"corpus.path: {cpath} is not a folder")
         corpus["path"] = str(cpath)
-
-    return Study(
-        name=data["study"],
-        description=data["description"],
-        runs=int(data["runs"]),
-        model=data["model"],
-        endpoint=data["endpoint"],
-        phase_order=data["phase_order"],
-        seed=int(data["seed"]),
-        backend=backend,
-        servers=tuple(servers),
-        timeouts={k: float(v) for k, v in data["timeouts"].items()},
-        retries=int(data["retries"]),
-        workloads=workloads,
-        corpus=corpus,
-        contention={k: float(v) for k, v in data["contention"].items()},
-        report=data["report"],
-        configs=tuple(configs),
-        raw=data,
-        base_dir=base_dir,
-        import_=_import_settings(data, base_dir),
-    )
+    return corpus
 
 
 def _import_settings(data: dict[str, Any], base_dir: Path) -> dict[str, Any] | None:

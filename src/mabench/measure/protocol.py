@@ -15,26 +15,30 @@ step or phase and the agent; nothing is returned that looks like a complete run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from mabench.config import ConfigSpec, Study
 from mabench.measure import environment
-from mabench.measure.agents import Clock, build_plans, warmup_plan
-from mabench.measure.client import OllamaClient, Timeouts
-from mabench.measure.coordinators import open_coordinator
+from mabench.measure.agents import AgentPlan, Clock, build_plans, warmup_plan
+from mabench.measure.client import LoadResult, OllamaClient, Timeouts
+from mabench.measure.coordinators import PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
 from mabench.measure.errors import IsolationError, OllamaError, RunFailed, ServerSetupError
 from mabench.measure.isolation import force_unload
 from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import (
     CONCURRENT,
+    CallRecord,
+    Isolation,
     LoadRecord,
     Protocol,
     RunRecord,
     ServerInfo,
+    Span,
     Topology,
 )
 
@@ -126,7 +130,6 @@ def execute_run(
 ) -> RunRecord:
     """Measure one run of ``config_id`` against the servers at ``urls`` (server name → URL)."""
     config = study.config(config_id)
-    backend = backend or study.backend_kind
     missing = sorted({a.server for a in config.agents} - set(urls))
     if missing:
         raise ServerSetupError(f"no URL for server(s) {', '.join(missing)} of config {config_id!r}")
@@ -134,66 +137,14 @@ def execute_run(
     started_at = _now_iso()
     corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
     plans = build_plans(study, config, dict(urls), corpus.summary)
+    prepared = prepare_servers(config, plans, urls, timeouts, backend or study.backend_kind)
     order = study.phase_order_for(run_index)
-    needs = models_by_server(config)
-
-    with ExitStack() as stack:
-        clients = {
-            name: stack.enter_context(OllamaClient(url, timeouts)) for name, url in urls.items()
-        }
-        # 1. every server answers and has the model
-        servers = check_servers({n: clients[n] for n in needs}, urls, needs, backend)
-        # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
-        isolation = force_unload(clients, verify_timeout_s=min(timeouts.load_s, 60.0))
-        if not isolation.verified:
-            raise IsolationError(
-                f"models still loaded after the forced unload: {isolation.loaded_after}; "
-                "another client may be using these servers"
-            )
-        # 3. load each agent's model with its options
-        loaded = []
-        for plan in plans:
-            try:
-                client = clients[plan.info.server]
-                loaded.append(client.load(plan.info.model, plan.info.options, keep_alive=-1))
-            except OllamaError as exc:
-                raise _step_failed("load", exc) from exc
-
-    # ... then, with one client (and connection) per agent for the whole run: warm every
-    # agent's code path up, unmeasured, and run the measured phases (4 and 5) in this order
-    clock = Clock()
-    phases, spans, calls = [], [], []
-    with open_coordinator(config.coordinator, timeouts) as coordinator:
-        warm = coordinator.run_phase(
-            [warmup_plan(p) for p in plans], WARMUP, concurrent=False, clock=Clock()
-        )
-        for phase in order:
-            log.info("%s run %d: %s phase", config_id, run_index, phase)
-            outcome = coordinator.run_phase(
-                plans, phase, concurrent=(phase == CONCURRENT), clock=clock
-            )
-            phases.append(outcome.phase)
-            spans.extend(outcome.agent_spans)
-            calls.extend(outcome.calls)
-    warm_ns = {s.agent: s.wall_ns for s in warm.agent_spans}
-    loads = [
-        LoadRecord(
-            agent=plan.name,
-            server=plan.info.server,
-            model=plan.info.model,
-            options=plan.info.options,
-            load_duration_ns=res.load_duration_ns,
-            wall_ns=res.wall_ns,
-            warmup_wall_ns=warm_ns[plan.name],
-        )
-        for plan, res in zip(plans, loaded, strict=True)
-    ]
-
+    measured = measure_phases(config, plans, order, timeouts, label=f"{config_id} run {run_index}")
     metrics = compute_run_metrics(
         [p.info for p in plans],
-        calls,
-        phases,
-        spans,
+        measured.calls,
+        measured.phases,
+        measured.spans,
         legacy_speedup=study.contention["legacy_speedup"],
         ttft_ms=study.contention["ttft_ms"],
         throughput_pct=study.contention["throughput_pct"],
@@ -213,12 +164,109 @@ def execute_run(
             request_timeout_s=timeouts.request_s,
             seed=study.seed,
         ),
-        topology=Topology(servers=servers, agents=[p.info for p in plans]),
-        isolation=isolation,
-        loads=loads,
-        phases=phases,
-        agent_spans=spans,
-        calls=calls,
+        topology=Topology(servers=prepared.servers, agents=[p.info for p in plans]),
+        isolation=prepared.isolation,
+        loads=load_records(plans, prepared.loaded, measured.warmup),
+        phases=measured.phases,
+        agent_spans=measured.spans,
+        calls=measured.calls,
         environment=environment.capture(study.config_hash(config_id)),
         metrics=metrics,
     )
+
+
+@dataclass(frozen=True)
+class PreparedServers:
+    """Steps 1-3: the servers checked, the isolation evidence, each agent's model load."""
+
+    servers: list[ServerInfo]
+    isolation: Isolation
+    loaded: list[LoadResult]
+
+
+def prepare_servers(
+    config: ConfigSpec,
+    plans: Sequence[AgentPlan],
+    urls: Mapping[str, str],
+    timeouts: Timeouts,
+    backend: str,
+) -> PreparedServers:
+    """Steps 1-3 of the protocol, on every server at ``urls``."""
+    needs = models_by_server(config)
+    with ExitStack() as stack:
+        clients = {
+            name: stack.enter_context(OllamaClient(url, timeouts)) for name, url in urls.items()
+        }
+        # 1. every server answers and has the model
+        servers = check_servers({n: clients[n] for n in needs}, urls, needs, backend)
+        # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
+        isolation = force_unload(clients, verify_timeout_s=min(timeouts.load_s, 60.0))
+        if not isolation.verified:
+            raise IsolationError(
+                f"models still loaded after the forced unload: {isolation.loaded_after}; "
+                "another client may be using these servers"
+            )
+        # 3. load each agent's model with its options
+        loaded = [load_agent_model(clients[p.info.server], p) for p in plans]
+    return PreparedServers(servers, isolation, loaded)
+
+
+def load_agent_model(client: OllamaClient, plan: AgentPlan) -> LoadResult:
+    try:
+        return client.load(plan.info.model, plan.info.options, keep_alive=-1)
+    except OllamaError as exc:
+        raise _step_failed("load", exc) from exc
+
+
+@dataclass(frozen=True)
+class MeasuredPhases:
+    """Steps 4 and 5: the phases' spans, each agent's span per phase, every call."""
+
+    phases: list[Span]
+    spans: list[Span]
+    calls: list[CallRecord]
+    warmup: PhaseOutcome
+
+
+def measure_phases(
+    config: ConfigSpec,
+    plans: Sequence[AgentPlan],
+    order: Sequence[str],
+    timeouts: Timeouts,
+    label: str,
+) -> MeasuredPhases:
+    """With one client (and connection) per agent for the whole run: warm every agent's code
+    path up, unmeasured, then run the measured phases in ``order``."""
+    clock = Clock()
+    phases, spans, calls = [], [], []
+    with open_coordinator(config.coordinator, timeouts) as coordinator:
+        warm = coordinator.run_phase(
+            [warmup_plan(p) for p in plans], WARMUP, concurrent=False, clock=Clock()
+        )
+        for phase in order:
+            log.info("%s: %s phase", label, phase)
+            outcome = coordinator.run_phase(
+                plans, phase, concurrent=(phase == CONCURRENT), clock=clock
+            )
+            phases.append(outcome.phase)
+            spans.extend(outcome.agent_spans)
+            calls.extend(outcome.calls)
+    return MeasuredPhases(phases, spans, calls, warm)
+
+
+def load_records(
+    plans: Sequence[AgentPlan], loaded: Sequence[LoadResult], warmup: PhaseOutcome
+) -> list[LoadRecord]:
+    warm_ns = {s.agent: s.wall_ns for s in warmup.agent_spans}
+    return [
+        LoadRecord(
+            agent=plan.name,
+            server=plan.info.server,
+            model=plan.info.model,
+            options=plan.info.options,
+            load_duration_ns=res.load_duration_ns,
+            wall_ns=res.wall_ns,
+            warmup_wall_ns=warm_ns[plan.name],
+        )
+        for plan, res in zip(plans, loaded, strict=True)
+    ]
