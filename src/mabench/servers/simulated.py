@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -104,33 +105,77 @@ def _claim(path: str) -> bool:
     return True
 
 
-def build_app(settings: SimSettings) -> Starlette:
-    state = SimState(settings)
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
 
-    async def root(_: Request) -> Response:
+def _with_text(obj: dict[str, Any], piece: str, chat: bool) -> dict[str, Any]:
+    """``obj`` plus its text: a chat message or a generate response."""
+    obj.update(
+        {"message": {"role": "assistant", "content": piece}} if chat else {"response": piece}
+    )
+    return obj
+
+
+def _ndjson(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """One generation request as the simulated server serves it."""
+
+    model: str
+    chat: bool
+    options: Options
+    n_tokens: int
+    prompt_tokens: int
+    fault: str
+
+
+class SimServer:
+    """The routes of one simulated server; its state lives as long as the app."""
+
+    def __init__(self, settings: SimSettings) -> None:
+        self.settings = settings
+        self.state = SimState(settings)
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/", self.root, methods=["GET", "HEAD"]),
+            Route("/api/version", self.version),
+            Route("/api/tags", self.tags),
+            Route("/api/ps", self.ps),
+            Route("/api/show", self.show, methods=["POST"]),
+            Route("/api/pull", self.pull, methods=["POST"]),
+            Route("/api/generate", self.generate, methods=["POST"]),
+            Route("/api/chat", self.chat, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+    # -- management ------------------------------------------------------------------------
+
+    async def root(self, _: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
-    async def version(_: Request) -> Response:
-        return JSONResponse({"version": f"sim-{settings.mode}"})
+    async def version(self, _: Request) -> Response:
+        return JSONResponse({"version": f"sim-{self.settings.mode}"})
 
-    async def tags(_: Request) -> Response:
-        return JSONResponse({"models": [_model_entry(m) for m in settings.models]})
+    async def tags(self, _: Request) -> Response:
+        return JSONResponse({"models": [_model_entry(m) for m in self.settings.models]})
 
-    async def ps(_: Request) -> Response:
+    async def ps(self, _: Request) -> Response:
         expires = (datetime.now(UTC) + timedelta(days=365)).isoformat()
         models = [
             {**_model_entry(m), "expires_at": expires, "size_vram": 0, "context_length": 4096}
-            for m in state.loaded
+            for m in self.state.loaded
         ]
         return JSONResponse({"models": models})
 
-    async def show(request: Request) -> Response:
+    async def show(self, request: Request) -> Response:
         body = await request.json()
-        if body.get("model") not in settings.models:
-            return error(404, f"model '{body.get('model')}' not found")
+        if body.get("model") not in self.settings.models:
+            return _error(404, f"model '{body.get('model')}' not found")
         return JSONResponse(
             {
                 "details": _model_entry(body["model"])["details"],
@@ -139,151 +184,149 @@ def build_app(settings: SimSettings) -> Starlette:
             }
         )
 
-    async def ensure_loaded(model: str, options: Options) -> int:
-        runner = options.runner()
-        if state.loaded.get(model) == runner:
-            return 0
-        t0 = time.perf_counter_ns()
-        await asyncio.sleep(settings.load_ms / 1000)
-        state.loaded[model] = runner
-        return time.perf_counter_ns() - t0
-
-    async def generation(request: Request, chat: bool) -> Response:
-        try:
-            body = json.loads(await request.body())
-            req = ChatRequest.from_json(body) if chat else GenerateRequest.from_json(body)
-        except ValueError as exc:
-            status = exc.status if isinstance(exc, RequestError) else 400
-            return error(status, str(exc))
-        if req.model not in settings.models:
-            return error(404, f"model '{req.model}' not found")
-        empty = not req.messages if chat else not req.prompt
-        if empty:
-            if req.keep_alive.unload_now:
-                state.loaded.pop(req.model, None)
-                reason, load_ns = "unload", 0
-            else:
-                reason, load_ns = "load", await ensure_loaded(req.model, req.options)
-            final = {
-                "model": req.model,
-                "created_at": _now(),
-                "done": True,
-                "done_reason": reason,
-                "load_duration": load_ns,
-            }
-            final.update(
-                {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
-            )
-            return JSONResponse(final)
-
-        state.generations += 1
-        fault = settings.fault if state.generations > settings.fault_after else "none"
-        if fault != "none" and settings.fault_once and not _claim(settings.fault_once):
-            fault = "none"
-        if fault == "http500":
-            return error(500, "simulated internal error")
-        n_tokens = (
-            req.options.num_predict
-            if req.options.num_predict and req.options.num_predict > 0
-            else settings.default_tokens
-        )
-        prompt_tokens = max(
-            1, len((req.prompt if not chat else " ".join(m.content for m in req.messages)).split())
-        )
-
-        def chunk(piece: str) -> bytes:
-            obj: dict[str, Any] = {"model": req.model, "created_at": _now(), "done": False}
-            obj.update(
-                {"message": {"role": "assistant", "content": piece}}
-                if chat
-                else {"response": piece}
-            )
-            return (json.dumps(obj) + "\n").encode()
-
-        async def stream() -> AsyncIterator[bytes]:
-            if settings.mode == "serialized":
-                await state.lock.acquire()
-            try:
-                t0 = time.perf_counter()
-                load_ns = await ensure_loaded(req.model, req.options)
-                start = time.perf_counter()
-                if fault == "hang":
-                    await asyncio.sleep(10**6)
-                for i in range(n_tokens):
-                    deadline = start + (settings.ttft_ms + i * settings.token_ms) / 1000
-                    await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-                    if i == 2 and fault == "stall":
-                        await asyncio.sleep(10**6)
-                    if i == 1 and fault == "invalid_json":
-                        yield b'{"model": "broken", "done": fal\n'
-                        return
-                    if i == 1 and fault == "midstream_error":
-                        yield b'{"error": "simulated failure during generation"}\n'
-                        return
-                    if i == 1 and fault == "die":
-                        os._exit(17)
-                    yield chunk(f"tok{i} ")
-                if fault == "truncate":
-                    return
-                end = time.perf_counter()
-                final: dict[str, Any] = {
-                    "model": req.model,
-                    "created_at": _now(),
-                    "done": True,
-                    "done_reason": "length",
-                }
-                final.update(
-                    {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
-                )
-                if fault != "no_metrics":
-                    eval_ns = int(n_tokens * settings.token_ms * 1e6)
-                    final.update(
-                        total_duration=int((end - t0) * 1e9),
-                        load_duration=load_ns,
-                        prompt_eval_count=prompt_tokens,
-                        prompt_eval_duration=max(
-                            0, int((settings.ttft_ms - settings.token_ms) * 1e6)
-                        ),
-                        eval_count=n_tokens,
-                        eval_duration=eval_ns,
-                    )
-                yield (json.dumps(final) + "\n").encode()
-            finally:
-                if settings.mode == "serialized":
-                    state.lock.release()
-
-        return StreamingResponse(stream(), media_type="application/x-ndjson")
-
-    async def pull(request: Request) -> Response:
+    async def pull(self, request: Request) -> Response:
         body = json.loads(await request.body() or b"{}")
         name = body.get("model") or body.get("name")
 
         async def progress() -> AsyncIterator[bytes]:
             yield b'{"status": "pulling manifest"}\n'
-            if name in settings.models:
+            if name in self.settings.models:
                 yield b'{"status": "success"}\n'
             else:
                 yield b'{"error": "pull model manifest: file does not exist"}\n'
 
         return StreamingResponse(progress(), media_type="application/x-ndjson")
 
-    async def generate(request: Request) -> Response:
-        return await generation(request, chat=False)
+    # -- generation ------------------------------------------------------------------------
 
-    async def chat(request: Request) -> Response:
-        return await generation(request, chat=True)
+    async def generate(self, request: Request) -> Response:
+        return await self.generation(request, chat=False)
 
-    routes = [
-        Route("/", root, methods=["GET", "HEAD"]),
-        Route("/api/version", version),
-        Route("/api/tags", tags),
-        Route("/api/ps", ps),
-        Route("/api/show", show, methods=["POST"]),
-        Route("/api/pull", pull, methods=["POST"]),
-        Route("/api/generate", generate, methods=["POST"]),
-        Route("/api/chat", chat, methods=["POST"]),
-    ]
-    return Starlette(routes=routes)
+    async def chat(self, request: Request) -> Response:
+        return await self.generation(request, chat=True)
+
+    async def ensure_loaded(self, model: str, options: Options) -> int:
+        """Load ``model`` with ``options``' runner options unless so loaded; the load's ns."""
+        runner = options.runner()
+        if self.state.loaded.get(model) == runner:
+            return 0
+        t0 = time.perf_counter_ns()
+        await asyncio.sleep(self.settings.load_ms / 1000)
+        self.state.loaded[model] = runner
+        return time.perf_counter_ns() - t0
+
+    async def generation(self, request: Request, chat: bool) -> Response:
+        try:
+            body = json.loads(await request.body())
+            req = ChatRequest.from_json(body) if chat else GenerateRequest.from_json(body)
+        except ValueError as exc:
+            status = exc.status if isinstance(exc, RequestError) else 400
+            return _error(status, str(exc))
+        if req.model not in self.settings.models:
+            return _error(404, f"model '{req.model}' not found")
+        if not (req.messages if chat else req.prompt):
+            return await self.load_or_unload(req, chat)
+        gen = self.plan(req, chat)
+        if gen.fault == "http500":
+            return _error(500, "simulated internal error")
+        return StreamingResponse(self.stream(gen), media_type="application/x-ndjson")
+
+    async def load_or_unload(self, req: ChatRequest | GenerateRequest, chat: bool) -> Response:
+        """An empty prompt loads the model (or unloads it, with keep_alive 0), as in Ollama."""
+        if req.keep_alive.unload_now:
+            self.state.loaded.pop(req.model, None)
+            reason, load_ns = "unload", 0
+        else:
+            reason, load_ns = "load", await self.ensure_loaded(req.model, req.options)
+        final = {
+            "model": req.model,
+            "created_at": _now(),
+            "done": True,
+            "done_reason": reason,
+            "load_duration": load_ns,
+        }
+        return JSONResponse(_with_text(final, "", chat))
+
+    def plan(self, req: ChatRequest | GenerateRequest, chat: bool) -> _Generation:
+        """What this request generates, and which fault (if any) it meets."""
+        self.state.generations += 1
+        settings = self.settings
+        fault = settings.fault if self.state.generations > settings.fault_after else "none"
+        if fault != "none" and settings.fault_once and not _claim(settings.fault_once):
+            fault = "none"
+        asked = req.options.num_predict
+        text = " ".join(m.content for m in req.messages) if chat else req.prompt
+        return _Generation(
+            model=req.model,
+            chat=chat,
+            options=req.options,
+            n_tokens=asked if asked and asked > 0 else settings.default_tokens,
+            prompt_tokens=max(1, len(text.split())),
+            fault=fault,
+        )
+
+    async def stream(self, gen: _Generation) -> AsyncIterator[bytes]:
+        """The NDJSON stream: one token every ``token_ms`` after ``ttft_ms``, then metrics."""
+        serialized = self.settings.mode == "serialized"
+        if serialized:
+            await self.state.lock.acquire()
+        try:
+            t0 = time.perf_counter()
+            load_ns = await self.ensure_loaded(gen.model, gen.options)
+            start = time.perf_counter()
+            if gen.fault == "hang":
+                await asyncio.sleep(10**6)
+            for i in range(gen.n_tokens):
+                deadline = start + (self.settings.ttft_ms + i * self.settings.token_ms) / 1000
+                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+                broken = await self.token_fault(gen.fault, i)
+                if broken is not None:
+                    yield broken
+                    return
+                chunk = {"model": gen.model, "created_at": _now(), "done": False}
+                yield _ndjson(_with_text(chunk, f"tok{i} ", gen.chat))
+            if gen.fault != "truncate":
+                yield _ndjson(self.final_chunk(gen, t0, load_ns))
+        finally:
+            if serialized:
+                self.state.lock.release()
+
+    @staticmethod
+    async def token_fault(fault: str, i: int) -> bytes | None:
+        """The fault that strikes at token ``i``: bytes that end the stream, or None."""
+        if i == 2 and fault == "stall":
+            await asyncio.sleep(10**6)
+        if i == 1 and fault == "invalid_json":
+            return b'{"model": "broken", "done": fal\n'
+        if i == 1 and fault == "midstream_error":
+            return b'{"error": "simulated failure during generation"}\n'
+        if i == 1 and fault == "die":
+            os._exit(17)
+        return None
+
+    def final_chunk(self, gen: _Generation, t0: float, load_ns: int) -> dict[str, Any]:
+        settings = self.settings
+        final: dict[str, Any] = {
+            "model": gen.model,
+            "created_at": _now(),
+            "done": True,
+            "done_reason": "length",
+        }
+        _with_text(final, "", gen.chat)
+        if gen.fault != "no_metrics":
+            final.update(
+                total_duration=int((time.perf_counter() - t0) * 1e9),
+                load_duration=load_ns,
+                prompt_eval_count=gen.prompt_tokens,
+                prompt_eval_duration=max(0, int((settings.ttft_ms - settings.token_ms) * 1e6)),
+                eval_count=gen.n_tokens,
+                eval_duration=int(gen.n_tokens * settings.token_ms * 1e6),
+            )
+        return final
+
+
+def build_app(settings: SimSettings) -> Starlette:
+    return SimServer(settings).app()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -311,8 +354,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import uvicorn
-
     settings = SimSettings(
         ttft_ms=args.ttft_ms,
         token_ms=args.token_ms,
