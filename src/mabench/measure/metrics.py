@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from statistics import fmean
 
 from mabench.measure.records import (
@@ -73,6 +73,64 @@ def _pair(agents: Sequence[AgentInfo]) -> tuple[str, str] | None:
     return None
 
 
+def agent_metrics(
+    agent: AgentInfo, calls: Sequence[CallRecord], span: Mapping[tuple[str, str | None], float]
+) -> AgentMetrics:
+    """One agent's walls, slowdown, throughputs and TTFTs in each phase."""
+    solo_calls = [c for c in calls if c.agent == agent.name and c.phase == SOLO]
+    conc_calls = [c for c in calls if c.agent == agent.name and c.phase == CONCURRENT]
+    solo_wall = span.get((SOLO, agent.name))
+    conc_wall = span.get((CONCURRENT, agent.name))
+    return AgentMetrics(
+        agent=agent.name,
+        server=agent.server,
+        solo_wall_s=solo_wall,
+        concurrent_wall_s=conc_wall,
+        slowdown=_ratio(conc_wall, solo_wall),
+        solo_tps=server_tps(solo_calls),
+        concurrent_tps=server_tps(conc_calls),
+        solo_client_tps=client_decode_tps(solo_calls),
+        concurrent_client_tps=client_decode_tps(conc_calls),
+        solo_ttft_ms=mean_ttft_ms(solo_calls),
+        concurrent_ttft_ms=mean_ttft_ms(conc_calls),
+    )
+
+
+def _deltas(
+    agents: Sequence[AgentInfo], per_agent: Sequence[AgentMetrics]
+) -> tuple[float | None, float | None]:
+    """throughput_delta and ttft_delta_ms: first minus second agent of the pair, concurrent."""
+    pair = _pair(agents)
+    if not pair:
+        return None, None
+    by_name = {m.agent: m for m in per_agent}
+    first, second = by_name[pair[0]], by_name[pair[1]]
+    tput = ttft = None
+    if first.concurrent_tps is not None and second.concurrent_tps is not None:
+        tput = first.concurrent_tps - second.concurrent_tps
+    if first.concurrent_ttft_ms is not None and second.concurrent_ttft_ms is not None:
+        ttft = first.concurrent_ttft_ms - second.concurrent_ttft_ms
+    return tput, ttft
+
+
+def _ttft_contention(per_agent: Sequence[AgentMetrics], ttft_ms: float) -> bool:
+    return any(
+        m.solo_ttft_ms is not None
+        and m.concurrent_ttft_ms is not None
+        and m.concurrent_ttft_ms > m.solo_ttft_ms + ttft_ms
+        for m in per_agent
+    )
+
+
+def _throughput_contention(per_agent: Sequence[AgentMetrics], throughput_pct: float) -> bool:
+    return any(
+        m.solo_tps is not None
+        and m.concurrent_tps is not None
+        and m.concurrent_tps < throughput_pct / 100.0 * m.solo_tps
+        for m in per_agent
+    )
+
+
 def compute_run_metrics(
     agents: Sequence[AgentInfo],
     calls: Sequence[CallRecord],
@@ -89,28 +147,7 @@ def compute_run_metrics(
     if CONCURRENT not in phase_wall:
         raise ValueError("a run needs a concurrent phase")
     span = {(s.phase, s.agent): s.wall_ns / NS for s in agent_spans}
-
-    per_agent: list[AgentMetrics] = []
-    for a in agents:
-        solo_calls = [c for c in calls if c.agent == a.name and c.phase == SOLO]
-        conc_calls = [c for c in calls if c.agent == a.name and c.phase == CONCURRENT]
-        solo_wall = span.get((SOLO, a.name))
-        conc_wall = span.get((CONCURRENT, a.name))
-        per_agent.append(
-            AgentMetrics(
-                agent=a.name,
-                server=a.server,
-                solo_wall_s=solo_wall,
-                concurrent_wall_s=conc_wall,
-                slowdown=_ratio(conc_wall, solo_wall),
-                solo_tps=server_tps(solo_calls),
-                concurrent_tps=server_tps(conc_calls),
-                solo_client_tps=client_decode_tps(solo_calls),
-                concurrent_client_tps=client_decode_tps(conc_calls),
-                solo_ttft_ms=mean_ttft_ms(solo_calls),
-                concurrent_ttft_ms=mean_ttft_ms(conc_calls),
-            )
-        )
+    per_agent = [agent_metrics(a, calls, span) for a in agents]
 
     wall = phase_wall[CONCURRENT]
     conc_sum = sum(m.concurrent_wall_s or 0.0 for m in per_agent)
@@ -119,32 +156,7 @@ def compute_run_metrics(
     seed = conc_sum / wall
     true = _ratio(solo_sum, wall)
     longest = max((m.concurrent_wall_s or 0.0) for m in per_agent)
-
-    by_name = {m.agent: m for m in per_agent}
-    pair = _pair(agents)
-    tput_delta = ttft_delta = None
-    if pair:
-        first, second = by_name[pair[0]], by_name[pair[1]]
-        if first.concurrent_tps is not None and second.concurrent_tps is not None:
-            tput_delta = first.concurrent_tps - second.concurrent_tps
-        if first.concurrent_ttft_ms is not None and second.concurrent_ttft_ms is not None:
-            ttft_delta = first.concurrent_ttft_ms - second.concurrent_ttft_ms
-
-    ttft_flag = tput_flag = None
-    if has_solo:
-        ttft_flag = any(
-            m.solo_ttft_ms is not None
-            and m.concurrent_ttft_ms is not None
-            and m.concurrent_ttft_ms > m.solo_ttft_ms + ttft_ms
-            for m in per_agent
-        )
-        tput_flag = any(
-            m.solo_tps is not None
-            and m.concurrent_tps is not None
-            and m.concurrent_tps < throughput_pct / 100.0 * m.solo_tps
-            for m in per_agent
-        )
-
+    tput_delta, ttft_delta = _deltas(agents, per_agent)
     return RunMetrics(
         n_agents=n,
         concurrent_wall_s=wall,
@@ -158,7 +170,9 @@ def compute_run_metrics(
         throughput_delta=tput_delta,
         ttft_delta_ms=ttft_delta,
         contention_legacy=seed < legacy_speedup * n / 2,
-        contention_ttft=ttft_flag,
-        contention_throughput=tput_flag,
+        contention_ttft=_ttft_contention(per_agent, ttft_ms) if has_solo else None,
+        contention_throughput=(
+            _throughput_contention(per_agent, throughput_pct) if has_solo else None
+        ),
         agents=per_agent,
     )
