@@ -342,24 +342,48 @@ class ServerPool:
         return [backend["ollama_binary"], "serve"], env
 
     def _start(self, spec: ServerSpec, taken: set[int]) -> ServerProc:
-        backend = self.study.backend
-        host = backend["host"]
+        """Start one server under its watchdog and wait until it answers."""
+        host = self.study.backend["host"]
         if not is_loopback(host):
             print(
                 f"mabench: warning: servers will listen on non-loopback address {host}",
                 file=sys.stderr,
             )
+        port = self._port_for(spec, host, taken)
+        cmd, env = self.command(spec, host, port)
+        log_path = self.log_dir / f"{spec.name}.log"
+        proc = self._spawn_supervised(spec, cmd, env, log_path)
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        handle = ServerProc(
+            spec.name,
+            f"http://{url_host}:{port}",
+            port,
+            proc.pid,
+            psutil.Process(proc.pid).create_time(),
+            str(log_path),
+            self.threads(),
+        )
+        self._wait_ready(handle, proc, cmd)
+        return handle
+
+    def _port_for(self, spec: ServerSpec, host: str, taken: set[int]) -> int:
+        """The declared port, or a free one; a taken declared port is an error unless
+        ``backend.port_fallback`` allows a free one instead."""
         port = spec.port if spec.port is not None else free_port(host)
         if port in taken or port_in_use(port, host):
-            if not backend["port_fallback"]:
+            if not self.study.backend["port_fallback"]:
                 raise ServerSetupError(
                     f"port {port} of server {spec.name!r} is already in use by {_port_owner(port)}; stop that "
                     "program, choose another port in servers[].port, or set backend.port_fallback: true"
                 )
             port = free_port(host)
-        cmd, env = self.command(spec, host, port)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{spec.name}.log"
+        return port
+
+    def _spawn_supervised(
+        self, spec: ServerSpec, cmd: list[str], env: dict[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        """``cmd`` under :mod:`mabench.servers.supervise`, in its own session, logging to
+        ``log_path``: it dies with this pool's owner however the owner ends."""
         supervisor = [
             sys.executable,
             "-m",
@@ -371,13 +395,14 @@ class ServerPool:
             "--",
             *cmd,
         ]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             log.write(
                 f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {shlex.join(cmd)}\n".encode()
             )
             log.flush()
             try:
-                proc = subprocess.Popen(
+                return subprocess.Popen(
                     supervisor,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -389,31 +414,24 @@ class ServerPool:
                 raise ServerSetupError(
                     f"cannot start server {spec.name!r} ({cmd[0]}): {exc}"
                 ) from None
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        url = f"http://{url_host}:{port}"
-        handle = ServerProc(
-            spec.name,
-            url,
-            port,
-            proc.pid,
-            psutil.Process(proc.pid).create_time(),
-            str(log_path),
-            self.threads(),
-        )
-        deadline = time.monotonic() + float(backend["startup_timeout_s"])
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            if answers(url, timeout_s=1.0):
-                return handle
+
+    def _wait_ready(
+        self, handle: ServerProc, proc: subprocess.Popen[bytes], cmd: list[str]
+    ) -> None:
+        """Wait until the server answers; else stop it and raise with its log's last lines."""
+        deadline = time.monotonic() + float(self.study.backend["startup_timeout_s"])
+        while time.monotonic() < deadline and proc.poll() is None:
+            if answers(handle.url, timeout_s=1.0):
+                return
             time.sleep(0.1)
         _stop_trees([handle])
-        tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-15:])
+        lines = Path(handle.log).read_text(errors="replace").splitlines(keepends=True)
         why = (
             f"exited with code {proc.returncode}"
             if proc.poll() is not None
             else "did not answer in time"
         )
         raise ServerSetupError(
-            f"server {spec.name!r} ({shlex.join(cmd)}) {why}; last lines of {log_path}:\n{tail}"
+            f"server {handle.name!r} ({shlex.join(cmd)}) {why}; last lines of {handle.log}:\n"
+            + "".join(lines[-15:])
         )
