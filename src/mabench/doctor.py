@@ -15,6 +15,17 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from mabench.measure.ollama_api import Options
+from mabench.servers.embedded.registry import ModelEntry, RegistryError, embedded_model_path
+from mabench.servers.embedded.runner import (
+    Prompt,
+    Runner,
+    RunnerDefaults,
+    Sampling,
+    default_num_thread,
+)
 
 __all__ = ["configure", "main"]
 
@@ -38,9 +49,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _child(path: str, tokens: int, threads: int) -> None:
     """In the child process: load, generate, print one JSON line with the measurements."""
-    from mabench.measure.ollama_api import Options
-    from mabench.servers.embedded.registry import ModelEntry
-    from mabench.servers.embedded.runner import Prompt, Runner, RunnerDefaults, Sampling
 
     try:
         entry = ModelEntry(name="doctor", path=Path(path))
@@ -80,62 +88,21 @@ def _fail(message: str) -> int:
     return 1
 
 
+class _Failed(Exception):
+    """What the doctor found wrong, worded for the user."""
+
+
 def main(args: argparse.Namespace) -> int:
-    from mabench.servers.embedded.registry import RegistryError, embedded_model_path
-    from mabench.servers.embedded.runner import default_num_thread
-
     try:
-        path = Path(args.model_path) if args.model_path else embedded_model_path()
-    except RegistryError as exc:
+        path = _model_file(args.model_path)
+        llama_version = _llama_version()
+        threads = args.num_thread or default_num_thread()
+        print(f"model:            {path}")
+        print(f"llama-cpp-python: {llama_version}")
+        print(f"threads:          {threads}")
+        report = _generate_in_child(path, args.tokens, threads, args.timeout)
+    except _Failed as exc:
         return _fail(str(exc))
-    if not path.is_file():
-        return _fail(f"no such model file: {path}")
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            return _fail(f"{path} is not a GGUF file")
-    try:
-        llama_version = metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        return _fail(f"llama-cpp-python is not installed; install it with:\n  {PORTABLE_BUILD}")
-    threads = args.num_thread or default_num_thread()
-    print(f"model:            {path}")
-    print(f"llama-cpp-python: {llama_version}")
-    print(f"threads:          {threads}")
-
-    code = "import sys; from mabench.doctor import _child; _child(sys.argv[1], *map(int, sys.argv[2:]))"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code, str(path), str(args.tokens), str(threads)],
-            capture_output=True,
-            text=True,
-            timeout=args.timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return _fail(f"no answer within {args.timeout:.0f} s: the CPU is very slow or overloaded")
-
-    if proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name
-        hint = ""
-        if -proc.returncode == signal.SIGILL:
-            hint = (
-                "\nllama.cpp was built for instructions this CPU cannot execute "
-                "(a -march=native build; on VMs often AMX). Rebuild it portably:\n  "
-                + PORTABLE_BUILD
-            )
-        return _fail(f"the generation crashed with {sig}{hint}")
-    if proc.returncode != 0:
-        try:
-            message = json.loads(proc.stdout.strip().splitlines()[-1])["error"]
-        except (ValueError, IndexError, KeyError, TypeError):
-            message = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        return _fail(f"the generation failed (exit code {proc.returncode}): {message}")
-    try:
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return _fail(f"unexpected output from the generation: {proc.stdout[-500:]!r}")
-
-    if report["eval_tokens"] <= 0:
-        return _fail("the model loaded but generated no token")
     eval_rate = report["eval_tokens"] / max(report["eval_ns"], 1) * 1e9
     prompt_rate = report["prompt_tokens"] / max(report["prompt_ns"], 1) * 1e9
     print(f"load:             {report['load_ns'] / 1e6:.0f} ms (context {report['n_ctx']})")
@@ -144,6 +111,69 @@ def main(args: argparse.Namespace) -> int:
     print(f"text:             {report['text'].strip()[:200]!r}")
     print("mabench doctor: OK")
     return 0
+
+
+def _model_file(given: str | None) -> Path:
+    try:
+        path = Path(given) if given else embedded_model_path()
+    except RegistryError as exc:
+        raise _Failed(str(exc)) from None
+    if not path.is_file():
+        raise _Failed(f"no such model file: {path}")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise _Failed(f"{path} is not a GGUF file")
+    return path
+
+
+def _llama_version() -> str:
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        raise _Failed(
+            f"llama-cpp-python is not installed; install it with:\n  {PORTABLE_BUILD}"
+        ) from None
+
+
+def _generate_in_child(path: Path, tokens: int, threads: int, timeout: float) -> dict[str, Any]:
+    """Load and generate in a child process, so that a crash (SIGILL) is reported, not suffered."""
+    code = "import sys; from mabench.doctor import _child; _child(sys.argv[1], *map(int, sys.argv[2:]))"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(path), str(tokens), str(threads)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise _Failed(
+            f"no answer within {timeout:.0f} s: the CPU is very slow or overloaded"
+        ) from None
+    if proc.returncode < 0:
+        raise _Failed(_crash_message(-proc.returncode))
+    if proc.returncode != 0:
+        try:
+            message = json.loads(proc.stdout.strip().splitlines()[-1])["error"]
+        except (ValueError, IndexError, KeyError, TypeError):
+            message = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        raise _Failed(f"the generation failed (exit code {proc.returncode}): {message}")
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise _Failed(f"unexpected output from the generation: {proc.stdout[-500:]!r}") from None
+    if report["eval_tokens"] <= 0:
+        raise _Failed("the model loaded but generated no token")
+    return report
+
+
+def _crash_message(signum: int) -> str:
+    hint = ""
+    if signum == signal.SIGILL:
+        hint = (
+            "\nllama.cpp was built for instructions this CPU cannot execute "
+            "(a -march=native build; on VMs often AMX). Rebuild it portably:\n  " + PORTABLE_BUILD
+        )
+    return f"the generation crashed with {signal.Signals(signum).name}{hint}"
 
 
 if __name__ == "__main__":

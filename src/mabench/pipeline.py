@@ -17,12 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
 from mabench.config import Study, study_from_dict
 from mabench.measure.client import OllamaClient, Timeouts
 from mabench.measure.isolation import force_unload
 from mabench.measure.protocol import check_servers, models_by_server
 from mabench.measure.records import write_json_atomic
+from mabench.run_job import measure
 from mabench.servers.pool import ServerPool
 
 
@@ -183,8 +186,6 @@ def unload_step(
 def run_step(
     study: Study, config_id: str, run_index: int, out: str | Path, paths: StudyPaths, attempt: int
 ) -> None:
-    from mabench.run_job import measure
-
     measure(
         study,
         config_id,
@@ -250,8 +251,6 @@ def pull_step(study: Study, out: str | Path, paths: StudyPaths) -> None:
         raise RuntimeError(
             f"pull_models is for the ollama backend; study {study.name!r} uses {study.backend_kind!r}"
         )
-    import httpx
-
     models = sorted({a.model for c in study.configs for a in c.agents})
     log = logging.getLogger(__name__)
     pool = pool_for(study, paths)

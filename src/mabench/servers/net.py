@@ -7,6 +7,8 @@ import socket
 import time
 from collections.abc import Callable
 
+import httpx
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -39,8 +41,6 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
 
 def answers(url: str, timeout_s: float = 2.0) -> bool:
     """True when an Ollama-compatible server at ``url`` answers ``GET /`` with 200."""
-    import httpx  # not needed by the other helpers here
-
     try:
         return httpx.get(url.rstrip("/") + "/", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:

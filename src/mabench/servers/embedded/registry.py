@@ -20,6 +20,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mabench.servers.embedded.gguf import GGUFHeader, read_header
 
 __all__ = [
@@ -169,8 +171,6 @@ class Registry:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise RegistryError(f"cannot read the models file {str(file)!r}: {exc}") from None
-        import yaml
-
         try:
             data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as exc:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from mabench.measure.ollama_api import Message, Options, OptionsError, RequestError
 from mabench.servers.embedded.registry import ModelEntry
@@ -259,13 +260,21 @@ class StopMatcher:
 # ---------------------------------------------------------------------------------------------
 
 
+def _llama_cpp() -> ModuleType:
+    """llama_cpp, imported on first use, deliberately: importing it loads the native library,
+    which ``mabench doctor`` must do in a child process only (a build that crashes this CPU
+    then fails the child, and the doctor reports it), and which the server's tests of
+    shapes, options and scheduling never need."""
+    import llama_cpp
+
+    return llama_cpp
+
+
 class Runner:
     """One loaded model. Create with :meth:`load`; free with :meth:`close`."""
 
     def __init__(self, entry: ModelEntry, config: RunnerConfig, llm, load_ns: int) -> None:
-        import llama_cpp
-
-        self._llama_cpp = llama_cpp
+        self._llama_cpp = _llama_cpp()
         self.entry = entry
         self.config = config
         self.llm = llm
@@ -279,8 +288,8 @@ class Runner:
     @classmethod
     def load(cls, entry: ModelEntry, config: RunnerConfig) -> Runner:
         """Load ``entry`` with ``config`` (blocking: call from a worker thread)."""
-        import llama_cpp
-        from llama_cpp import Llama
+        llama_cpp = _llama_cpp()
+        from llama_cpp import Llama  # lazy with llama_cpp itself (see _llama_cpp)
         from llama_cpp._logger import set_verbose
 
         n_ctx = config.num_ctx
@@ -336,7 +345,7 @@ class Runner:
         )
         if not template:
             return None
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # lazy: see _llama_cpp
 
         def token_text(token: int) -> str:
             return self.llm._model.token_get_text(token) if token >= 0 else ""

@@ -246,30 +246,7 @@ class Scheduler:
             return cancel.is_set() or self._closing.is_set()
 
         def work() -> None:
-            try:
-                if options_config is None:
-                    slot.unload()
-                    put("done", None)
-                    return
-                if self._closing.is_set():
-                    raise Cancelled()  # queued behind a generation when the signal came
-                load_ns = self._ensure_loaded(slot, options_config)
-                slot.set_expiry(keep_alive)  # provisional while running (as /api/ps shows)
-                put("loaded", load_ns)
-                result = None
-                if job is not None:
-                    result = job(slot.loaded.runner, lambda text: put("text", text), cancelled)
-                put("done", result)
-            except BaseException as exc:
-                put("error", exc)
-            finally:
-                try:
-                    if keep_alive.unload_now or self._closing.is_set():
-                        slot.unload()
-                    else:
-                        slot.set_expiry(keep_alive)
-                finally:
-                    self._release_from_thread(loop, slot)
+            self._work(slot, options_config, keep_alive, job, put, cancelled, loop)
 
         self._spawn(work, f"mabench-{slot.entry.name}")
         try:
@@ -286,6 +263,43 @@ class Scheduler:
                     return
         finally:
             cancel.set()  # the client is gone or we are done: stop the worker between tokens
+
+    def _work(
+        self,
+        slot: _Slot,
+        options_config: RunnerConfig | None,
+        keep_alive: KeepAlive,
+        job: Job | None,
+        put: Callable[[str, Any], None],
+        cancelled: Callable[[], bool],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """In the worker thread: unload, or (re)load and run ``job``, reporting through
+        ``put``; then keep the model for ``keep_alive`` (or unload it) and free the slot."""
+        try:
+            if options_config is None:
+                slot.unload()
+                put("done", None)
+                return
+            if self._closing.is_set():
+                raise Cancelled()  # queued behind a generation when the signal came
+            load_ns = self._ensure_loaded(slot, options_config)
+            slot.set_expiry(keep_alive)  # provisional while running (as /api/ps shows)
+            put("loaded", load_ns)
+            result = None
+            if job is not None:
+                result = job(slot.loaded.runner, lambda text: put("text", text), cancelled)
+            put("done", result)
+        except BaseException as exc:
+            put("error", exc)
+        finally:
+            try:
+                if keep_alive.unload_now or self._closing.is_set():
+                    slot.unload()
+                else:
+                    slot.set_expiry(keep_alive)
+            finally:
+                self._release_from_thread(loop, slot)
 
     def _ensure_loaded(self, slot: _Slot, config: RunnerConfig) -> int:
         """In the worker thread: reuse, or unload and load. Returns the load time (ns)."""
