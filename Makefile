@@ -22,7 +22,7 @@ GGML_TAG := portable-$(shell uname -m)
 endif
 WHEELHOUSE ?= $(HOME)/.cache/mabench/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(GGML_TAG)
 
-.PHONY: setup run study test lint bench report-html clean
+.PHONY: setup run study test lint docs bench report-html clean
 
 setup: $(VENV)/.installed
 
@@ -48,11 +48,16 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Style: ruff (lint and format), snakefmt, Snakemake's own linter (CI runs it after the tests)
 lint: setup
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config.yaml
+
+# The table schemas in docs/outputs.md, regenerated from src/mabench/analysis/tables.py
+docs: setup
+	$(BIN)/python -m mabench.analysis.schema_docs docs/outputs.md
 
 bench: setup
 	$(BIN)/python -m benchmarks
