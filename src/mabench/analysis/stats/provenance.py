@@ -1,0 +1,262 @@
+"""Provenance: the settings the statistics were computed with, where the inputs came from
+(methodology fields, file hashes), the :class:`Statistics` container and the stats folder it is
+written to and read from (``<name>.parquet`` plus ``summary.json`` with the headline)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mabench.analysis.stats.estimators import NORMAL_FROM_N
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "study": "study",
+    "title": "Concurrent multi-agent LLM performance",
+    "description": "",
+    "reference": [],
+    "cost": {
+        "instance": "2-vCPU cloud VM",
+        "price_per_hour_usd": 0.10,
+        "executions_per_month": 1_000_000,
+    },
+    "slo": {
+        "min_true_efficiency_pct": 90.0,
+        "max_p95_ttft_ms": 2000.0,
+        "max_contention_rate_pct": 5.0,
+    },
+    "contention": {"legacy_speedup": 1.5, "ttft_ms": 3000.0, "throughput_pct": 70.0},
+    "bootstrap": {"resamples": 2000, "seed": 12345, "normal_from_n": NORMAL_FROM_N},
+    "methodology": {},
+}
+
+METHODOLOGY_FIELDS = (
+    "hostname",
+    "cpu_model",
+    "cpu_count",
+    "gpus",
+    "server_version",
+    "mabench_version",
+    "git_commit",
+    "model",
+    "backend",
+    "coordinator",
+    "topology",
+    "phase_order",
+    "n_agents",
+    "n_servers",
+    "isolation_verified",
+)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def resolve_settings(raw: Mapping[str, Any] | Any | None = None) -> dict[str, Any]:
+    """Report settings with defaults filled in.
+
+    Accepts the flat dict (``study``, ``title``, ``reference``, ``cost``, ``slo``,
+    ``contention``, ``bootstrap``, ``methodology``), a study config dict (whose ``report:``
+    block holds title/reference/cost/slo/bootstrap), or a :class:`mabench.config.Study`.
+    """
+    if raw is None:
+        return json.loads(json.dumps(DEFAULT_SETTINGS))
+    if not isinstance(raw, Mapping):  # a Study object
+        data: dict[str, Any] = {
+            "study": getattr(raw, "name", None),
+            "description": getattr(raw, "description", None),
+            "contention": dict(getattr(raw, "contention", {}) or {}),
+            **dict(getattr(raw, "report", {}) or {}),
+        }
+    else:
+        data = dict(raw)
+        report = data.pop("report", None)
+        if isinstance(report, Mapping):
+            data = _merge(data, report)
+    settings = _merge(json.loads(json.dumps(DEFAULT_SETTINGS)), data)
+    settings["reference"] = list(settings.get("reference") or [])
+    return settings
+
+
+@dataclass
+class Statistics:
+    """Every table the report prints. Each DataFrame is written as ``<field>.parquet``."""
+
+    meta: dict[str, Any]
+    run_summary: pd.DataFrame  # level, group, scenario, metric, unit, n, mean, ..., ci_high
+    agent_summary: pd.DataFrame  # the same per agent (level, group, scenario, agent, metric)
+    call_summary: pd.DataFrame  # the same per call and phase
+    ttft_split: pd.DataFrame  # mean TTFT and its server split per level/group/phase
+    contention: pd.DataFrame  # level, group, rule, n, flagged, rate_pct, ci_low_pct, ci_high_pct
+    top_configs: pd.DataFrame
+    bottom_configs: pd.DataFrame
+    top_runs: pd.DataFrame
+    bottom_runs: pd.DataFrame
+    outliers: pd.DataFrame
+    consistency: pd.DataFrame
+    comparisons: pd.DataFrame
+    paired: pd.DataFrame
+    recommendations: pd.DataFrame
+    cost: pd.DataFrame
+    slo: pd.DataFrame
+    slo_configs: pd.DataFrame  # one row per config: observed value and pass/fail per check
+    seed_vs_true: pd.DataFrame  # per run paired seed - true efficiency, overall and by scenario
+    limitations: pd.DataFrame  # item, value, detail: what limits the conclusions, computed
+    per_config: pd.DataFrame
+    methodology: pd.DataFrame
+    inputs: pd.DataFrame
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)  # attempts and failures
+    reference: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Every table by its file stem (reference_*/tr110_* for the nested dicts)."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), pd.DataFrame)
+        }
+        out.update({f"reference_{k}": v for k, v in self.reference.items()})
+        out.update({f"tr110_{k}": v for k, v in self.tr110.items()})
+        return out
+
+
+def methodology(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for col in METHODOLOGY_FIELDS:
+        if col not in runs:
+            rows.append({"field": col, "values": None, "n_runs_with_value": 0})
+            continue
+        s = runs[col].dropna()
+        s = s[s.astype(str) != ""]
+        values = sorted({str(v) for v in s.unique()})  # distinct first: one str() per value
+        rows.append(
+            {
+                "field": col,
+                "values": "; ".join(values) if values else None,
+                "n_runs_with_value": len(s),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA:
+        return None
+    return value
+
+
+def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    df = df.reset_index(drop=True)
+    clean = df.copy()
+    for col in clean.columns:
+        if str(clean[col].dtype) == "boolean":
+            clean[col] = clean[col].astype(object).where(clean[col].notna(), None)
+    return pa.Table.from_pandas(clean, preserve_index=False)
+
+
+def headline(stats: Statistics) -> dict[str, Any]:
+    """The numbers the executive summary leads with (also in summary.json)."""
+    rs = stats.run_summary
+    out: dict[str, Any] = {}
+    for metric in ("seed_efficiency", "true_efficiency", "seed_speedup", "true_speedup"):
+        row = rs[(rs["level"] == "overall") & (rs["metric"] == metric)]
+        if not row.empty and row.iloc[0]["n"]:
+            r = row.iloc[0]
+            out[metric] = {k: r[k] for k in ("n", "mean", "median", "ci_low", "ci_high")}
+    cont = stats.contention[stats.contention["level"] == "overall"]
+    out["contention"] = {
+        r["rule"]: {"n": r["n"], "flagged": r["flagged"], "rate_pct": r["rate_pct"]}
+        for _, r in cont.iterrows()
+    }
+    top = stats.top_configs[stats.top_configs["metric"] == stats.meta["primary_metric"]]
+    if not top.empty:
+        out["best_config"] = {k: top.iloc[0][k] for k in ("config_id", "scenario", "mean", "n")}
+    return _jsonable(out)
+
+
+def write_statistics(stats: Statistics, out_dir: str | Path) -> dict[str, Path]:
+    """Write every table as ``<name>.parquet`` and ``summary.json`` (meta, headline, files)."""
+    from mabench.measure.records import write_json_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, df in stats.frames().items():
+        path = out / f"{name}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(_to_arrow(df), tmp)
+        tmp.replace(path)
+        paths[name] = path
+    summary = {
+        "meta": stats.meta,
+        "headline": headline(stats),
+        "files": {
+            name: {"file": p.name, "rows": len(stats.frames()[name])} for name, p in paths.items()
+        },
+    }
+    paths["summary"] = out / "summary.json"
+    write_json_atomic(paths["summary"], _jsonable(summary))
+    return paths
+
+
+def load_statistics(stats_dir: str | Path) -> Statistics:
+    """Read what :func:`write_statistics` wrote."""
+    d = Path(stats_dir)
+    summary = json.loads((d / "summary.json").read_text())
+    frames = {name: pd.read_parquet(d / info["file"]) for name, info in summary["files"].items()}
+    plain = {f.name for f in fields(Statistics)} - {"meta", "reference", "tr110"}
+    return Statistics(
+        meta=summary["meta"],
+        **{name: frames.get(name, pd.DataFrame()) for name in plain},
+        reference={
+            k[len("reference_") :]: v for k, v in frames.items() if k.startswith("reference_")
+        },
+        tr110={k[len("tr110_") :]: v for k, v in frames.items() if k.startswith("tr110_")},
+    )
+
+
+def read_tables(tables: str | Path | Mapping[str, str | Path]) -> dict[str, pd.DataFrame]:
+    """Read runs/agents/calls Parquet (a folder holding them, or name -> path), schema-checked."""
+    from mabench.analysis.tables import read_table
+
+    if isinstance(tables, Mapping):
+        paths = {k: Path(v) for k, v in tables.items()}
+    else:
+        paths = {k: Path(tables) / f"{k}.parquet" for k in ("runs", "agents", "calls")}
+    out = {k: read_table(paths[k], k).to_pandas() for k in ("runs", "agents", "calls")}
+    failures = paths.get("failures", next(iter(paths.values())).parent / "failures.parquet")
+    if failures.is_file():
+        out["failures"] = read_table(failures, "failures").to_pandas()
+    return out
