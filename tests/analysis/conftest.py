@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import synthetic
 
+from mabench import legacy
 from mabench.analysis import plots, report, stats
 from mabench.datasets import tr110
 
@@ -28,7 +29,7 @@ def build_study(root: Path, study: str, settings: dict) -> Path:
     else:
         synthetic.write(d / "tables", evil=True)
     settings = {**settings, "study": study, "title": f"{study} report"}
-    stats.run(d / "tables", d / "stats", settings)
+    stats.run(d / "tables", d / "stats", settings, legacy=legacy.legacy_data)
     plots.run(d / "tables", d / "stats", d / "figures")
     report.build(d, settings)
     return d

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from synthetic import build
 
+from mabench import legacy
 from mabench.analysis import stats
 from mabench.analysis.tables import AGENTS_SCHEMA, CALLS_SCHEMA, RUNS_SCHEMA, to_table
 
@@ -229,3 +230,26 @@ def test_resolve_settings_accepts_study_config_shape() -> None:
     assert s["title"] == "T" and s["reference"] == ["tr114"]
     assert s["slo"]["max_p95_ttft_ms"] == 10 and s["slo"]["min_true_efficiency_pct"] == 90.0
     assert s["contention"]["ttft_ms"] == 500 and s["contention"]["legacy_speedup"] == 1.5
+
+
+def test_reference_or_legacy_tables_must_be_passed_in() -> None:
+    runs, agents, calls = _frames([_run("c1", 1, 90.0), _run("c1", 2, 91.0)])
+    with pytest.raises(ValueError, match=r"reference dataset\(s\) tr114 .*legacy_data"):
+        stats.compute_statistics(runs, agents, calls, {**SMALL, "reference": ["tr114"]})
+    tr110_runs = runs.assign(source="tr110")
+    with pytest.raises(ValueError, match=r"TR110 import .*legacy_data"):
+        stats.compute_statistics(tr110_runs, agents, calls, SMALL)
+    with_ref = stats.compute_statistics(
+        runs,
+        agents,
+        calls,
+        {**SMALL, "reference": ["tr114"]},
+        legacy=legacy.legacy_data(runs, stats.resolve_settings({"reference": ["tr114"]})),
+    )
+    assert set(with_ref.reference) == {
+        "tr114_config",
+        "tr114_scenario",
+        "tr114_metrics",
+        "tr114_claims",
+    }
+    assert with_ref.meta["legacy_methodology"] == {}

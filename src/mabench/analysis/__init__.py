@@ -1,9 +1,12 @@
 """From run records to the technical report: tables, statistics, figures, Markdown.
 
 Owns the aggregation of run records into Parquet tables (``aggregate``, ``tables``), the
-statistics (``stats``), the figures (``plots``) and the Jinja-rendered report (``report``,
-``markdown``).
+statistics (``stats``, a package split by concern), the figures (``plots``) and the
+Jinja-rendered report (``report``, ``markdown``).
 
 May import: ``measure.records`` (the run record it reads). Never imports ``servers``; it
-measures nothing.
+measures nothing. Never imports ``datasets``: the reference comparisons, the legacy
+reanalysis and the legacy methodology are built by the caller (:mod:`mabench.legacy`) and
+passed in (:class:`mabench.analysis.stats.LegacyData`); the report reads them from the
+statistics files.
 """

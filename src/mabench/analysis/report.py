@@ -314,11 +314,6 @@ def render_report(
         for name, df in stats.frames().items():
             stats_files.append({"file": f"stats/{name}.parquet", "rows": len(df)})
     meta = stats.meta
-    tr110_methodology: dict[str, str] = {}
-    if "tr110" in meta.get("sources", []):
-        from mabench.datasets.tr110 import METHODOLOGY
-
-        tr110_methodology = dict(METHODOLOGY)
     env = _environment(tdir)
     template = env.get_template(TEMPLATE)
     text = template.render(
@@ -340,7 +335,7 @@ def render_report(
         sections=SECTIONS,
         labels=LABELS,
         primary=meta["primary_metric"],
-        tr110_methodology=tr110_methodology,
+        legacy_methodology=dict(meta.get("legacy_methodology") or {}),
         is_tr110="tr110" in meta.get("sources", []),
         has_reference=bool(stats.reference),
         references=shown["reference"],

@@ -19,6 +19,8 @@ Owns, by concern:
 - ``compute``: :func:`compute_statistics` and :func:`run`, which assemble the above.
 
 May import: :mod:`mabench.analysis.tables` and :mod:`mabench.measure.records` (writing JSON).
+Never imports a dataset module (:mod:`mabench.datasets`): the caller builds the reference
+comparisons and the legacy reanalysis and passes them in as :class:`LegacyData`.
 """
 
 from mabench.analysis.stats.compute import compute_statistics, run
@@ -34,6 +36,7 @@ from mabench.analysis.stats.estimators import (
 )
 from mabench.analysis.stats.provenance import (
     DEFAULT_SETTINGS,
+    LegacyData,
     Statistics,
     headline,
     load_statistics,
@@ -54,6 +57,7 @@ __all__ = [
     "CALL_METRICS",
     "DEFAULT_SETTINGS",
     "RUN_METRICS",
+    "LegacyData",
     "Statistics",
     "bootstrap_ci",
     "cliffs_delta",

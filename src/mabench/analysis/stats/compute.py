@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from mabench.analysis.stats import advice, summaries
 from mabench.analysis.stats.advice import HOURS_PER_MONTH
 from mabench.analysis.stats.estimators import WILCOXON_MIN_N
 from mabench.analysis.stats.provenance import (
+    LegacyData,
     Statistics,
     methodology,
     read_tables,
@@ -37,10 +38,14 @@ def compute_statistics(
     settings: Mapping[str, Any] | None = None,
     sources: Mapping[str, str | Path] | None = None,
     failures: pd.DataFrame | None = None,
+    legacy: LegacyData | None = None,
 ) -> Statistics:
     """Every statistic of the report from the three tables.
 
     ``sources`` (table name -> Parquet path) is recorded for the report's provenance section.
+    ``legacy``: the reference comparisons and the legacy dataset's reanalysis and methodology,
+    built by the caller (required when the settings name a reference or the runs come from a
+    legacy import; statistics never imports a dataset module).
     Handles small n (CIs null below n = 2), all-null columns (e.g. TR110's true efficiency),
     one scenario and one config.
     """
@@ -85,22 +90,8 @@ def compute_statistics(
         )
 
     sources_of_data = sorted(runs["source"].dropna().unique()) if "source" in runs else []
-    reference: dict[str, pd.DataFrame] = {}
-    tr110: dict[str, pd.DataFrame] = {}
-    tr110_runs = None
-    if "tr110" in sources_of_data:
-        from mabench.datasets import tr110 as tr110_mod
-
-        tr110_runs = runs[runs["source"] == "tr110"]
-        tr110 = tr110_mod.reanalyse(tr110_runs, settings.get("tr110_dir"))
-    if settings["reference"]:
-        from mabench.datasets.reference import reference_tables
-
-        if tr110_runs is None and "tr114" in settings["reference"]:
-            from mabench.datasets import tr110 as tr110_mod
-
-            tr110_runs = tr110_mod.frames()["runs"]
-        reference = reference_tables(runs, settings["reference"], tr110_runs)
+    legacy = legacy or LegacyData()
+    _check_legacy(legacy, sources_of_data, settings["reference"])
 
     has_solo = bool(runs["true_efficiency"].notna().any())
     meta = {
@@ -133,6 +124,7 @@ def compute_statistics(
         "bootstrap": boot,
         "wilcoxon_min_n": WILCOXON_MIN_N,
         "hours_per_month": HOURS_PER_MONTH,
+        "legacy_methodology": dict(legacy.methodology),
     }
     return Statistics(
         meta=meta,
@@ -159,28 +151,53 @@ def compute_statistics(
         methodology=methodology(runs),
         inputs=pd.DataFrame(sources_rows),
         reliability=reliability(runs, failures),
-        reference=reference,
-        tr110=tr110,
+        reference=dict(legacy.reference),
+        tr110=dict(legacy.tr110),
     )
+
+
+def _check_legacy(legacy: LegacyData, sources: list[str], references: list[str]) -> None:
+    """The tables a legacy source or a named reference needs were passed in (statistics never
+    imports a dataset module: :func:`mabench.legacy.legacy_data` builds them)."""
+    if "tr110" in sources and not legacy.tr110:
+        raise ValueError(
+            "the runs come from the TR110 import but no TR110 reanalysis tables were passed: "
+            "call compute_statistics(..., legacy=mabench.legacy.legacy_data(runs, settings))"
+        )
+    missing = [r for r in references if not any(k.startswith(f"{r}_") for k in legacy.reference)]
+    if missing:
+        raise ValueError(
+            f"the settings name the reference dataset(s) {', '.join(missing)} but no reference "
+            "tables were passed: call compute_statistics(..., "
+            "legacy=mabench.legacy.legacy_data(runs, settings))"
+        )
 
 
 def run(
     tables: str | Path | Mapping[str, str | Path],
     out_dir: str | Path,
     settings: Mapping[str, Any] | Any | None = None,
+    legacy: Callable[[pd.DataFrame, Mapping[str, Any]], LegacyData] | None = None,
 ) -> dict[str, Path]:
-    """Tables in, statistics files out: what the pipeline's statistics rule calls."""
+    """Tables in, statistics files out: what the pipeline's statistics rule calls.
+
+    ``legacy``: builds the :class:`LegacyData` from the runs table and the resolved settings
+    (:func:`mabench.legacy.legacy_data`); needed when the settings name a reference or the
+    tables are a legacy import.
+    """
     if isinstance(tables, Mapping):
         paths = {k: Path(v) for k, v in tables.items()}
     else:
         paths = {k: Path(tables) / f"{k}.parquet" for k in ("runs", "agents", "calls")}
     t = read_tables(paths)
+    resolved = resolve_settings(settings)
     stats = compute_statistics(
         t["runs"],
         t["agents"],
         t["calls"],
-        resolve_settings(settings),
+        resolved,
         sources={k: v for k, v in paths.items() if k in ("runs", "agents", "calls")},
         failures=t.get("failures"),
+        legacy=None if legacy is None else legacy(t["runs"], resolved),
     )
     return write_statistics(stats, out_dir)

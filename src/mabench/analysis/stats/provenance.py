@@ -94,6 +94,21 @@ def resolve_settings(raw: Mapping[str, Any] | Any | None = None) -> dict[str, An
     return settings
 
 
+@dataclass(frozen=True)
+class LegacyData:
+    """What a legacy dataset or a reference study adds to the statistics, built by the caller
+    (statistics never imports a dataset module; see :func:`mabench.legacy.legacy_data`).
+
+    ``reference``: comparison tables keyed ``<reference>_<table>``; ``tr110``: the TR110
+    reanalysis tables; ``methodology``: what the legacy dataset's own description says about
+    how it was measured (printed in the report's methodology).
+    """
+
+    reference: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    tr110: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    methodology: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Statistics:
     """Every table the report prints. Each DataFrame is written as ``<field>.parquet``."""

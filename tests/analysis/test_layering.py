@@ -1,0 +1,35 @@
+"""The analysis package keeps to the imports its __init__ allows (checked on the source)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mabench.analysis
+
+ANALYSIS = Path(mabench.analysis.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_analysis_never_imports_datasets_or_servers() -> None:
+    files = sorted(ANALYSIS.rglob("*.py"))
+    assert len(files) > 10
+    for path in files:
+        bad = sorted(
+            m
+            for m in _imports(path)
+            if m.startswith(("mabench.datasets", "mabench.servers"))
+            or m in ("mabench.legacy", "mabench.pipeline")
+        )
+        assert not bad, f"{path.relative_to(ANALYSIS)} imports {bad}"
