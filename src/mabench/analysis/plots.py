@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
-from mabench.analysis.stats import Statistics, prepare, primary_metric
+from mabench.analysis.stats import (
+    Statistics,
+    load_statistics,
+    prepare,
+    primary_metric,
+    read_tables,
+)
 
 #: figure name -> title (names are the PNG stems and the caption file stems)
 FIGURES: dict[str, str] = {
@@ -449,8 +455,6 @@ def run(
     tables: str | Path | dict[str, str | Path], stats_dir: str | Path, out_dir: str | Path
 ) -> list[Path]:
     """Tables and statistics files in, figures out: what the pipeline's figures rule calls."""
-    from mabench.analysis.stats import load_statistics, read_tables
-
     t = read_tables(tables)
     return make_figures(t["runs"], t["agents"], t["calls"], load_statistics(stats_dir), out_dir)
 

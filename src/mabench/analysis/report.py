@@ -270,6 +270,40 @@ def _table_rows(tables: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _shown_settings(stats: Statistics, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Presentation settings from the caller; the numeric ones as the statistics used them."""
+    computed = resolve_settings(stats.meta.get("settings"))
+    shown = resolve_settings({**computed, **dict(settings or {})})
+    for key in ("contention", "slo", "cost", "bootstrap", "reference"):
+        shown[key] = computed[key]
+    return shown
+
+
+def _figures(
+    figures_dir: str | Path | None, template_dir: Path, out_path: Path
+) -> list[dict[str, Any]]:
+    """The figures manifest with captions and paths relative to the report's folder."""
+    figures = []
+    if figures_dir is not None:
+        for entry in plots.read_manifest(figures_dir):
+            e = dict(entry)
+            e["caption"] = _caption(template_dir, e["name"])
+            if e.get("file"):
+                e["path"] = os.path.relpath(Path(figures_dir) / e["file"], out_path.parent)
+            figures.append(e)
+    return figures
+
+
+def _write_markdown(text: str, out_path: Path) -> None:
+    """Trailing spaces and repeated blank lines removed, written atomically."""
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    text = _collapse_blank_lines(text) + "\n"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out_path)
+
+
 def render_report(
     stats: Statistics | str | Path,
     tables: Mapping[str, str | Path] | str | Path | None,
@@ -288,64 +322,49 @@ def render_report(
     computed with.
     """
     out_path = Path(out_path)
-    stats_dir = None
-    if not isinstance(stats, Statistics):
-        stats_dir = Path(stats)
-        stats = load_statistics(stats_dir)
+    from_files = not isinstance(stats, Statistics)
+    if from_files:
+        stats = load_statistics(Path(stats))
     tdir = Path(template_dir) if template_dir else default_template_dir()
-    computed_settings = resolve_settings(stats.meta.get("settings"))
-    shown = resolve_settings({**computed_settings, **dict(settings or {})})
-    for key in ("contention", "slo", "cost", "bootstrap", "reference"):
-        shown[key] = computed_settings[key]
-
-    figures = []
-    if figures_dir is not None:
-        for entry in plots.read_manifest(figures_dir):
-            e = dict(entry)
-            e["caption"] = _caption(tdir, e["name"])
-            if e.get("file"):
-                e["path"] = os.path.relpath(Path(figures_dir) / e["file"], out_path.parent)
-            figures.append(e)
+    shown = _shown_settings(stats, settings)
+    figures = _figures(figures_dir, tdir, out_path)
     fig_by_name = {f["name"]: f for f in figures}
-
     ctx = _Context(stats)
-    stats_files = []
-    if stats_dir is not None:
-        for name, df in stats.frames().items():
-            stats_files.append({"file": f"stats/{name}.parquet", "rows": len(df)})
-    meta = stats.meta
-    env = _environment(tdir)
-    template = env.get_template(TEMPLATE)
-    text = template.render(
-        meta=meta,
-        settings=shown,
-        h=headline(stats),
-        rows=ctx.rows,
-        one=ctx.one,
-        value=ctx.value,
-        table=ctx.table,
-        registry=ctx.registry,
-        figures=figures,
-        figure=lambda name: _figure_markdown(fig_by_name.get(name)),
-        ci=md.fmt_ci,
-        mdtable=md.md_table,
-        methodology_items=_items(shown.get("methodology") or {}),
-        inputs=_table_rows(tables) or ctx.rows("inputs"),
-        stats_files=stats_files,
-        sections=SECTIONS,
-        labels=LABELS,
-        primary=meta["primary_metric"],
-        legacy_methodology=dict(meta.get("legacy_methodology") or {}),
-        is_tr110="tr110" in meta.get("sources", []),
-        has_reference=bool(stats.reference),
-        references=shown["reference"],
+    stats_files = (
+        [{"file": f"stats/{name}.parquet", "rows": len(df)} for name, df in stats.frames().items()]
+        if from_files
+        else []
     )
-    text = "\n".join(line.rstrip() for line in text.splitlines())
-    text = _collapse_blank_lines(text) + "\n"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out_path)
+    meta = stats.meta
+    text = (
+        _environment(tdir)
+        .get_template(TEMPLATE)
+        .render(
+            meta=meta,
+            settings=shown,
+            h=headline(stats),
+            rows=ctx.rows,
+            one=ctx.one,
+            value=ctx.value,
+            table=ctx.table,
+            registry=ctx.registry,
+            figures=figures,
+            figure=lambda name: _figure_markdown(fig_by_name.get(name)),
+            ci=md.fmt_ci,
+            mdtable=md.md_table,
+            methodology_items=_items(shown.get("methodology") or {}),
+            inputs=_table_rows(tables) or ctx.rows("inputs"),
+            stats_files=stats_files,
+            sections=SECTIONS,
+            labels=LABELS,
+            primary=meta["primary_metric"],
+            legacy_methodology=dict(meta.get("legacy_methodology") or {}),
+            is_tr110="tr110" in meta.get("sources", []),
+            has_reference=bool(stats.reference),
+            references=shown["reference"],
+        )
+    )
+    _write_markdown(text, out_path)
     return out_path
 
 

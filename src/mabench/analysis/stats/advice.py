@@ -29,17 +29,12 @@ def slo_configs(slo: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def limitations(
-    runs: pd.DataFrame,
-    agents: pd.DataFrame,
-    calls: pd.DataFrame,
-    summary: pd.DataFrame,
-    metric: str,
-) -> pd.DataFrame:
+def _sample_size_rows(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> list[dict]:
+    """Runs per config and how wide the configs' CIs of the mean are."""
     per_cfg = runs.groupby("config_id").size()
     cfg = summary[(summary["level"] == "config") & (summary["metric"] == metric)]
     width = (cfg["ci_high"] - cfg["ci_low"]).dropna()
-    rows: list[dict[str, Any]] = [
+    return [
         {
             "item": "runs per config (min)",
             "value": float(per_cfg.min()),
@@ -66,7 +61,11 @@ def limitations(
             "detail": str(cfg.loc[width.idxmax(), "group"]) if len(width) else "",
         },
     ]
-    not_measured = {
+
+
+def _measured(runs: pd.DataFrame, agents: pd.DataFrame, calls: pd.DataFrame) -> dict[str, bool]:
+    """Whether the source measured each thing the report can show."""
+    return {
         "solo phase (true speedup, true efficiency, slowdown)": runs["solo_sum_s"].notna().any(),
         "per-call records (timeline, per-call TTFT percentiles)": not calls.empty,
         "server-side TTFT split (load, prompt eval)": bool(
@@ -86,16 +85,25 @@ def limitations(
         ),
         "call errors": bool("n_errors" in runs and runs["n_errors"].notna().any()),
     }
-    for what, measured in not_measured.items():
+
+
+def limitations(
+    runs: pd.DataFrame,
+    agents: pd.DataFrame,
+    calls: pd.DataFrame,
+    summary: pd.DataFrame,
+    metric: str,
+) -> pd.DataFrame:
+    """What limits the conclusions: sample sizes, CI widths, and what was not measured."""
+    rows = _sample_size_rows(runs, summary, metric)
+    for what, measured in _measured(runs, agents, calls).items():
         if not measured:
             rows.append({"item": "not measured", "value": None, "detail": what})
     return pd.DataFrame(rows)
 
 
-def cost(runs: pd.DataFrame, agents: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataFrame:
-    cost = settings["cost"]
-    price = float(cost["price_per_hour_usd"])
-    per_month = int(cost["executions_per_month"])
+def _tokens_per_run(runs: pd.DataFrame, agents: pd.DataFrame) -> list[float]:
+    """Tokens generated in each run's concurrent phase (all agents), in runs' row order."""
     tokens = (
         agents.assign(tok=pd.to_numeric(agents.get("concurrent_eval_count"), errors="coerce"))
         .groupby(["config_id", "run_index"])["tok"]
@@ -103,46 +111,53 @@ def cost(runs: pd.DataFrame, agents: pd.DataFrame, settings: Mapping[str, Any]) 
         if not agents.empty and "concurrent_eval_count" in agents
         else pd.Series(dtype=float)
     )
-    runs = runs.copy()
     by_run = tokens.to_dict()  # a dict, not one MultiIndex lookup per run
-    runs["tokens"] = [
+    return [
         by_run.get((c, r), np.nan)
         for c, r in zip(runs["config_id"], runs["run_index"], strict=True)
     ]
 
-    def one(scope: str, g: pd.DataFrame) -> dict[str, Any]:
-        wall = g["concurrent_wall_s"].mean()
-        row: dict[str, Any] = {"scope": scope, "scenario": None, "n_runs": len(g)}
-        row["scenario"] = g["scenario"].iloc[0] if scope != "all" else None
-        row.update(_cost_numbers("concurrent", wall, price, per_month))
-        row.update(_cost_numbers("sequential", g["solo_sum_s"].mean(), price, per_month))
-        row.update(
-            _cost_numbers(
-                "seed_sequential",
-                g["concurrent_sum_s"].mean() if "concurrent_sum_s" in g else None,
-                price,
-                per_month,
-            )
-        )
-        tok = g["tokens"].mean()
-        row["tokens_per_execution"] = None if pd.isna(tok) else float(tok)
-        tps = None if pd.isna(tok) or not wall else float(tok) / wall
-        row["tokens_per_s"] = tps
-        row["cost_per_1m_tokens_usd"] = None if not tps else price / (tps * 3600) * 1e6
-        for kind in ("sequential", "seed_sequential"):
-            a, b = row["concurrent_monthly_cost_usd"], row[f"{kind}_monthly_cost_usd"]
-            ma, mb = (
-                row["concurrent_cost_per_1k_marginal_usd"],
-                row[f"{kind}_cost_per_1k_marginal_usd"],
-            )
-            row[f"{kind}_saving_pct"] = None if a is None or not b else 100 * (1 - a / b)
-            row[f"{kind}_marginal_saving_pct"] = (
-                None if ma is None or not mb else 100 * (1 - ma / mb)
-            )
-        return row
 
-    rows = [one("all", runs)]
-    rows += [one(str(cid), g) for cid, g in runs.groupby("config_id", sort=True)]
+def _savings(row: dict[str, Any]) -> None:
+    """Add each sequential alternative's saving against running at once (in place)."""
+    for kind in ("sequential", "seed_sequential"):
+        a, b = row["concurrent_monthly_cost_usd"], row[f"{kind}_monthly_cost_usd"]
+        ma, mb = (
+            row["concurrent_cost_per_1k_marginal_usd"],
+            row[f"{kind}_cost_per_1k_marginal_usd"],
+        )
+        row[f"{kind}_saving_pct"] = None if a is None or not b else 100 * (1 - a / b)
+        row[f"{kind}_marginal_saving_pct"] = None if ma is None or not mb else 100 * (1 - ma / mb)
+
+
+def _cost_row(scope: str, g: pd.DataFrame, price: float, per_month: int) -> dict[str, Any]:
+    """The cost model of one scope (``all`` or a config) from its runs."""
+    wall = g["concurrent_wall_s"].mean()
+    row: dict[str, Any] = {"scope": scope, "scenario": None, "n_runs": len(g)}
+    row["scenario"] = g["scenario"].iloc[0] if scope != "all" else None
+    row.update(_cost_numbers("concurrent", wall, price, per_month))
+    row.update(_cost_numbers("sequential", g["solo_sum_s"].mean(), price, per_month))
+    seed_wall = g["concurrent_sum_s"].mean() if "concurrent_sum_s" in g else None
+    row.update(_cost_numbers("seed_sequential", seed_wall, price, per_month))
+    tok = g["tokens"].mean()
+    row["tokens_per_execution"] = None if pd.isna(tok) else float(tok)
+    tps = None if pd.isna(tok) or not wall else float(tok) / wall
+    row["tokens_per_s"] = tps
+    row["cost_per_1m_tokens_usd"] = None if not tps else price / (tps * 3600) * 1e6
+    _savings(row)
+    return row
+
+
+def cost(runs: pd.DataFrame, agents: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataFrame:
+    """The cost model for the whole study and per config (formulas in the report)."""
+    cost = settings["cost"]
+    price = float(cost["price_per_hour_usd"])
+    per_month = int(cost["executions_per_month"])
+    runs = runs.assign(tokens=_tokens_per_run(runs, agents))
+    rows = [_cost_row("all", runs, price, per_month)]
+    rows += [
+        _cost_row(str(cid), g, price, per_month) for cid, g in runs.groupby("config_id", sort=True)
+    ]
     out = pd.DataFrame(rows)
     out["price_per_hour_usd"] = price
     out["executions_per_month"] = per_month
@@ -218,101 +233,122 @@ class _ConcurrentTtft:
         return None, "TTFT not measured"
 
 
+def _check(scope: str, check: str, target: float, comparison: str, **kw: Any) -> dict[str, Any]:
+    return {"scope": scope, "check": check, "target": target, "comparison": comparison, **kw}
+
+
+def _efficiency_check(scope: str, g: pd.DataFrame, target: float) -> dict[str, Any]:
+    true = g["true_efficiency"].dropna()
+    if not len(true):
+        return _check(
+            scope,
+            "efficiency",
+            target,
+            "at least",
+            observed=None,
+            basis="true efficiency not measured (no solo phase)",
+            passed=None,
+        )
+    obs = float(true.mean())
+    return _check(
+        scope,
+        "efficiency",
+        target,
+        "at least",
+        observed=obs,
+        basis="mean true efficiency (%)",
+        passed=obs >= target,
+    )
+
+
+def _ttft_check(scope: str, ttft: _ConcurrentTtft, target: float) -> dict[str, Any]:
+    p95, basis = ttft.p95(None if scope == "all" else scope)
+    return _check(
+        scope,
+        "p95_ttft",
+        target,
+        "at most",
+        observed=p95,
+        basis=basis,
+        passed=None if p95 is None else p95 <= target,
+    )
+
+
+def _contention_check(scope: str, g: pd.DataFrame, target: float, legacy: float) -> dict:
+    measured = g[["contention_ttft", "contention_throughput"]]
+    has = measured.notna().any(axis=1)
+    if has.any():
+        flagged = measured[has].fillna(False).any(axis=1)
+        obs, basis = (
+            100 * float(flagged.mean()),
+            "runs flagged by the TTFT or throughput rule (%)",
+        )
+    elif g["contention_legacy"].notna().any():
+        obs = 100 * float(g["contention_legacy"].dropna().astype(bool).mean())
+        basis = f"legacy rule only (seed speedup below {legacy:g}): no solo phase (%)"
+    else:
+        obs, basis = None, "contention not measured"
+    return _check(
+        scope,
+        "contention_rate",
+        target,
+        "at most",
+        observed=obs,
+        basis=basis,
+        passed=None if obs is None else obs <= target,
+    )
+
+
 def slo(
     runs: pd.DataFrame, agents: pd.DataFrame, calls: pd.DataFrame, settings: Mapping[str, Any]
 ) -> pd.DataFrame:
-    slo = settings["slo"]
+    """Each SLO of the settings checked for the whole study (scope ``all``) and per config."""
+    targets = settings["slo"]
     legacy = settings["contention"]["legacy_speedup"]
-    rows = []
     scopes: list[tuple[str, pd.DataFrame]] = [("all", runs)]
     scopes += [(str(c), g) for c, g in runs.groupby("config_id", sort=True)]
     ttft = _ConcurrentTtft.of(calls, agents)
+    rows = []
     for scope, g in scopes:
-        true = g["true_efficiency"].dropna()
-        target = float(slo["min_true_efficiency_pct"])
-        if len(true):
-            obs = float(true.mean())
-            rows.append(
-                {
-                    "scope": scope,
-                    "check": "efficiency",
-                    "target": target,
-                    "comparison": "at least",
-                    "observed": obs,
-                    "basis": "mean true efficiency (%)",
-                    "passed": obs >= target,
-                }
-            )
-        else:
-            rows.append(
-                {
-                    "scope": scope,
-                    "check": "efficiency",
-                    "target": target,
-                    "comparison": "at least",
-                    "observed": None,
-                    "basis": "true efficiency not measured (no solo phase)",
-                    "passed": None,
-                }
-            )
-        p95, basis = ttft.p95(None if scope == "all" else scope)
-        target = float(slo["max_p95_ttft_ms"])
-        rows.append(
-            {
-                "scope": scope,
-                "check": "p95_ttft",
-                "target": target,
-                "comparison": "at most",
-                "observed": p95,
-                "basis": basis,
-                "passed": None if p95 is None else p95 <= target,
-            }
-        )
-        measured = g[["contention_ttft", "contention_throughput"]]
-        has = measured.notna().any(axis=1)
-        target = float(slo["max_contention_rate_pct"])
-        if has.any():
-            flagged = measured[has].fillna(False).any(axis=1)
-            obs, basis = (
-                100 * float(flagged.mean()),
-                "runs flagged by the TTFT or throughput rule (%)",
-            )
-        elif g["contention_legacy"].notna().any():
-            obs = 100 * float(g["contention_legacy"].dropna().astype(bool).mean())
-            basis = f"legacy rule only (seed speedup below {legacy:g}): no solo phase (%)"
-        else:
-            obs, basis = None, "contention not measured"
-        rows.append(
-            {
-                "scope": scope,
-                "check": "contention_rate",
-                "target": target,
-                "comparison": "at most",
-                "observed": obs,
-                "basis": basis,
-                "passed": None if obs is None else obs <= target,
-            }
-        )
+        rows.append(_efficiency_check(scope, g, float(targets["min_true_efficiency_pct"])))
+        rows.append(_ttft_check(scope, ttft, float(targets["max_p95_ttft_ms"])))
+        rows.append(_contention_check(scope, g, float(targets["max_contention_rate_pct"]), legacy))
     return pd.DataFrame(rows)
 
 
-def recommendations(
-    runs: pd.DataFrame, summary: pd.DataFrame, slo: pd.DataFrame, metric: str
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _ContentionCounts:
+    """Runs flagged by the study's most informative contention rule, per config."""
+
+    rule: str  # ttft_or_throughput when a solo baseline exists, else legacy
+    flagged: Mapping[str, int]
+    runs: Mapping[str, int]
+
+    @classmethod
+    def of(cls, runs: pd.DataFrame) -> _ContentionCounts:
+        measured = runs[["contention_ttft", "contention_throughput"]].notna().any(axis=1)
+        if measured.any():
+            rule = "ttft_or_throughput"
+            flags = runs[["contention_ttft", "contention_throughput"]].fillna(False).any(axis=1)
+            flags = flags.where(measured)
+        else:
+            rule, flags = "legacy", runs["contention_legacy"]
+        fl = runs.assign(_flag=flags).groupby("config_id")["_flag"]
+        k_by = fl.apply(lambda s: int(s.dropna().astype(bool).sum()))
+        n_by = fl.apply(lambda s: int(s.notna().sum()))
+        return cls(rule, k_by.to_dict(), n_by.to_dict())
+
+    def columns(self, config_id: str) -> dict[str, Any]:
+        return {
+            "contention_rule": self.rule,
+            "contention_flagged": self.flagged.get(config_id),
+            "contention_n": self.runs.get(config_id),
+        }
+
+
+def _best_rows(cfg: pd.DataFrame, metric: str, counts: _ContentionCounts) -> list[dict]:
+    """The config with the highest mean per scenario, beside its runner-up."""
     rows = []
-    cfg = summary[
-        (summary["level"] == "config") & (summary["metric"] == metric) & (summary["n"] > 0)
-    ]
-    measured = runs[["contention_ttft", "contention_throughput"]].notna().any(axis=1)
-    rule_col = "contention_ttft_or_throughput" if measured.any() else "contention_legacy"
-    if rule_col == "contention_ttft_or_throughput":
-        flags = runs[["contention_ttft", "contention_throughput"]].fillna(False).any(axis=1)
-        flags = flags.where(measured)
-    else:
-        flags = runs["contention_legacy"]
-    fl = runs.assign(_flag=flags).groupby("config_id")["_flag"]
-    k_by = fl.apply(lambda s: int(s.dropna().astype(bool).sum()))
-    n_by = fl.apply(lambda s: int(s.notna().sum()))
     for scen, g in cfg.groupby("scenario", sort=True):
         g = g.sort_values(["mean", "group"], ascending=[False, True])
         best = g.iloc[0]
@@ -335,13 +371,18 @@ def recommendations(
                 "runner_up_ci_low": None if runner is None else runner["ci_low"],
                 "runner_up_ci_high": None if runner is None else runner["ci_high"],
                 "separable": sep,
-                "contention_rule": rule_col.removeprefix("contention_"),
-                "contention_flagged": k_by.get(best["group"]),
-                "contention_n": n_by.get(best["group"]),
+                **counts.columns(best["group"]),
                 "reasons": None,
             }
         )
-    overall = runs[metric].mean()
+    return rows
+
+
+def _avoid_rows(
+    cfg: pd.DataFrame, overall: float, slo: pd.DataFrame, metric: str, counts: _ContentionCounts
+) -> list[dict]:
+    """Configs whose CI lies below the study mean or that fail a checkable SLO."""
+    rows = []
     failing = slo[(slo["scope"] != "all") & (slo["passed"] == False)]  # noqa: E712
     for _, r in cfg.sort_values(["mean", "group"]).iterrows():
         reasons = []
@@ -362,10 +403,21 @@ def recommendations(
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
                 "study_mean": overall,
-                "contention_rule": rule_col.removeprefix("contention_"),
-                "contention_flagged": k_by.get(r["group"]),
-                "contention_n": n_by.get(r["group"]),
+                **counts.columns(r["group"]),
                 "reasons": "; ".join(reasons),
             }
         )
+    return rows
+
+
+def recommendations(
+    runs: pd.DataFrame, summary: pd.DataFrame, slo: pd.DataFrame, metric: str
+) -> pd.DataFrame:
+    """The best config per scenario and the configs to avoid, on ``metric``."""
+    cfg = summary[
+        (summary["level"] == "config") & (summary["metric"] == metric) & (summary["n"] > 0)
+    ]
+    counts = _ContentionCounts.of(runs)
+    rows = _best_rows(cfg, metric, counts)
+    rows += _avoid_rows(cfg, runs[metric].mean(), slo, metric, counts)
     return pd.DataFrame(rows)

@@ -15,10 +15,10 @@ from mabench.analysis.stats.estimators import WILCOXON_MIN_N
 from mabench.analysis.stats.provenance import (
     LegacyData,
     Statistics,
+    input_sources,
     methodology,
     read_tables,
     resolve_settings,
-    sha256,
     write_statistics,
 )
 from mabench.analysis.stats.summaries import (
@@ -50,84 +50,19 @@ def compute_statistics(
     one scenario and one config.
     """
     settings = resolve_settings(settings)
-    boot = {
-        "resamples": int(settings["bootstrap"]["resamples"]),
-        "seed": int(settings["bootstrap"]["seed"]),
-        "normal_from_n": int(settings["bootstrap"]["normal_from_n"]),
-    }
+    boot = _bootstrap_settings(settings)
     if runs.empty:
         raise ValueError("the runs table is empty: nothing to analyse")
     runs, agents, calls = prepare(runs, agents, calls)
+    legacy = legacy or LegacyData()
+    _check_legacy(legacy, _sources_of_data(runs), settings["reference"])
     cfg_scen = runs.drop_duplicates("config_id").set_index("config_id")["scenario"].to_dict()
     metric = primary_metric(runs)
     ranked = [metric] if metric == "seed_efficiency" else [metric, "seed_efficiency"]
-
-    run_summary = summaries.summarise(runs, RUN_METRICS, cfg_scen, boot)
-    agent_summary = summaries.summarise(
-        agents, AGENT_METRICS, cfg_scen, boot, extra=("agent",), keep_empty_overall=False
-    )
-    call_summary = summaries.summarise(
-        calls,
-        CALL_METRICS,
-        cfg_scen,
-        boot,
-        extra=("phase",),
-        with_topology=False,
-        keep_empty_overall=False,
-    )
+    run_summary, agent_summary, call_summary = _summaries(runs, agents, calls, cfg_scen, boot)
     slo = advice.slo(runs, agents, calls, settings)
-
-    sources_rows = []
-    for name, df in (("runs", runs), ("agents", agents), ("calls", calls)):
-        path = Path(sources[name]) if sources and name in sources else None
-        sources_rows.append(
-            {
-                "table": name,
-                "path": None if path is None else str(path),
-                "rows": len(df),
-                "sha256": None if path is None else sha256(path),
-            }
-        )
-
-    sources_of_data = sorted(runs["source"].dropna().unique()) if "source" in runs else []
-    legacy = legacy or LegacyData()
-    _check_legacy(legacy, sources_of_data, settings["reference"])
-
-    has_solo = bool(runs["true_efficiency"].notna().any())
-    meta = {
-        "study": settings["study"],
-        "title": settings["title"],
-        "description": settings.get("description") or "",
-        "sources": sources_of_data,
-        "primary_metric": metric,
-        "has_solo": has_solo,
-        "has_calls": not calls.empty,
-        "has_ttft_split": bool(
-            (not calls.empty and calls[["load_ms", "prompt_eval_ms"]].notna().all(axis=1).any())
-            or agents[["concurrent_load_ms", "concurrent_prompt_eval_ms"]].notna().all(axis=1).any()
-        ),
-        "n_runs": len(runs),
-        "n_configs": int(runs["config_id"].nunique()),
-        "n_scenarios": int(runs["scenario"].nunique()),
-        "scenarios": sorted(runs["scenario"].dropna().unique().tolist()),
-        "configs": sorted(runs["config_id"].unique().tolist()),
-        "agents": sorted(agents["agent"].dropna().unique().tolist()) if not agents.empty else [],
-        "topologies": sorted(runs["topology"].dropna().unique().tolist())
-        if "topology" in runs
-        else [],
-        "runs_per_config_min": int(runs.groupby("config_id").size().min()),
-        "runs_per_config_max": int(runs.groupby("config_id").size().max()),
-        "n_agent_rows": len(agents),
-        "n_call_rows": len(calls),
-        "settings": settings,
-        "mabench_version": __version__,
-        "bootstrap": boot,
-        "wilcoxon_min_n": WILCOXON_MIN_N,
-        "hours_per_month": HOURS_PER_MONTH,
-        "legacy_methodology": dict(legacy.methodology),
-    }
     return Statistics(
-        meta=meta,
+        meta=_meta(runs, agents, calls, settings, boot, legacy),
         run_summary=run_summary,
         agent_summary=agent_summary,
         call_summary=call_summary,
@@ -149,11 +84,96 @@ def compute_statistics(
         limitations=advice.limitations(runs, agents, calls, run_summary, metric),
         per_config=summaries.per_config(runs, agents, run_summary),
         methodology=methodology(runs),
-        inputs=pd.DataFrame(sources_rows),
+        inputs=input_sources({"runs": runs, "agents": agents, "calls": calls}, sources),
         reliability=reliability(runs, failures),
         reference=dict(legacy.reference),
         tr110=dict(legacy.tr110),
     )
+
+
+def _bootstrap_settings(settings: Mapping[str, Any]) -> dict[str, int]:
+    b = settings["bootstrap"]
+    return {
+        "resamples": int(b["resamples"]),
+        "seed": int(b["seed"]),
+        "normal_from_n": int(b["normal_from_n"]),
+    }
+
+
+def _summaries(
+    runs: pd.DataFrame,
+    agents: pd.DataFrame,
+    calls: pd.DataFrame,
+    cfg_scen: Mapping[str, str],
+    boot: Mapping[str, int],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The descriptive tables per run, per agent and run, and per call and phase."""
+    run_summary = summaries.summarise(runs, RUN_METRICS, cfg_scen, boot)
+    agent_summary = summaries.summarise(
+        agents, AGENT_METRICS, cfg_scen, boot, extra=("agent",), keep_empty_overall=False
+    )
+    call_summary = summaries.summarise(
+        calls,
+        CALL_METRICS,
+        cfg_scen,
+        boot,
+        extra=("phase",),
+        with_topology=False,
+        keep_empty_overall=False,
+    )
+    return run_summary, agent_summary, call_summary
+
+
+def _sources_of_data(runs: pd.DataFrame) -> list[str]:
+    return sorted(runs["source"].dropna().unique()) if "source" in runs else []
+
+
+def _has_ttft_split(agents: pd.DataFrame, calls: pd.DataFrame) -> bool:
+    return bool(
+        (not calls.empty and calls[["load_ms", "prompt_eval_ms"]].notna().all(axis=1).any())
+        or agents[["concurrent_load_ms", "concurrent_prompt_eval_ms"]].notna().all(axis=1).any()
+    )
+
+
+def _meta(
+    runs: pd.DataFrame,
+    agents: pd.DataFrame,
+    calls: pd.DataFrame,
+    settings: Mapping[str, Any],
+    boot: Mapping[str, int],
+    legacy: LegacyData,
+) -> dict[str, Any]:
+    """What the report says about the study as a whole (``summary.json``'s ``meta``)."""
+    per_config = runs.groupby("config_id").size()
+    return {
+        "study": settings["study"],
+        "title": settings["title"],
+        "description": settings.get("description") or "",
+        "sources": _sources_of_data(runs),
+        "primary_metric": primary_metric(runs),
+        "has_solo": bool(runs["true_efficiency"].notna().any()),
+        "has_calls": not calls.empty,
+        "has_ttft_split": _has_ttft_split(agents, calls),
+        "n_runs": len(runs),
+        "n_configs": int(runs["config_id"].nunique()),
+        "n_scenarios": int(runs["scenario"].nunique()),
+        "scenarios": sorted(runs["scenario"].dropna().unique().tolist()),
+        "configs": sorted(runs["config_id"].unique().tolist()),
+        "agents": sorted(agents["agent"].dropna().unique().tolist()) if not agents.empty else [],
+        "topologies": sorted(runs["topology"].dropna().unique().tolist())
+        if "topology" in runs
+        else [],
+        "runs_per_config_min": int(per_config.min()),
+        "runs_per_config_max": int(per_config.max()),
+        "n_agent_rows": len(agents),
+        "n_call_rows": len(calls),
+        "settings": settings,
+        "mabench_version": __version__,
+        "bootstrap": dict(boot),
+        "wilcoxon_min_n": WILCOXON_MIN_N,
+        "hours_per_month": HOURS_PER_MONTH,
+        "legacy_methodology": dict(legacy.methodology),
+    }
 
 
 def _check_legacy(legacy: LegacyData, sources: list[str], references: list[str]) -> None:

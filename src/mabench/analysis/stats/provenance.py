@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mabench.analysis.stats.estimators import NORMAL_FROM_N
+from mabench.analysis.tables import read_table
+from mabench.measure.records import write_json_atomic
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "study": "study",
@@ -178,6 +180,24 @@ def sha256(path: Path) -> str | None:
         return None
 
 
+def input_sources(
+    tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str | Path] | None
+) -> pd.DataFrame:
+    """One row per input table: its file (when known), rows and sha256."""
+    rows = []
+    for name, df in tables.items():
+        path = Path(sources[name]) if sources and name in sources else None
+        rows.append(
+            {
+                "table": name,
+                "path": None if path is None else str(path),
+                "rows": len(df),
+                "sha256": None if path is None else sha256(path),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -223,8 +243,6 @@ def headline(stats: Statistics) -> dict[str, Any]:
 
 def write_statistics(stats: Statistics, out_dir: str | Path) -> dict[str, Path]:
     """Write every table as ``<name>.parquet`` and ``summary.json`` (meta, headline, files)."""
-    from mabench.measure.records import write_json_atomic
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -264,8 +282,6 @@ def load_statistics(stats_dir: str | Path) -> Statistics:
 
 def read_tables(tables: str | Path | Mapping[str, str | Path]) -> dict[str, pd.DataFrame]:
     """Read runs/agents/calls Parquet (a folder holding them, or name -> path), schema-checked."""
-    from mabench.analysis.tables import read_table
-
     if isinstance(tables, Mapping):
         paths = {k: Path(v) for k, v in tables.items()}
     else:

@@ -443,35 +443,56 @@ def paired(agents: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _ttft_parts(
+    calls: pd.DataFrame, agents: pd.DataFrame
+) -> tuple[str, list[tuple[str, pd.DataFrame]]]:
+    """The basis of the split and, per phase, a frame of ttft, load and prefill (ms): per call
+    when there are per-call records, else per agent and run (its mean)."""
+    if not calls.empty:
+        frame = calls[["config_id", "scenario", "phase"]].assign(
+            ttft=calls["client_ttft_ms"], load=calls["load_ms"], prefill=calls["prompt_eval_ms"]
+        )
+        return "calls", [
+            ("solo", frame[frame["phase"] == "solo"]),
+            ("concurrent", frame[frame["phase"] == "concurrent"]),
+        ]
+    return "agents (mean per agent and run)", [
+        (
+            phase,
+            agents.assign(
+                ttft=agents[f"{phase}_ttft_ms"],
+                load=agents[f"{phase}_load_ms"],
+                prefill=agents[f"{phase}_prompt_eval_ms"],
+            ),
+        )
+        for phase in ("solo", "concurrent")
+    ]
+
+
+def _ttft_split_row(level: str, gname: Any, g: pd.DataFrame, **key: Any) -> dict[str, Any]:
+    split = g[["load", "prefill"]].notna().all(axis=1)
+    gs = g[split]
+    return {
+        "level": level,
+        "group": str(gname),
+        **key,
+        "n": len(g),
+        "ttft_ms": g["ttft"].mean(),
+        "n_split": len(gs),
+        "load_ms": gs["load"].mean() if len(gs) else None,
+        "prefill_ms": gs["prefill"].mean() if len(gs) else None,
+        "rest_ms": (gs["ttft"] - gs["load"] - gs["prefill"]).mean() if len(gs) else None,
+    }
+
+
 def ttft_split(
     calls: pd.DataFrame, agents: pd.DataFrame, cfg_scen: Mapping[str, str]
 ) -> pd.DataFrame:
     """Mean client TTFT and its server-side split (load, prefill, rest) per level and phase."""
-    rows = []
-    if not calls.empty:
-        src, basis = calls, "calls"
-        frame = calls[["config_id", "scenario", "phase"]].assign(
-            ttft=calls["client_ttft_ms"], load=calls["load_ms"], prefill=calls["prompt_eval_ms"]
-        )
-        parts = [
-            ("solo", frame[frame["phase"] == "solo"]),
-            ("concurrent", frame[frame["phase"] == "concurrent"]),
-        ]
-    else:
-        src, basis = agents, "agents (mean per agent and run)"
-        parts = [
-            (
-                phase,
-                agents.assign(
-                    ttft=agents[f"{phase}_ttft_ms"],
-                    load=agents[f"{phase}_load_ms"],
-                    prefill=agents[f"{phase}_prompt_eval_ms"],
-                ),
-            )
-            for phase in ("solo", "concurrent")
-        ]
-    if src.empty:
+    if calls.empty and agents.empty:
         return pd.DataFrame()
+    basis, parts = _ttft_parts(calls, agents)
+    rows = []
     for phase, f in parts:
         f = f[f["ttft"].notna()]
         if f.empty:
@@ -479,24 +500,9 @@ def ttft_split(
         for level, key in (("overall", None), ("scenario", "scenario"), ("config", "config_id")):
             groups = [("all", f)] if key is None else list(f.groupby(key, sort=True))
             for gname, g in groups:
-                split = g[["load", "prefill"]].notna().all(axis=1)
-                gs = g[split]
+                scen = gname if level == "scenario" else cfg_scen.get(gname)
                 rows.append(
-                    {
-                        "level": level,
-                        "group": str(gname),
-                        "scenario": gname if level == "scenario" else cfg_scen.get(gname),
-                        "phase": phase,
-                        "basis": basis,
-                        "n": len(g),
-                        "ttft_ms": g["ttft"].mean(),
-                        "n_split": len(gs),
-                        "load_ms": gs["load"].mean() if len(gs) else None,
-                        "prefill_ms": gs["prefill"].mean() if len(gs) else None,
-                        "rest_ms": (gs["ttft"] - gs["load"] - gs["prefill"]).mean()
-                        if len(gs)
-                        else None,
-                    }
+                    _ttft_split_row(level, gname, g, scenario=scen, phase=phase, basis=basis)
                 )
     return pd.DataFrame(rows)
 
