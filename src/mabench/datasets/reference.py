@@ -110,15 +110,9 @@ def _ours_by(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     ).reset_index()
 
 
-def compare(runs: pd.DataFrame, ref: ReferenceData) -> dict[str, pd.DataFrame]:
-    """Ours vs the reference per config, per scenario and overall.
-
-    Returns ``config`` (only configs both have), ``scenario`` and ``metrics`` (long form: one
-    row per metric, ours, theirs, difference). Differences are ours minus theirs.
-    """
-    runs = runs.assign(scenario=runs["scenario"].map(normalise_scenario))
-    ours_cfg = _ours_by(runs, "config_id")
-    cfg = ours_cfg.merge(
+def _config_comparison(runs: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
+    """Ours beside theirs for the configs both have (differences ours minus theirs)."""
+    cfg = _ours_by(runs, "config_id").merge(
         ref.configs.drop(columns=["scenario_as_published"]).rename(
             columns={
                 "scenario": "ref_scenario",
@@ -135,9 +129,12 @@ def compare(runs: pd.DataFrame, ref: ReferenceData) -> dict[str, pd.DataFrame]:
     cfg["true_vs_ref_seed_pp"] = cfg["our_true_efficiency"] - cfg["ref_seed_efficiency"]
     cfg["seed_speedup_diff"] = cfg["our_seed_speedup"] - cfg["ref_seed_speedup"]
     cfg["scenario"] = cfg["ref_scenario"]
+    return cfg
 
-    ours_sc = _ours_by(runs, "scenario")
-    sc = ours_sc.merge(
+
+def _scenario_comparison(runs: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
+    """Ours beside theirs per scenario (every scenario either side has)."""
+    sc = _ours_by(runs, "scenario").merge(
         ref.scenarios.rename(
             columns={
                 "n_configs": "ref_n_configs",
@@ -154,46 +151,43 @@ def compare(runs: pd.DataFrame, ref: ReferenceData) -> dict[str, pd.DataFrame]:
     )
     sc["seed_efficiency_diff_pp"] = sc["our_seed_efficiency"] - sc["ref_seed_efficiency"]
     sc["true_vs_ref_seed_pp"] = sc["our_true_efficiency"] - sc["ref_seed_efficiency"]
+    return sc
 
-    n_ref = ref.runs_per_config or 1
-    metrics = [
+
+def _metric_pairs(runs: pd.DataFrame, ref: ReferenceData) -> list[tuple[str, Any, Any]]:
+    """(metric, ours, theirs) for the study-level comparison."""
+    c = ref.configs
+    by_config = runs.groupby("config_id")["seed_efficiency"].mean()
+    return [
         (
             "mean seed efficiency (%)",
             runs["seed_efficiency"].mean(),
-            ref.configs["mean_seed_efficiency"].mean(),
+            c["mean_seed_efficiency"].mean(),
         ),
-        (
-            "mean seed speedup (x)",
-            runs["seed_speedup"].mean(),
-            ref.configs["mean_seed_speedup"].mean(),
-        ),
+        ("mean seed speedup (x)", runs["seed_speedup"].mean(), c["mean_seed_speedup"].mean()),
         ("mean true efficiency (%)", runs["true_efficiency"].mean(), None),
         ("mean true speedup (x)", runs["true_speedup"].mean(), None),
-        (
-            "best config mean seed efficiency (%)",
-            runs.groupby("config_id")["seed_efficiency"].mean().max(),
-            ref.configs["mean_seed_efficiency"].max(),
-        ),
-        (
-            "worst config mean seed efficiency (%)",
-            runs.groupby("config_id")["seed_efficiency"].mean().min(),
-            ref.configs["mean_seed_efficiency"].min(),
-        ),
+        ("best config mean seed efficiency (%)", by_config.max(), c["mean_seed_efficiency"].max()),
+        ("worst config mean seed efficiency (%)", by_config.min(), c["mean_seed_efficiency"].min()),
         (
             "mean throughput delta, collector - insight (tok/s)",
             runs["throughput_delta"].mean(),
-            ref.configs["mean_throughput_delta"].mean(),
+            c["mean_throughput_delta"].mean(),
         ),
         (
             "mean TTFT delta, collector - insight (ms)",
             runs["ttft_delta_ms"].mean(),
-            ref.configs["mean_ttft_delta_ms"].mean(),
+            c["mean_ttft_delta_ms"].mean(),
         ),
-        ("configs", float(runs["config_id"].nunique()), float(len(ref.configs))),
-        ("runs", float(len(runs)), float(len(ref.configs) * n_ref)),
+        ("configs", float(runs["config_id"].nunique()), float(len(c))),
+        ("runs", float(len(runs)), float(len(c) * (ref.runs_per_config or 1))),
     ]
+
+
+def _metric_comparison(runs: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
+    """One row per metric: ours, theirs, the difference, or a note that they did not measure it."""
     rows = []
-    for name, ours, theirs in metrics:
+    for name, ours, theirs in _metric_pairs(runs, ref):
         ours_f = None if ours is None or pd.isna(ours) else float(ours)
         theirs_f = None if theirs is None or pd.isna(theirs) else float(theirs)
         rows.append(
@@ -205,7 +199,21 @@ def compare(runs: pd.DataFrame, ref: ReferenceData) -> dict[str, pd.DataFrame]:
                 "note": "" if theirs_f is not None else f"{ref.name} did not measure it",
             }
         )
-    return {"config": cfg, "scenario": sc, "metrics": pd.DataFrame(rows)}
+    return pd.DataFrame(rows)
+
+
+def compare(runs: pd.DataFrame, ref: ReferenceData) -> dict[str, pd.DataFrame]:
+    """Ours vs the reference per config, per scenario and overall.
+
+    Returns ``config`` (only configs both have), ``scenario`` and ``metrics`` (long form: one
+    row per metric, ours, theirs, difference). Differences are ours minus theirs.
+    """
+    runs = runs.assign(scenario=runs["scenario"].map(normalise_scenario))
+    return {
+        "config": _config_comparison(runs, ref),
+        "scenario": _scenario_comparison(runs, ref),
+        "metrics": _metric_comparison(runs, ref),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

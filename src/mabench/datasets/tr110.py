@@ -91,6 +91,79 @@ def _server(url: str | None) -> str | None:
     return None if url is None else re.sub(r"^https?://", "", url).rstrip("/")
 
 
+def _run_dirs(test: TestDir) -> list[tuple[int, Path]]:
+    """(run index, folder) of each run of a test, in run order."""
+    found = []
+    for p in test.path.iterdir():
+        m = _RUN_DIR.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found, key=lambda x: x[0])
+
+
+def _run_row(
+    key: dict[str, Any], summary: dict[str, Any], metrics: dict[str, Any], record_path: str
+) -> dict[str, Any]:
+    """One row of the runs table from a TR110 metrics.json (and its test's summary.json)."""
+    s = metrics["summary"]
+    urls = [s.get("collector_ollama_url"), s.get("insight_ollama_url")]
+    durations = [s["baseline_duration"], s["chimera_duration"]]
+    wall = s["concurrent_wall_time"]
+    conc_sum = durations[0] + durations[1]
+    speedup = conc_sum / wall
+    models = sorted({metrics[a]["model"] for a in ("collector", "insight")})
+    n_calls = [
+        metrics[a]["aggregate_metrics"].get("total_requests") for a in ("collector", "insight")
+    ]
+    return {
+        **key,
+        "phase_order": "concurrent",
+        "topology": "dedicated" if len(set(urls)) == len(urls) else "shared",
+        "n_agents": 2,
+        "n_servers": len(set(urls)),
+        "model": "+".join(models),
+        "backend": "ollama",
+        "concurrent_wall_s": wall,
+        "concurrent_sum_s": conc_sum,
+        "seed_speedup": speedup,
+        "seed_efficiency": 100.0 * speedup / 2,
+        "coordination_overhead_ms": (wall - max(durations)) * 1000.0,
+        "throughput_delta": s["baseline_throughput"] - s["chimera_throughput"],
+        "ttft_delta_ms": s["ttft_delta_ms"],
+        "contention_legacy": bool(s["resource_contention_detected"]),
+        "n_calls": sum(n_calls) if None not in n_calls else None,
+        "config_hash": _config_hash(summary),
+        "record_path": record_path,
+    }
+
+
+def _agent_rows(key: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The two rows of the agents table (collector, insight) from a TR110 metrics.json."""
+    s = metrics["summary"]
+    urls = [s.get("collector_ollama_url"), s.get("insight_ollama_url")]
+    durations = [s["baseline_duration"], s["chimera_duration"]]
+    rows = []
+    for name, url, duration in zip(("collector", "insight"), urls, durations, strict=True):
+        a = metrics[name]
+        agg = a["aggregate_metrics"]
+        rows.append(
+            {
+                **key,
+                "agent": name,
+                "workload": name,
+                "server": _server(url),
+                "model": a["model"],
+                "options_json": json.dumps(a.get("configuration") or {}, sort_keys=True),
+                "n_calls": agg.get("total_requests"),
+                "concurrent_wall_s": duration,
+                "concurrent_tps": agg.get("average_tokens_per_second"),
+                "concurrent_ttft_ms": agg.get("average_ttft_ms"),
+                "concurrent_eval_count": agg.get("total_tokens_generated"),
+            }
+        )
+    return rows
+
+
 def read_rows(src_dir: str | Path | None = None, study: str = "tr110") -> dict[str, list[dict]]:
     """Read the TR110 layout into row dicts for the runs and agents tables."""
     src = Path(src_dir) if src_dir is not None else bundled_dir()
@@ -98,14 +171,8 @@ def read_rows(src_dir: str | Path | None = None, study: str = "tr110") -> dict[s
     agents: list[dict[str, Any]] = []
     for t in test_dirs(src):
         summary = json.loads((t.path / "summary.json").read_text())
-        run_dirs = sorted(
-            (p for p in t.path.iterdir() if _RUN_DIR.match(p.name)),
-            key=lambda p: int(_RUN_DIR.match(p.name).group(1)),  # type: ignore[union-attr]
-        )
-        for run_dir in run_dirs:
-            run_index = int(_RUN_DIR.match(run_dir.name).group(1))  # type: ignore[union-attr]
+        for run_index, run_dir in _run_dirs(t):
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            s = metrics["summary"]
             key = {
                 "study": study,
                 "source": SOURCE,
@@ -113,56 +180,9 @@ def read_rows(src_dir: str | Path | None = None, study: str = "tr110") -> dict[s
                 "scenario": summary["scenario"],
                 "run_index": run_index,
             }
-            urls = [s.get("collector_ollama_url"), s.get("insight_ollama_url")]
-            durations = [s["baseline_duration"], s["chimera_duration"]]
-            wall = s["concurrent_wall_time"]
-            conc_sum = durations[0] + durations[1]
-            speedup = conc_sum / wall
-            models = sorted({metrics[a]["model"] for a in ("collector", "insight")})
-            n_calls = [
-                metrics[a]["aggregate_metrics"].get("total_requests")
-                for a in ("collector", "insight")
-            ]
-            runs.append(
-                {
-                    **key,
-                    "phase_order": "concurrent",
-                    "topology": "dedicated" if len(set(urls)) == len(urls) else "shared",
-                    "n_agents": 2,
-                    "n_servers": len(set(urls)),
-                    "model": "+".join(models),
-                    "backend": "ollama",
-                    "concurrent_wall_s": wall,
-                    "concurrent_sum_s": conc_sum,
-                    "seed_speedup": speedup,
-                    "seed_efficiency": 100.0 * speedup / 2,
-                    "coordination_overhead_ms": (wall - max(durations)) * 1000.0,
-                    "throughput_delta": s["baseline_throughput"] - s["chimera_throughput"],
-                    "ttft_delta_ms": s["ttft_delta_ms"],
-                    "contention_legacy": bool(s["resource_contention_detected"]),
-                    "n_calls": sum(n_calls) if None not in n_calls else None,
-                    "config_hash": _config_hash(summary),
-                    "record_path": str(run_dir.relative_to(src) / "metrics.json"),
-                }
-            )
-            for name, url, duration in zip(("collector", "insight"), urls, durations, strict=True):
-                a = metrics[name]
-                agg = a["aggregate_metrics"]
-                agents.append(
-                    {
-                        **key,
-                        "agent": name,
-                        "workload": name,
-                        "server": _server(url),
-                        "model": a["model"],
-                        "options_json": json.dumps(a.get("configuration") or {}, sort_keys=True),
-                        "n_calls": agg.get("total_requests"),
-                        "concurrent_wall_s": duration,
-                        "concurrent_tps": agg.get("average_tokens_per_second"),
-                        "concurrent_ttft_ms": agg.get("average_ttft_ms"),
-                        "concurrent_eval_count": agg.get("total_tokens_generated"),
-                    }
-                )
+            path = str(run_dir.relative_to(src) / "metrics.json")
+            runs.append(_run_row(key, summary, metrics, path))
+            agents.extend(_agent_rows(key, metrics))
     return {"runs": runs, "agents": agents, "calls": []}
 
 
@@ -197,8 +217,7 @@ def _raw_runs(src: Path) -> pd.DataFrame:
     for t in test_dirs(src):
         summary = json.loads((t.path / "summary.json").read_text())
         stored = {r["run_number"]: r for r in summary["runs"]}
-        for run_dir in sorted(p for p in t.path.iterdir() if _RUN_DIR.match(p.name)):
-            run_index = int(_RUN_DIR.match(run_dir.name).group(1))  # type: ignore[union-attr]
+        for run_index, run_dir in _run_dirs(t):
             s = json.loads((run_dir / "metrics.json").read_text())["summary"]
             rows.append(
                 {
@@ -282,6 +301,147 @@ def _check(check: str, description: str, computed: float | None, **kw: Any) -> d
     }
 
 
+def _consistency_checks(
+    runs: pd.DataFrame, raw: pd.DataFrame, pt: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Does TR110 agree with itself: counts, stored averages, copies, its own formulas."""
+    n_rep = int(pt["reproduced"].sum())
+    same = int(raw["same_as_summary_json"].sum())
+    seq_err = (
+        raw["sequential_estimated_time"] - (raw["baseline_duration"] + raw["chimera_duration"])
+    ).abs()
+    sp_err = (
+        raw["concurrency_speedup"] - raw["sequential_estimated_time"] / raw["concurrent_wall_time"]
+    ).abs()
+    return [
+        _check("n_runs", "runs in the dataset", len(runs)),
+        _check("n_configs", "configurations (tests)", runs["config_id"].nunique()),
+        _check(
+            "per_test_reproduced",
+            "per-test averages (speedup, efficiency, contention count) recomputed from the runs "
+            "equal the ones in summary.json",
+            n_rep,
+            claimed=float(len(pt)),
+            claim_source="summary.json (aggregate)",
+            agrees=n_rep == len(pt),
+        ),
+        _check(
+            "run_copies_identical",
+            "runs whose metrics.json summary equals the copy in summary.json",
+            same,
+            claimed=float(len(raw)),
+            claim_source="metrics.json vs summary.json",
+            agrees=same == len(raw),
+        ),
+        _check(
+            "sequential_is_concurrent_sum",
+            "max |sequential_estimated_time - (collector + insight duration)| in s: the "
+            "'sequential' time is the sum of the two durations measured while both ran at once",
+            seq_err.max(),
+            agrees=bool(seq_err.max() < 1e-6),
+        ),
+        _check(
+            "speedup_formula",
+            "max |concurrency_speedup - sequential_estimated_time / concurrent_wall_time|",
+            sp_err.max(),
+            agrees=bool(sp_err.max() < 1e-9),
+        ),
+    ]
+
+
+def _efficiency_checks(eff: pd.Series) -> list[dict[str, Any]]:
+    """The distribution of run efficiency."""
+    return [
+        _check("mean_efficiency", "mean efficiency over all runs (%)", eff.mean()),
+        _check("median_efficiency", "median efficiency over all runs (%)", eff.median()),
+        _check("std_efficiency", "standard deviation of run efficiency (pp)", eff.std()),
+        _check("cv_efficiency", "CV of run efficiency (%)", 100 * eff.std() / eff.mean()),
+        _check("max_efficiency", "best single run efficiency (%)", eff.max()),
+        _check("min_efficiency", "worst single run efficiency (%)", eff.min()),
+    ]
+
+
+def _contention_checks(raw: pd.DataFrame, flags: pd.Series) -> list[dict[str, Any]]:
+    """What TR110's contention flag is: the speedup rule, not the TTFT rule it describes."""
+    rule = (raw["concurrency_speedup"] < LEGACY_SPEEDUP) == raw["resource_contention_detected"]
+    ttft_gap = raw["ttft_delta_ms"].abs() > 3000
+    ttft_flagged = (ttft_gap & raw["resource_contention_detected"]).sum()
+    return [
+        _check("legacy_flagged", "runs flagged as contention by TR110", flags.sum()),
+        _check("legacy_flagged_pct", "share of runs flagged as contention (%)", 100 * flags.mean()),
+        _check(
+            "contention_rule_threshold",
+            "speedup threshold tested as TR110's contention rule",
+            LEGACY_SPEEDUP,
+        ),
+        _check(
+            "contention_rule_is_speedup",
+            f"runs where TR110's contention flag equals (speedup below {LEGACY_SPEEDUP})",
+            rule.sum(),
+            claimed=float(len(raw)),
+            claim_source="the flag as stored",
+            agrees=bool(rule.all()),
+        ),
+        _check(
+            "ttft_gap_runs",
+            "runs where the two agents' TTFTs differ by more than 3000 ms",
+            ttft_gap.sum(),
+        ),
+        _check("ttft_gap_runs_flagged", "of those, runs TR110 flagged as contention", ttft_flagged),
+    ]
+
+
+def _sign_checks(raw: pd.DataFrame) -> list[dict[str, Any]]:
+    """Whether the stored deltas follow the formula the reports state (collector - insight)."""
+    tp_reversed = (
+        raw["throughput_delta"] - (raw["chimera_throughput"] - raw["baseline_throughput"])
+    ).abs() < 1e-9
+    ttft_ok = (
+        raw["ttft_delta_ms"] - (raw["baseline_ttft_ms"] - raw["chimera_ttft_ms"])
+    ).abs() < 1e-6
+    return [
+        _check(
+            "throughput_delta_sign",
+            "runs whose stored throughput_delta equals insight minus collector "
+            "(chimera_throughput - baseline_throughput)",
+            tp_reversed.sum(),
+            claimed=0.0,
+            claim_source="the stated formula: collector_throughput - insight_throughput",
+            agrees=bool(not tp_reversed.any()),
+        ),
+        _check(
+            "ttft_delta_sign",
+            "runs whose stored ttft_delta_ms equals collector minus insight",
+            ttft_ok.sum(),
+            claimed=float(len(raw)),
+            claim_source="the stated formula: collector_ttft - insight_ttft",
+            agrees=bool(ttft_ok.all()),
+        ),
+    ]
+
+
+def _best_config_checks(pt: pd.DataFrame) -> list[dict[str, Any]]:
+    """The best per-test mean efficiency, overall and per scenario."""
+    best = pt.loc[pt["efficiency"].idxmax()]
+    rows = [
+        _check(
+            "best_config_efficiency",
+            f"best per-test mean efficiency (%), {best['config_id']} ({best['scenario']})",
+            best["efficiency"],
+        )
+    ]
+    for scen, grp in pt.groupby("scenario"):
+        top = grp.loc[grp["efficiency"].idxmax()]
+        rows.append(
+            _check(
+                f"best_{scen}",
+                f"best {scen} per-test mean efficiency (%), {top['config_id']}",
+                top["efficiency"],
+            )
+        )
+    return rows
+
+
 def reanalyse(runs: pd.DataFrame, src_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Recompute TR110's numbers from its own files.
 
@@ -292,148 +452,14 @@ def reanalyse(runs: pd.DataFrame, src_dir: str | Path | None = None) -> dict[str
     src = Path(src_dir) if src_dir is not None else bundled_dir()
     raw = _raw_runs(src)
     pt = per_test(runs, src)
-    eff = runs["seed_efficiency"].astype(float)
-    flags = runs["contention_legacy"].astype(bool)
-    checks: list[dict[str, Any]] = []
-
-    checks.append(_check("n_runs", "runs in the dataset", len(runs)))
-    checks.append(_check("n_configs", "configurations (tests)", runs["config_id"].nunique()))
-    n_rep = int(pt["reproduced"].sum())
-    checks.append(
-        _check(
-            "per_test_reproduced",
-            "per-test averages (speedup, efficiency, contention count) recomputed from the runs "
-            "equal the ones in summary.json",
-            n_rep,
-            claimed=float(len(pt)),
-            claim_source="summary.json (aggregate)",
-            agrees=n_rep == len(pt),
-        )
-    )
-    same = int(raw["same_as_summary_json"].sum())
-    checks.append(
-        _check(
-            "run_copies_identical",
-            "runs whose metrics.json summary equals the copy in summary.json",
-            same,
-            claimed=float(len(raw)),
-            claim_source="metrics.json vs summary.json",
-            agrees=same == len(raw),
-        )
-    )
-    seq_err = (
-        raw["sequential_estimated_time"] - (raw["baseline_duration"] + raw["chimera_duration"])
-    ).abs()
-    checks.append(
-        _check(
-            "sequential_is_concurrent_sum",
-            "max |sequential_estimated_time - (collector + insight duration)| in s: the "
-            "'sequential' time is the sum of the two durations measured while both ran at once",
-            seq_err.max(),
-            agrees=bool(seq_err.max() < 1e-6),
-        )
-    )
-    sp_err = (
-        raw["concurrency_speedup"] - raw["sequential_estimated_time"] / raw["concurrent_wall_time"]
-    ).abs()
-    checks.append(
-        _check(
-            "speedup_formula",
-            "max |concurrency_speedup - sequential_estimated_time / concurrent_wall_time|",
-            sp_err.max(),
-            agrees=bool(sp_err.max() < 1e-9),
-        )
-    )
-    checks.append(_check("mean_efficiency", "mean efficiency over all runs (%)", eff.mean()))
-    checks.append(_check("median_efficiency", "median efficiency over all runs (%)", eff.median()))
-    checks.append(_check("std_efficiency", "standard deviation of run efficiency (pp)", eff.std()))
-    checks.append(_check("cv_efficiency", "CV of run efficiency (%)", 100 * eff.std() / eff.mean()))
-    checks.append(_check("max_efficiency", "best single run efficiency (%)", eff.max()))
-    checks.append(_check("min_efficiency", "worst single run efficiency (%)", eff.min()))
-    checks.append(_check("legacy_flagged", "runs flagged as contention by TR110", flags.sum()))
-    checks.append(
-        _check("legacy_flagged_pct", "share of runs flagged as contention (%)", 100 * flags.mean())
-    )
-    checks.append(
-        _check(
-            "contention_rule_threshold",
-            "speedup threshold tested as TR110's contention rule",
-            LEGACY_SPEEDUP,
-        )
-    )
-    rule = (raw["concurrency_speedup"] < LEGACY_SPEEDUP) == raw["resource_contention_detected"]
-    checks.append(
-        _check(
-            "contention_rule_is_speedup",
-            f"runs where TR110's contention flag equals (speedup below {LEGACY_SPEEDUP})",
-            rule.sum(),
-            claimed=float(len(raw)),
-            claim_source="the flag as stored",
-            agrees=bool(rule.all()),
-        )
-    )
-    ttft_gap = raw["ttft_delta_ms"].abs() > 3000
-    ttft_flagged = (ttft_gap & raw["resource_contention_detected"]).sum()
-    checks.append(
-        _check(
-            "ttft_gap_runs",
-            "runs where the two agents' TTFTs differ by more than 3000 ms",
-            ttft_gap.sum(),
-        )
-    )
-    checks.append(
-        _check(
-            "ttft_gap_runs_flagged",
-            "of those, runs TR110 flagged as contention",
-            ttft_flagged,
-        )
-    )
-    tp_stored_is_insight_minus_collector = (
-        raw["throughput_delta"] - (raw["chimera_throughput"] - raw["baseline_throughput"])
-    ).abs() < 1e-9
-    checks.append(
-        _check(
-            "throughput_delta_sign",
-            "runs whose stored throughput_delta equals insight minus collector "
-            "(chimera_throughput - baseline_throughput)",
-            tp_stored_is_insight_minus_collector.sum(),
-            claimed=0.0,
-            claim_source="the stated formula: collector_throughput - insight_throughput",
-            agrees=bool(not tp_stored_is_insight_minus_collector.any()),
-        )
-    )
-    ttft_ok = (
-        raw["ttft_delta_ms"] - (raw["baseline_ttft_ms"] - raw["chimera_ttft_ms"])
-    ).abs() < 1e-6
-    checks.append(
-        _check(
-            "ttft_delta_sign",
-            "runs whose stored ttft_delta_ms equals collector minus insight",
-            ttft_ok.sum(),
-            claimed=float(len(raw)),
-            claim_source="the stated formula: collector_ttft - insight_ttft",
-            agrees=bool(ttft_ok.all()),
-        )
-    )
-    best = pt.loc[pt["efficiency"].idxmax()]
-    checks.append(
-        _check(
-            "best_config_efficiency",
-            f"best per-test mean efficiency (%), {best['config_id']} ({best['scenario']})",
-            best["efficiency"],
-        )
-    )
-    for scen, grp in pt.groupby("scenario"):
-        top = grp.loc[grp["efficiency"].idxmax()]
-        checks.append(
-            _check(
-                f"best_{scen}",
-                f"best {scen} per-test mean efficiency (%), {top['config_id']}",
-                top["efficiency"],
-            )
-        )
-    out = pd.DataFrame(checks)
-    return {"checks": out, "per_test": pt}
+    checks = [
+        *_consistency_checks(runs, raw, pt),
+        *_efficiency_checks(runs["seed_efficiency"].astype(float)),
+        *_contention_checks(raw, runs["contention_legacy"].astype(bool)),
+        *_sign_checks(raw),
+        *_best_config_checks(pt),
+    ]
+    return {"checks": pd.DataFrame(checks), "per_test": pt}
 
 
 def check_value(checks: pd.DataFrame, name: str) -> float:
