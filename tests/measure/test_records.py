@@ -13,6 +13,8 @@ import pytest
 
 from benchmarks.synthetic_records import make_record
 from mabench.measure.records import (
+    READABLE_VERSIONS,
+    SCHEMA_VERSION,
     RecordError,
     RunRecord,
     read_record,
@@ -103,7 +105,7 @@ def _mutations() -> list[tuple[str, Any]]:
         ("extra key", set_at(["protocol", "surprise"], 1)),
         ("bad server metrics", set_at(["calls", 2, "server_metrics"], {"eval_count": 3})),
         ("boolean for a number", set_at(["metrics", "agents", 1, "solo_tps"], True)),
-        ("wrong schema version", set_at(["schema_version"], 2)),
+        ("wrong schema version", set_at(["schema_version"], 3)),
         ("not an object", set_at(["topology", "agents", 0], "collector")),
     ]
 
@@ -136,3 +138,15 @@ def test_read_record_names_the_file_and_the_path(tmp_path: Path) -> None:
     write_json_atomic(path, data)
     with pytest.raises(RecordError, match=r"run_1\.json: run record invalid at calls/5/t_done_ns"):
         read_record(path)
+
+
+def test_a_version_1_record_still_reads(tmp_path: Path) -> None:
+    assert READABLE_VERSIONS == (1, 2) and SCHEMA_VERSION == 2
+    data = make_record(5).to_json()
+    assert data["schema_version"] == SCHEMA_VERSION
+    old = {**copy.deepcopy(data), "schema_version": 1}
+    path = tmp_path / "run_1.json"
+    write_json_atomic(path, old)
+    record = read_record(path)
+    assert record.schema_version == 1
+    assert record == RunRecord.from_json({**data, "schema_version": 1})

@@ -22,7 +22,9 @@ import jsonschema
 
 from mabench.measure.schema_check import compile_check
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: record versions this code reads (a field added since is optional, with a default)
+READABLE_VERSIONS = (1, 2)
 RECORD_KIND = "mabench.run"
 
 SOLO = "solo"
@@ -416,6 +418,7 @@ def _dataclass_builder(tp: type) -> Callable[[Any], Any]:
 __all__ = [
     "CONCURRENT",
     "PHASES",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "SOLO",
     "AgentInfo",
