@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from mabench.measure import arrivals
 from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts
 from mabench.measure.errors import (
     ProtocolError,
@@ -41,6 +42,29 @@ def test_sync_and_async_clients_measure_the_same_call(sim_server):
         assert r.t_sent_ns < r.t_first_token_ns <= r.t_last_token_ns <= r.t_done_ns
         # 4 more tokens, 10 ms apart
         assert 35 <= (r.t_last_token_ns - r.t_first_token_ns) / 1e6 < 150
+
+
+def test_every_text_chunk_arrival_is_kept_and_encoded(sim_server):
+    # the simulated server streams one token per chunk, token_ms apart after the first
+    srv = sim_server(ttft_ms=20, token_ms=15)
+    with OllamaClient(srv.url) as c:
+        r = c.call("generate", MODEL, "hi", options={"num_predict": 6})
+    assert len(r.arrivals_ns) == 6 == r.metrics.eval_count
+    assert (r.arrivals_ns[0], r.arrivals_ns[-1]) == (r.t_first_token_ns, r.t_last_token_ns)
+    assert list(r.arrivals_ns) == sorted(r.arrivals_ns)
+    gaps = arrivals.encode(r.arrivals_ns, r.t_sent_ns)
+    # the first entry is the TTFT, the running sum gives back each offset to the microsecond
+    assert gaps[0] == round((r.t_first_token_ns - r.t_sent_ns) / 1000)
+    assert sum(gaps) == round((r.t_last_token_ns - r.t_sent_ns) / 1000)
+    assert min(gaps) >= 0
+
+
+def test_arrivals_encode_without_drift():
+    sent = 1_000_000_000
+    times = [sent + 1_234_567, sent + 1_240_001, sent + 1_240_499, sent + 9_000_000]
+    gaps = arrivals.encode(times, sent)
+    assert gaps == [1235, 5, 0, 7760]  # offsets 1235, 1240, 1240, 9000 us
+    assert arrivals.encode([], sent) == []
 
 
 def test_unload_and_ps(sim_server):

@@ -150,3 +150,18 @@ def test_a_version_1_record_still_reads(tmp_path: Path) -> None:
     record = read_record(path)
     assert record.schema_version == 1
     assert record == RunRecord.from_json({**data, "schema_version": 1})
+
+
+def test_token_arrivals_are_optional_and_checked() -> None:
+    data = make_record(2).to_json()
+    for call in data["calls"]:
+        call["token_arrivals_us"] = [150_000, 20_000, 0, 21_500]
+    validate_record(data)
+    record = RunRecord.from_json(data)
+    assert record.calls[0].inter_token_us == [20_000, 0, 21_500]
+    assert record.to_json() == data
+    del data["calls"][1]["token_arrivals_us"]  # as in a version-1 record
+    assert RunRecord.from_json(data).calls[1].inter_token_us is None
+    data["calls"][0]["token_arrivals_us"] = [5, -1]
+    with pytest.raises(RecordError, match="calls/0/token_arrivals_us/1"):
+        validate_record(data)

@@ -1,7 +1,7 @@
 """The measurement harness: what one run of a config does, and the record it leaves.
 
 Owns the Ollama API contract (``ollama_api``), the timed transport and the clients
-(``transport``, ``client``), agents as workloads (``agents``, ``corpus``), how agents run
+(``transport``, ``client``, with ``arrivals``: when each piece of text arrived), agents as workloads (``agents``, ``corpus``), how agents run
 together (``coordinators``), the run protocol (``protocol``, ``isolation``), the metrics of
 one run (``metrics``), the run record and its schema check (``records``, ``schema_check``),
 the machine a run ran on (``environment``) and the typed errors (``errors``).

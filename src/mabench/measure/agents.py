@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from mabench.config import AgentSpec, ConfigSpec, Study
+from mabench.measure import arrivals
 from mabench.measure.client import AsyncOllamaClient, CallResult, OllamaClient
 from mabench.measure.errors import OllamaError, RunFailed
 from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
@@ -150,6 +151,7 @@ def _record(
             done_reason=None,
             response_text="",
             error=error.info() if error else None,
+            token_arrivals_us=[],
         )
     m = result.metrics
     return CallRecord(
@@ -169,6 +171,7 @@ def _record(
         ),
         done_reason=result.done_reason,
         response_text=result.text,
+        token_arrivals_us=arrivals.encode(result.arrivals_ns, result.t_sent_ns),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from mabench.measure.arrivals import TokenArrivals
 from mabench.measure.errors import (
     OllamaError,
     ProtocolError,
@@ -60,6 +61,8 @@ class CallResult:
     chunks: int
     metrics: Metrics
     done_reason: str | None
+    #: arrival (perf_counter_ns) of every chunk that carried text, in order
+    arrivals_ns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,7 @@ class _StreamParser:
         self.url = url
         self.phase = phase
         self.t_sent_ns = 0
-        self.t_first: int | None = None
-        self.t_last: int | None = None
+        self.arrivals = TokenArrivals()
         self.parts: list[str] = []
         self.chunks = 0
         self.final: dict[str, Any] | None = None
@@ -152,9 +154,7 @@ class _StreamParser:
                 f"chunk content is not a string: {piece!r}", url=self.url, phase=self.phase
             )
         if piece:
-            if self.t_first is None:
-                self.t_first = now
-            self.t_last = now
+            self.arrivals.text(now)
             self.parts.append(piece)
         if obj.get("done") is True:
             self.final = obj
@@ -176,12 +176,13 @@ class _StreamParser:
         return CallResult(
             text="".join(self.parts),
             t_sent_ns=self.t_sent_ns,
-            t_first_token_ns=self.t_first,
-            t_last_token_ns=self.t_last,
+            t_first_token_ns=self.arrivals.first_ns,
+            t_last_token_ns=self.arrivals.last_ns,
             t_done_ns=t_done,
             chunks=self.chunks,
             metrics=metrics,
             done_reason=self.final.get("done_reason"),
+            arrivals_ns=tuple(self.arrivals.times_ns),
         )
 
 

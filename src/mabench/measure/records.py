@@ -77,6 +77,10 @@ class CallRecord:
     done_reason: str | None
     response_text: str
     error: ErrorInfo | None = None
+    #: arrival of each text-bearing chunk, integer microseconds, delta-encoded: the first from
+    #: t_sent, each next from the previous (see :mod:`mabench.measure.arrivals`); None in
+    #: records of schema version 1, which kept only the first and last token times
+    token_arrivals_us: list[int] | None = None
 
     @property
     def client_ttft_ns(self) -> int | None:
@@ -87,6 +91,13 @@ class CallRecord:
     @property
     def client_wall_ns(self) -> int:
         return self.t_done_ns - self.t_sent_ns
+
+    @property
+    def inter_token_us(self) -> list[int] | None:
+        """Gaps between consecutive text-bearing chunks (µs); None when not recorded."""
+        if self.token_arrivals_us is None:
+            return None
+        return self.token_arrivals_us[1:]
 
 
 @dataclass(frozen=True)

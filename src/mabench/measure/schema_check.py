@@ -282,7 +282,9 @@ class _Compiler:
                 return True
 
             return exact
-        extra_check = None if extra is True else self.node(extra, f"{where}/additionalProperties")
+        extra_check = (
+            None if isinstance(extra, bool) else self.node(extra, f"{where}/additionalProperties")
+        )
 
         def general(v: Any) -> bool:
             if type(v) is not dict:
