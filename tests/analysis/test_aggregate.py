@@ -120,3 +120,24 @@ def test_write_record_round_trip(tmp_path: Path) -> None:
     runs = pq.read_table(tmp_path / "t" / "runs.parquet").to_pylist()
     assert runs[0]["config_id"] == record.config_id
     assert runs[0]["seed_efficiency"] == record.metrics.seed_efficiency
+
+
+def test_token_timing_columns(tmp_path: Path) -> None:
+    data = make_record(3).to_json()
+    first = data["calls"][0]
+    first["token_arrivals_us"] = [120_000, 20_000, 0, 25_000]  # TTFT 120 ms, then 3 gaps
+    data["calls"][1]["token_arrivals_us"] = None  # as a version-1 record
+    path = tmp_path / "run.json"
+    write_json_atomic(path, data)
+    out = aggregate([path], tmp_path / "tables")
+    calls = pq.read_table(out["calls"]).to_pylist()
+    row = calls[0]
+    assert row["n_text_chunks"] == 4
+    assert row["itl_ms"] == [20.0, 0.0, 25.0]
+    assert row["itl_mean_ms"] == 15.0 and row["itl_max_ms"] == 25.0
+    m = first["server_metrics"]
+    wall_ms = (first["t_done_ns"] - first["t_sent_ns"]) / 1e6
+    ttft_ms = (first["t_first_token_ns"] - first["t_sent_ns"]) / 1e6
+    assert row["tpot_ms"] == pytest.approx((wall_ms - ttft_ms) / (m["eval_count"] - 1))
+    assert calls[1]["itl_ms"] is None and calls[1]["n_text_chunks"] is None
+    assert calls[1]["tpot_ms"] is not None  # needs no arrivals

@@ -164,6 +164,23 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
     return rows
 
 
+def _token_timing(c: CallRecord) -> dict[str, Any]:
+    """Time per output token and the inter-token latencies of one call (ms)."""
+    m, ttft = c.server_metrics, c.client_ttft_ns
+    tpot = None
+    if m is not None and ttft is not None and m.eval_count > 1:
+        tpot = (c.client_wall_ns - ttft) / 1e6 / (m.eval_count - 1)
+    gaps = c.inter_token_us
+    itl = None if gaps is None else [g / 1000 for g in gaps]
+    return {
+        "tpot_ms": tpot,
+        "n_text_chunks": None if c.token_arrivals_us is None else len(c.token_arrivals_us),
+        "itl_ms": itl,
+        "itl_mean_ms": sum(itl) / len(itl) if itl else None,
+        "itl_max_ms": max(itl) if itl else None,
+    }
+
+
 def call_rows(r: RunRecord) -> list[dict[str, Any]]:
     rows = []
     key = _key(r)
@@ -192,6 +209,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "client_ttft_ms": None if ttft is None else ttft / 1e6,
                 "client_wall_ms": c.client_wall_ns / 1e6,
                 "client_decode_tps": decode,
+                **_token_timing(c),
                 "total_ms": None if m is None else m.total_duration_ns / 1e6,
                 "load_ms": None if m is None else m.load_duration_ns / 1e6,
                 "prompt_eval_count": None if m is None else m.prompt_eval_count,

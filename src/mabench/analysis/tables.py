@@ -164,6 +164,29 @@ CALLS_SCHEMA = pa.schema(
             pa.float64(),
             "(eval_count - 1) / (last token - first token), tok/s",
         ),
+        _f(
+            "tpot_ms",
+            pa.float64(),
+            "time per output token after the first: (client_wall_ms - client_ttft_ms) / "
+            "(eval_count - 1) (ms); null below 2 tokens",
+        ),
+        _f(
+            "n_text_chunks",
+            pa.int32(),
+            "stream chunks that carried text (one per token); null in records of schema 1",
+        ),
+        _f(
+            "itl_ms",
+            pa.list_(pa.float64()),
+            "inter-token latencies: gaps between consecutive text chunks as received (ms); "
+            "null in records of schema 1",
+        ),
+        _f(
+            "itl_mean_ms",
+            pa.float64(),
+            "mean of itl_ms: (last text chunk - first) / (n_text_chunks - 1) (ms)",
+        ),
+        _f("itl_max_ms", pa.float64(), "longest gap in itl_ms (ms)"),
         _f("total_ms", pa.float64(), "server total_duration (ms)"),
         _f("load_ms", pa.float64(), "server load_duration (ms)"),
         _f("prompt_eval_count", pa.int64(), "prompt tokens evaluated"),
