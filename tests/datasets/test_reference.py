@@ -61,3 +61,21 @@ def test_compare_ours_with_tr114() -> None:
     assert "did not measure" in m.loc["mean true efficiency (%)", "note"]
     sc = out["scenario"].set_index("scenario")
     assert sc.loc["chimera_homo", "ref_n_configs"] == 13
+
+
+def test_study_means_are_compared_on_the_configs_both_have() -> None:
+    f = build(seed=3)
+    ref = reference.load_reference("tr114")
+    m = reference.compare(f["runs"], ref)["metrics"].set_index("metric")
+    common = ["test001", "test004", "test007", "test011", "test108"]
+    assert m.loc["configs compared (both have them)", "ours"] == 5
+    assert m.loc["configs in the study", "ours"] == f["runs"]["config_id"].nunique()
+    ours = f["runs"][f["runs"].config_id.isin(common)].groupby("config_id")["seed_efficiency"]
+    theirs = ref.configs.set_index("config_id").loc[common, "mean_seed_efficiency"]
+    row = m.loc["mean seed efficiency (%)"]
+    assert row["ours"] == pytest.approx(ours.mean().mean())
+    assert row["reference"] == pytest.approx(theirs.mean())
+    none = reference.compare(f["runs"].assign(config_id="zz" + f["runs"]["config_id"]), ref)
+    nm = none["metrics"].set_index("metric")
+    assert nm.loc["configs compared (both have them)", "ours"] == 0
+    assert "no config in common" in nm.loc["mean seed efficiency (%)", "note"]

@@ -132,87 +132,119 @@ def _config_comparison(runs: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
     return cfg
 
 
-def _scenario_comparison(runs: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
-    """Ours beside theirs per scenario (every scenario either side has)."""
-    sc = _ours_by(runs, "scenario").merge(
-        ref.scenarios.rename(
-            columns={
-                "n_configs": "ref_n_configs",
-                "mean_seed_efficiency": "ref_seed_efficiency",
-                "mean_seed_speedup": "ref_seed_speedup",
-                "best_config_efficiency": "ref_best_config_efficiency",
-                "best_config": "ref_best_config",
-                "worst_config_efficiency": "ref_worst_config_efficiency",
-                "worst_config": "ref_worst_config",
-            }
-        ),
-        on="scenario",
-        how="outer",
-    )
+def _scenario_comparison(cfg: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
+    """Ours beside theirs per scenario, each the mean of the config means over the configs both
+    have (``n_configs``); ``ref_n_configs`` and the best config describe the whole reference."""
+    g = cfg.groupby("scenario", sort=True)
+    common = pd.DataFrame(
+        {
+            "n_configs": g.size(),
+            "n_runs": g["n_runs"].sum(),
+            "our_seed_efficiency": g["our_seed_efficiency"].mean(),
+            "our_seed_speedup": g["our_seed_speedup"].mean(),
+            "our_true_efficiency": g["our_true_efficiency"].mean(),
+            "ref_seed_efficiency": g["ref_seed_efficiency"].mean(),
+            "ref_seed_speedup": g["ref_seed_speedup"].mean(),
+        }
+    ).reset_index()
+    whole = ref.scenarios.rename(
+        columns={
+            "n_configs": "ref_n_configs",
+            "best_config_efficiency": "ref_best_config_efficiency",
+            "best_config": "ref_best_config",
+            "worst_config_efficiency": "ref_worst_config_efficiency",
+            "worst_config": "ref_worst_config",
+        }
+    ).drop(columns=["mean_seed_efficiency", "mean_seed_speedup"])
+    sc = common.merge(whole, on="scenario", how="outer")
+    sc["n_configs"] = sc["n_configs"].fillna(0).astype(int)
     sc["seed_efficiency_diff_pp"] = sc["our_seed_efficiency"] - sc["ref_seed_efficiency"]
     sc["true_vs_ref_seed_pp"] = sc["our_true_efficiency"] - sc["ref_seed_efficiency"]
     return sc
 
 
-def _metric_pairs(runs: pd.DataFrame, ref: ReferenceData) -> list[tuple[str, Any, Any]]:
-    """(metric, ours, theirs) for the study-level comparison."""
-    c = ref.configs
-    by_config = runs.groupby("config_id")["seed_efficiency"].mean()
+def _metric_pairs(
+    runs: pd.DataFrame, cfg: pd.DataFrame, ref: ReferenceData
+) -> list[tuple[str, Any, Any]]:
+    """(metric, ours, theirs) for the study-level comparison: means of config means over the
+    configs both have (``cfg``), so both sides average the same configs."""
+    k = float(len(cfg))
     return [
+        ("configs compared (both have them)", k, k),
+        ("configs in the study", float(runs["config_id"].nunique()), float(len(ref.configs))),
+        (
+            "runs of the compared configs",
+            float(cfg["n_runs"].sum()),
+            k * (ref.runs_per_config or 1),
+        ),
         (
             "mean seed efficiency (%)",
-            runs["seed_efficiency"].mean(),
-            c["mean_seed_efficiency"].mean(),
+            cfg["our_seed_efficiency"].mean(),
+            cfg["ref_seed_efficiency"].mean(),
         ),
-        ("mean seed speedup (x)", runs["seed_speedup"].mean(), c["mean_seed_speedup"].mean()),
-        ("mean true efficiency (%)", runs["true_efficiency"].mean(), None),
-        ("mean true speedup (x)", runs["true_speedup"].mean(), None),
-        ("best config mean seed efficiency (%)", by_config.max(), c["mean_seed_efficiency"].max()),
-        ("worst config mean seed efficiency (%)", by_config.min(), c["mean_seed_efficiency"].min()),
+        ("mean seed speedup (x)", cfg["our_seed_speedup"].mean(), cfg["ref_seed_speedup"].mean()),
+        ("mean true efficiency (%)", cfg["our_true_efficiency"].mean(), None),
+        ("mean true speedup (x)", cfg["our_true_speedup"].mean(), None),
+        (
+            "best config mean seed efficiency (%)",
+            cfg["our_seed_efficiency"].max(),
+            cfg["ref_seed_efficiency"].max(),
+        ),
+        (
+            "worst config mean seed efficiency (%)",
+            cfg["our_seed_efficiency"].min(),
+            cfg["ref_seed_efficiency"].min(),
+        ),
         (
             "mean throughput delta, collector - insight (tok/s)",
-            runs["throughput_delta"].mean(),
-            c["mean_throughput_delta"].mean(),
+            cfg["our_throughput_delta"].mean(),
+            cfg["ref_throughput_delta"].mean(),
         ),
         (
             "mean TTFT delta, collector - insight (ms)",
-            runs["ttft_delta_ms"].mean(),
-            c["mean_ttft_delta_ms"].mean(),
+            cfg["our_ttft_delta_ms"].mean(),
+            cfg["ref_ttft_delta_ms"].mean(),
         ),
-        ("configs", float(runs["config_id"].nunique()), float(len(c))),
-        ("runs", float(len(runs)), float(len(c) * (ref.runs_per_config or 1))),
     ]
 
 
-def _metric_comparison(runs: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
+def _metric_comparison(runs: pd.DataFrame, cfg: pd.DataFrame, ref: ReferenceData) -> pd.DataFrame:
     """One row per metric: ours, theirs, the difference, or a note that they did not measure it."""
     rows = []
-    for name, ours, theirs in _metric_pairs(runs, ref):
+    for name, ours, theirs in _metric_pairs(runs, cfg, ref):
         ours_f = None if ours is None or pd.isna(ours) else float(ours)
         theirs_f = None if theirs is None or pd.isna(theirs) else float(theirs)
+        note = ""
+        if theirs is None:
+            note = f"{ref.name} did not measure it"
+        elif cfg.empty:
+            note = f"no config in common with {ref.name}"
         rows.append(
             {
                 "metric": name,
                 "ours": ours_f,
                 "reference": theirs_f,
                 "difference": None if ours_f is None or theirs_f is None else ours_f - theirs_f,
-                "note": "" if theirs_f is not None else f"{ref.name} did not measure it",
+                "note": note,
             }
         )
     return pd.DataFrame(rows)
 
 
 def compare(runs: pd.DataFrame, ref: ReferenceData) -> dict[str, pd.DataFrame]:
-    """Ours vs the reference per config, per scenario and overall.
+    """Ours vs the reference per config, per scenario and overall, on the configs both have.
 
-    Returns ``config`` (only configs both have), ``scenario`` and ``metrics`` (long form: one
-    row per metric, ours, theirs, difference). Differences are ours minus theirs.
+    Returns ``config`` (one row per config both have), ``scenario`` and ``metrics`` (long
+    form: one row per metric, ours, theirs, difference, with the number of configs compared);
+    scenario and study means are means of the config means of those configs on both sides.
+    Differences are ours minus theirs.
     """
     runs = runs.assign(scenario=runs["scenario"].map(normalise_scenario))
+    cfg = _config_comparison(runs, ref)
     return {
-        "config": _config_comparison(runs, ref),
-        "scenario": _scenario_comparison(runs, ref),
-        "metrics": _metric_comparison(runs, ref),
+        "config": cfg,
+        "scenario": _scenario_comparison(cfg, ref),
+        "metrics": _metric_comparison(runs, cfg, ref),
     }
 
 
