@@ -33,8 +33,23 @@ CALLS_PER_AGENT = 2
 RUNS = 5
 
 
+def _token_gaps(rng: np.random.Generator, tokens: int, eval_ms: float) -> dict:
+    """Inter-token gaps around eval_ms / (tokens - 1), with a few long stalls."""
+    base = eval_ms / (tokens - 1)
+    gaps = base * rng.lognormal(0.0, 0.3, tokens - 1)
+    gaps[rng.random(tokens - 1) < 0.03] *= 6
+    return {
+        "tpot_ms": eval_ms / (tokens - 1),
+        "n_text_chunks": tokens,
+        "itl_ms": [float(g) for g in gaps],
+        "itl_mean_ms": float(gaps.mean()),
+        "itl_max_ms": float(gaps.max()),
+    }
+
+
 def build(seed: int = 7, evil: bool = False, runs: int = RUNS) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
+    gap_rng = np.random.default_rng(seed + 1000)  # token gaps: their own stream of numbers
     run_rows, agent_rows, call_rows = [], [], []
     t_origin = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     for ci, (cid, (scenario, topology, opt_c, opt_i)) in enumerate(CONFIGS.items()):
@@ -141,6 +156,7 @@ def build(seed: int = 7, evil: bool = False, runs: int = RUNS) -> dict[str, pd.D
                                 "client_ttft_ms": ttft,
                                 "client_wall_ms": ttft + eval_ms,
                                 "client_decode_tps": (tokens - 1) / (eval_ms / 1000),
+                                **_token_gaps(gap_rng, tokens, eval_ms),
                                 "total_ms": ttft + eval_ms,
                                 "load_ms": load,
                                 "prompt_eval_count": 200,

@@ -14,7 +14,6 @@ from mabench.datasets import tr110
 
 SETTINGS = {
     "reference": ["tr114"],
-    "bootstrap": {"resamples": 500, "seed": 99},
     "methodology": {
         "protocol": "solo phase, then concurrent phase | **bold**",
         "workload": {"collector": [{"prompt": "collector_analyse.md.j2", "num_predict": 40}]},

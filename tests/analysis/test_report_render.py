@@ -15,6 +15,7 @@ from synthetic import EVIL, build
 
 from mabench.analysis import markdown as md
 from mabench.analysis import plots, report, stats
+from mabench.analysis.stats import estimators
 from mabench.analysis.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,6 @@ def test_tables_are_well_formed(study, request) -> None:
 def test_overall_table_equals_values_recomputed_from_parquet(study, request) -> None:
     d = request.getfixturevalue(study)
     runs = read_table(d / "tables" / "runs.parquet", "runs").to_pandas()
-    boot = stats.load_statistics(d / "stats").meta["bootstrap"]
     (table,) = _tables(_section(_text(d), "Overall results"))
     header = table[0]
     assert header[:3] == ["Metric", "Unit", "n"]
@@ -83,7 +83,9 @@ def test_overall_table_equals_values_recomputed_from_parquet(study, request) -> 
         cell = dict(zip(header, row, strict=True))
         metric = _unescape(cell["Metric"])
         seen.add(metric)
-        x = runs[metric].dropna().to_numpy(float)
+        measured = runs[runs[metric].notna()]
+        x = measured[metric].to_numpy(float)
+        configs = measured["config_id"].to_numpy()
         assert int(cell["n"]) == len(x)
         f3 = lambda v: md.fmt_num(v, 3)  # noqa: E731
         assert cell["Mean"] == f3(x.mean())
@@ -91,8 +93,12 @@ def test_overall_table_equals_values_recomputed_from_parquet(study, request) -> 
         assert cell["Min"] == f3(x.min()) and cell["Max"] == f3(x.max())
         assert cell["Std"] == f3(x.std(ddof=1))
         assert cell["CV (%)"] == (f3(100 * x.std(ddof=1) / x.mean()) if x.min() > 0 else "n/a")
-        lo, hi = stats.bootstrap_ci(x, boot["resamples"], boot["seed"], f"overall|all|{metric}")
-        assert cell["95 % CI"] == f"[{f3(lo)}, {f3(hi)}]"
+        cond = estimators.conditional_interval(x, configs)
+        assert cell["95 % CI (these configs)"] == f"[{f3(cond['low'])}, {f3(cond['high'])}]"
+        by_config = estimators.group_means_interval(x, configs)
+        assert int(cell["Configs"]) == by_config["n_groups"] == len(set(configs))
+        expected = f"[{f3(by_config['low'])}, {f3(by_config['high'])}]"
+        assert cell["95 % CI (configs as a sample)"] == expected
     assert "seed_efficiency" in seen
     assert ("true_efficiency" in seen) == runs["true_efficiency"].notna().any()
 
@@ -129,7 +135,7 @@ def test_tr110_report_content(tr110_study) -> None:
     assert rows["test108"]["Recomputed (%)"] == "99.251"
     assert rows["test002"]["Recomputed (%)"] == "73.150"
     assert "disagree" in _section(text, "Reference comparison")
-    assert "single topology" in _section(text, "Topology comparison")
+    assert "single topology" in _section(text, "Topology and coordinator comparison")
 
 
 def test_full_report_leads_with_true_efficiency(full_study) -> None:
@@ -235,3 +241,33 @@ def test_markdown_formatting() -> None:
     assert t.splitlines()[2] == "| x\\|y | [1.0, 2.0] |"
     with pytest.raises(ValueError):
         md.fmt_value(1, "weird")
+
+
+def test_full_report_shows_tail_latency_and_cites_unit_and_test(full_study) -> None:
+    text = _text(full_study)
+    latency = _section(text, "Latency distributions")
+    (overall, *_rest) = _tables(latency)
+    assert overall[0][:3] == ["Phase", "Metric", "Calls"] and "P99 (ms)" in overall[0]
+    assert {r[1] for r in overall[2:]} == {"TTFT", "ITL", "TPOT", "end-to-end"}
+    assert "Goodput" in latency and "figures/latency.png" in latency
+    summary = _section(text, "Executive summary")
+    assert "with the config as the unit (Welch t on config means" in summary
+    assert "inter-token latency P50" in summary
+    assert "tested against its runner-up (Welch t" in summary
+    for inference in ("CIs overlap", "CIs do not overlap", "CIs separate", "defensible choice"):
+        assert inference not in text  # nothing is inferred from overlapping intervals
+    method = _section(text, "Methodology")
+    assert "on normal data" in method and "lognormal (sigma 1) data" in method
+
+
+def test_tr110_conclusions_rest_on_config_means(tr110_study) -> None:
+    text = _text(tr110_study)
+    summary = _section(text, "Executive summary")
+    assert "Welch t on config means" in summary
+    assert "on the 27 configs both studies have" in summary
+    assert "TR110 recorded no per-call times" in _section(text, "Latency distributions")
+    (scen,) = [t for t in _tables(_section(text, "Scenario breakdown")) if t[0][0] == "Scenario"]
+    assert scen[0][2:5] == ["Configs", "Runs", "Mean of config means"]
+    assert "intraclass correlation of seed efficiency (%) between runs of one config is 0.77" in (
+        _section(text, "Methodology")
+    )

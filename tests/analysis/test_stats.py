@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 from synthetic import build
 
 from mabench import legacy
@@ -51,7 +53,7 @@ def _run(cid: str, i: int, seed_eff: float, true_eff: float | None = None, **kw)
     }
 
 
-SMALL = {"bootstrap": {"resamples": 300, "seed": 3}, "study": "t"}
+SMALL = {"study": "t"}
 
 
 def test_single_run_single_config_does_not_crash() -> None:
@@ -130,7 +132,11 @@ def test_paired_solo_vs_concurrent_by_hand() -> None:
     assert tps["n"] == 6
     assert tps["mean_diff"] == pytest.approx(-3.5)  # mean of -1..-6
     assert tps["rel_change_pct"] == pytest.approx(-3.5 / 40 * 100)
-    assert tps["wilcoxon_p"] == pytest.approx(0.03125)  # exact, all 6 differences negative
+    # one config: runs are the replicates (t test conditional on the config, 5 df); with the
+    # config as the unit there is a single difference, so nothing can be shown at that level
+    assert tps["n_configs"] == 1
+    assert tps["p"] == pytest.approx(sps.ttest_1samp([-1, -2, -3, -4, -5, -6], 0).pvalue)
+    assert pd.isna(tps["config_p"]) and tps["wilcoxon_min_p"] == 1.0
     wall = p.loc[("collector", "agent wall time")]
     assert wall["mean_diff"] == pytest.approx(2.0)
     assert wall["ci_low"] == wall["ci_high"] == pytest.approx(2.0)
@@ -197,7 +203,30 @@ def test_synthetic_study_statistics() -> None:
         (s.comparisons.by == "scenario") & (s.comparisons.metric == "true_efficiency")
     ]
     assert len(sc) == 3
-    assert list(sc["mw_p_holm"]) == pytest.approx(stats.holm(list(sc["mw_p"])))
+    assert list(sc["p_holm"]) == pytest.approx(stats.holm(list(sc["p"])))
+    assert list(sc["rank_p_holm"]) == pytest.approx(stats.holm(list(sc["rank_p"])))
+    # the config is the unit: Welch's t on the config means of each scenario
+    means = f["runs"].groupby("config_id")["true_efficiency"].mean()
+    row = sc[(sc.a == "baseline_vs_chimera") & (sc.b == "chimera_hetero")].iloc[0]
+    a, b = means[["test001", "test004"]], means[["test007", "test011"]]
+    assert (row["n_a"], row["n_b"], row["n_runs_a"]) == (2, 2, 10)
+    assert row["p"] == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    assert row["design"] == "unpaired" and row["unit"] == "config"
+    # the same config (options, scenario) measured on both topologies is paired
+    topo = s.comparisons[
+        (s.comparisons.by == "topology") & (s.comparisons.metric == "true_efficiency")
+    ].iloc[0]
+    assert topo["design"] == "paired" and topo["n_pairs"] == 1
+    assert topo["diff"] == pytest.approx(means["test108"] - means["test108s"])
+    # tail latency pools every inter-token gap of the phase
+    lat = s.latency.set_index(["level", "group", "phase", "metric"])
+    conc = f["calls"][f["calls"].phase == "concurrent"]
+    gaps = np.concatenate(list(conc["itl_ms"]))
+    itl = lat.loc[("overall", "all", "concurrent", "ITL")]
+    assert itl["n"] == len(gaps) and itl["p99"] == pytest.approx(np.percentile(gaps, 99))
+    tpot = lat.loc[("config", "test004", "solo", "TPOT")]
+    solo4 = f["calls"][(f["calls"].phase == "solo") & (f["calls"].config_id == "test004")]
+    assert tpot["max"] == pytest.approx(solo4["tpot_ms"].max())
     split = s.ttft_split[(s.ttft_split.level == "overall")].set_index("phase")
     for phase in ("solo", "concurrent"):
         r = split.loc[phase]
@@ -253,3 +282,46 @@ def test_reference_or_legacy_tables_must_be_passed_in() -> None:
         "tr114_claims",
     }
     assert with_ref.meta["legacy_methodology"] == {}
+
+
+def test_goodput_counts_failed_calls_and_the_slo_checks_it() -> None:
+    f = build(seed=5, evil=True)  # one failed call in test004, run 1
+    settings = {**SMALL, "slo": {"goodput_ttft_ms": 400.0, "goodput_tpot_ms": 100.0}}
+    s = stats.compute_statistics(f["runs"], f["agents"], f["calls"], settings)
+    g = s.goodput.set_index(["level", "group", "phase"])
+    calls = f["calls"][f["calls"].phase == "concurrent"]
+    good = calls["error_kind"].isna() & (calls["client_ttft_ms"] <= 400) & (calls["tpot_ms"] <= 100)
+    row = g.loc[("overall", "all", "concurrent")]
+    assert (row["n_calls"], row["n_good"]) == (len(calls), int(good.sum()))
+    assert row["n_failed"] == int(calls["error_kind"].notna().sum())
+    check = s.slo.set_index(["scope", "check"]).loc[("all", "goodput")]
+    assert check["observed"] == pytest.approx(100 * good.mean())
+    assert check["passed"] == (100 * good.mean() >= 90.0)
+
+
+def test_topologies_of_the_same_configs_are_compared_paired() -> None:
+    runs = []
+    for base, shift, gap in (("c1", 0.0, 20.0), ("c2", 5.0, 17.0), ("c3", -4.0, 24.0)):
+        for i, noise in enumerate((0.4, -0.3, 0.1), start=1):
+            runs.append(_run(f"{base}-dual", i, 95.0, 80.0 + shift + noise, topology="dedicated"))
+            runs.append(_run(f"{base}-shared", i, 95.0, 80 - gap + shift, topology="shared"))
+    agents = [
+        {
+            **{k: r[k] for k in ("config_id", "run_index")},
+            "agent": a,
+            "options_json": r["config_id"][:2],
+        }
+        for r in runs
+        for a in ("collector", "insight")
+    ]
+    frames = _frames(runs, agents)
+    s = stats.compute_statistics(*frames, SMALL)
+    row = s.comparisons[
+        (s.comparisons.by == "topology") & (s.comparisons.metric == "true_efficiency")
+    ].iloc[0]
+    means = frames[0].groupby("config_id")["true_efficiency"].mean()
+    diffs = [means[f"{b}-dual"] - means[f"{b}-shared"] for b in ("c1", "c2", "c3")]
+    assert row["design"] == "paired" and row["n_pairs"] == 3
+    assert row["diff"] == pytest.approx(np.mean(diffs))
+    assert row["p"] == pytest.approx(sps.ttest_1samp(diffs, 0).pvalue)
+    assert row["rank_min_p"] == 0.25  # three pairs: the signed-rank test cannot reach 0.05

@@ -34,7 +34,7 @@ from mabench.analysis.stats import (
 #: figure name -> title (names are the PNG stems and the caption file stems)
 FIGURES: dict[str, str] = {
     "efficiency_distribution": "Distribution of run efficiency",
-    "config_efficiency": "Mean efficiency per config with 95 % bootstrap CI",
+    "config_efficiency": "Mean efficiency per config with the 95 % t-interval of its runs",
     "speedup_by_scenario": "Speedup by scenario",
     "seed_vs_true": "Seed formula vs true efficiency, per run",
     "ttft_split": "Time to first token and its server-side split",
@@ -42,6 +42,7 @@ FIGURES: dict[str, str] = {
     "slowdown": "Per-agent slowdown (concurrent wall / solo wall)",
     "run_timeline": "Timeline of one run: when each agent's calls ran",
     "topology_comparison": "Efficiency by topology",
+    "latency": "Latency distributions per call, solo vs concurrent",
 }
 
 SEED_COLOR, TRUE_COLOR = "#8c8c8c", "#1f77b4"
@@ -386,6 +387,50 @@ def _topology(ctx: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+_LATENCY_PANELS = (
+    ("client_ttft_ms", "TTFT (ms)"),
+    ("itl_ms", "inter-token latency (ms)"),
+    ("tpot_ms", "time per output token (ms)"),
+    ("client_wall_ms", "end-to-end (ms)"),
+)
+
+
+def _latency_values(calls: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in calls:
+        return np.empty(0)
+    if col == "itl_ms":
+        parts = [np.asarray(v, dtype=float) for v in calls[col] if v is not None and len(v)]
+        x = np.concatenate(parts) if parts else np.empty(0)
+    else:
+        x = pd.to_numeric(calls[col], errors="coerce").to_numpy(float)
+    return x[np.isfinite(x)]
+
+
+def _latency(ctx: dict[str, Any], path: Path) -> str | None:
+    calls = ctx["calls"]
+    if calls.empty:
+        raise Skip("no per-call records")
+    panels = [(c, label) for c, label in _LATENCY_PANELS if len(_latency_values(calls, c))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels, strict=True):
+        for phase, color in (("solo", SEED_COLOR), ("concurrent", TRUE_COLOR)):
+            x = np.sort(_latency_values(calls[calls["phase"] == phase], col))
+            if len(x):
+                ax.step(
+                    x, np.arange(1, len(x) + 1) / len(x), where="post", color=color, label=phase
+                )
+                ax.axvline(np.percentile(x, 99), color=color, lw=0.8, ls=":")
+        ax.set_xlabel(label)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Share of values at or below (ECDF)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(FIGURES["latency"] + " (dotted: P99)")
+    _save(fig, path)
+    missing = [label for c, label in _LATENCY_PANELS if (c, label) not in panels]
+    return f"not recorded: {', '.join(missing)}" if missing else None
+
+
 _DRAW: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "efficiency_distribution": _efficiency_distribution,
     "config_efficiency": _config_efficiency,
@@ -396,6 +441,7 @@ _DRAW: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "slowdown": _slowdown,
     "run_timeline": _run_timeline,
     "topology_comparison": _topology,
+    "latency": _latency,
 }
 
 

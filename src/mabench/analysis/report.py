@@ -47,8 +47,9 @@ SECTIONS: tuple[str, ...] = (
     "Statistical deep dive",
     "Seed formula vs true efficiency",
     "Per-agent throughput and TTFT",
+    "Latency distributions",
     "Contention",
-    "Topology comparison",
+    "Topology and coordinator comparison",
     "Configuration recommendations",
     "Cost model",
     "SLO check",
@@ -274,7 +275,7 @@ def _shown_settings(stats: Statistics, settings: Mapping[str, Any] | None) -> di
     """Presentation settings from the caller; the numeric ones as the statistics used them."""
     computed = resolve_settings(stats.meta.get("settings"))
     shown = resolve_settings({**computed, **dict(settings or {})})
-    for key in ("contention", "slo", "cost", "bootstrap", "reference"):
+    for key in ("contention", "slo", "cost", "reference"):
         shown[key] = computed[key]
     return shown
 

@@ -9,13 +9,18 @@ recomputes statistics).
 
 Owns, by concern:
 
-- ``estimators``: pure functions on arrays (bootstrap and other CIs, describe, Wilson, Holm,
-  Cliff's delta, IQR fences, two-sample tests);
+- ``estimators``: pure functions on arrays (t-intervals and their simulated coverage, the
+  intervals conditional on the configs and over config means, describe, Wilson, Holm,
+  Cliff's delta, IQR fences, Welch, paired and rank tests, ICC);
 - ``summaries``: the grouped descriptive tables (per level and metric, contention, rankings,
-  outliers, comparisons, paired solo vs concurrent, the TTFT split, seed vs true);
+  outliers, the TTFT split, seed vs true, values dropped as not finite);
+- ``comparisons``: scenarios, topologies and coordinators with the config as the unit
+  (paired where the design pairs), Holm across each family; solo vs concurrent per agent;
+- ``latency``: P50/P90/P95/P99/max of TTFT, inter-token latency, time per output token and
+  end-to-end latency per phase; goodput against the study's TTFT and TPOT targets;
 - ``advice``: recommendations, SLO checks, the cost model, limitations;
-- ``provenance``: settings, methodology fields, input hashes, the :class:`Statistics` container
-  and the stats folder (writing, reading, the headline);
+- ``provenance``: settings, methodology fields, input hashes, the coverage table, the
+  :class:`Statistics` container and the stats folder (writing, reading, the headline);
 - ``compute``: :func:`compute_statistics` and :func:`run`, which assemble the above.
 
 May import: :mod:`mabench.analysis.tables` and :mod:`mabench.measure.records` (writing JSON).
@@ -25,13 +30,13 @@ comparisons and the legacy reanalysis and passes them in as :class:`LegacyData`.
 
 from mabench.analysis.stats.compute import compute_statistics, run
 from mabench.analysis.stats.estimators import (
-    bootstrap_ci,
     cliffs_delta,
     cliffs_magnitude,
     compare_two,
     describe,
     holm,
     iqr_fences,
+    t_interval,
     wilson_ci,
 )
 from mabench.analysis.stats.provenance import (
@@ -59,7 +64,6 @@ __all__ = [
     "RUN_METRICS",
     "LegacyData",
     "Statistics",
-    "bootstrap_ci",
     "cliffs_delta",
     "cliffs_magnitude",
     "compare_two",
@@ -74,6 +78,7 @@ __all__ = [
     "read_tables",
     "resolve_settings",
     "run",
+    "t_interval",
     "wilson_ci",
     "write_statistics",
 ]

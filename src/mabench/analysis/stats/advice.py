@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mabench.analysis.stats.estimators import holm, welch
+
 HOURS_PER_MONTH = 730.0
 
 
@@ -299,8 +301,42 @@ def _contention_check(scope: str, g: pd.DataFrame, target: float, legacy: float)
     )
 
 
+def _goodput_check(scope: str, goodput: pd.DataFrame, target: float) -> dict[str, Any]:
+    row = pd.DataFrame()
+    if not goodput.empty:
+        level, group = ("overall", "all") if scope == "all" else ("config", scope)
+        row = goodput[
+            (goodput["level"] == level)
+            & (goodput["group"] == group)
+            & (goodput["phase"] == "concurrent")
+        ]
+    if row.empty:
+        return _check(
+            scope,
+            "goodput",
+            target,
+            "at least",
+            observed=None,
+            basis="per-call times not measured",
+            passed=None,
+        )
+    r = row.iloc[0]
+    obs = float(r["goodput_pct"])
+    basis = (
+        f"calls of the concurrent phase with TTFT at most {r['ttft_target_ms']:g} ms and TPOT "
+        f"at most {r['tpot_target_ms']:g} ms (%)"
+    )
+    return _check(
+        scope, "goodput", target, "at least", observed=obs, basis=basis, passed=obs >= target
+    )
+
+
 def slo(
-    runs: pd.DataFrame, agents: pd.DataFrame, calls: pd.DataFrame, settings: Mapping[str, Any]
+    runs: pd.DataFrame,
+    agents: pd.DataFrame,
+    calls: pd.DataFrame,
+    settings: Mapping[str, Any],
+    goodput: pd.DataFrame,
 ) -> pd.DataFrame:
     """Each SLO of the settings checked for the whole study (scope ``all``) and per config."""
     targets = settings["slo"]
@@ -313,6 +349,7 @@ def slo(
         rows.append(_efficiency_check(scope, g, float(targets["min_true_efficiency_pct"])))
         rows.append(_ttft_check(scope, ttft, float(targets["max_p95_ttft_ms"])))
         rows.append(_contention_check(scope, g, float(targets["max_contention_rate_pct"]), legacy))
+        rows.append(_goodput_check(scope, goodput, float(targets["min_goodput_pct"])))
     return pd.DataFrame(rows)
 
 
@@ -346,31 +383,43 @@ class _ContentionCounts:
         }
 
 
-def _best_rows(cfg: pd.DataFrame, metric: str, counts: _ContentionCounts) -> list[dict]:
-    """The config with the highest mean per scenario, beside its runner-up."""
+def _config_row(r: pd.Series) -> dict[str, Any]:
+    return {
+        "scenario": r["scenario"],
+        "config_id": r["group"],
+        "n": r["n"],
+        "mean": r["mean"],
+        "ci_low": r["ci_low"],
+        "ci_high": r["ci_high"],
+    }
+
+
+def _best_rows(
+    cfg: pd.DataFrame, values: Mapping[str, np.ndarray], metric: str, counts: _ContentionCounts
+) -> list[dict]:
+    """Per scenario, the config with the highest mean against its runner-up: Welch's interval
+    and test of the difference of their runs' means (a maximum of several means is biased
+    upward, so the choice is supported only when the difference is)."""
     rows = []
-    for scen, g in cfg.groupby("scenario", sort=True):
+    for _, g in cfg.groupby("scenario", sort=True):
         g = g.sort_values(["mean", "group"], ascending=[False, True])
-        best = g.iloc[0]
-        runner = g.iloc[1] if len(g) > 1 else None
-        sep = None
-        if runner is not None and pd.notna(best["ci_low"]) and pd.notna(runner["ci_high"]):
-            sep = bool(best["ci_low"] > runner["ci_high"])
+        best, runner = g.iloc[0], (g.iloc[1] if len(g) > 1 else None)
+        w = welch(values[best["group"]], values[runner["group"]]) if runner is not None else {}
+        low = w.get("diff_low")
         rows.append(
             {
                 "kind": "best",
-                "scenario": scen,
-                "config_id": best["group"],
+                **_config_row(best),
                 "metric": metric,
-                "n": best["n"],
-                "mean": best["mean"],
-                "ci_low": best["ci_low"],
-                "ci_high": best["ci_high"],
+                "n_candidates": len(g),
                 "runner_up": None if runner is None else runner["group"],
                 "runner_up_mean": None if runner is None else runner["mean"],
-                "runner_up_ci_low": None if runner is None else runner["ci_low"],
-                "runner_up_ci_high": None if runner is None else runner["ci_high"],
-                "separable": sep,
+                "runner_up_n": None if runner is None else runner["n"],
+                "diff": w.get("diff"),
+                "diff_ci_low": low,
+                "diff_ci_high": w.get("diff_high"),
+                "p": w.get("welch_p"),
+                "supported": None if low is None else bool(low > 0),
                 **counts.columns(best["group"]),
                 "reasons": None,
             }
@@ -378,16 +427,37 @@ def _best_rows(cfg: pd.DataFrame, metric: str, counts: _ContentionCounts) -> lis
     return rows
 
 
-def _avoid_rows(
-    cfg: pd.DataFrame, overall: float, slo: pd.DataFrame, metric: str, counts: _ContentionCounts
-) -> list[dict]:
-    """Configs whose CI lies below the study mean or that fail a checkable SLO."""
+def _leave_one_out(cfg: pd.DataFrame, values: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Each config's runs against the runs of every other config (Welch), Holm across configs."""
     rows = []
+    for cid in cfg["group"]:
+        others = [v for k, v in values.items() if k != cid]
+        rest = np.concatenate(others) if others else np.empty(0)
+        w = welch(values[cid], rest)
+        rows.append({"config_id": cid, "others_mean": rest.mean() if len(rest) else None, **w})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out["welch_p"]) if len(out) else []
+    return out.set_index("config_id")
+
+
+def _avoid_rows(
+    cfg: pd.DataFrame,
+    values: Mapping[str, np.ndarray],
+    slo: pd.DataFrame,
+    metric: str,
+    counts: _ContentionCounts,
+) -> list[dict]:
+    """Configs significantly below the others (leave-one-out, Holm) or failing a checkable SLO."""
+    rows = []
+    loo = _leave_one_out(cfg, values)
     failing = slo[(slo["scope"] != "all") & (slo["passed"] == False)]  # noqa: E712
     for _, r in cfg.sort_values(["mean", "group"]).iterrows():
+        t = loo.loc[r["group"]]
         reasons = []
-        if pd.notna(r["ci_high"]) and r["ci_high"] < overall:
-            reasons.append("CI of the mean lies below the study mean")
+        if pd.notna(t["p_holm"]) and t["p_holm"] < 0.05 and t["diff"] < 0:
+            reasons.append(
+                "below the other configs (leave-one-out Welch t, Holm-adjusted p below 0.05)"
+            )
         fails = sorted(failing.loc[failing["scope"] == r["group"], "check"])
         reasons += [f"fails SLO {c}" for c in fails]
         if not reasons:
@@ -395,14 +465,14 @@ def _avoid_rows(
         rows.append(
             {
                 "kind": "avoid",
-                "scenario": r["scenario"],
-                "config_id": r["group"],
+                **_config_row(r),
                 "metric": metric,
-                "n": r["n"],
-                "mean": r["mean"],
-                "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"],
-                "study_mean": overall,
+                "others_mean": t["others_mean"],
+                "diff": t["diff"],
+                "diff_ci_low": t["diff_low"],
+                "diff_ci_high": t["diff_high"],
+                "p": t["welch_p"],
+                "p_holm": t["p_holm"],
                 **counts.columns(r["group"]),
                 "reasons": "; ".join(reasons),
             }
@@ -413,11 +483,13 @@ def _avoid_rows(
 def recommendations(
     runs: pd.DataFrame, summary: pd.DataFrame, slo: pd.DataFrame, metric: str
 ) -> pd.DataFrame:
-    """The best config per scenario and the configs to avoid, on ``metric``."""
+    """The best config per scenario and the configs to avoid, on ``metric``, by tests of
+    differences (never by overlapping intervals)."""
     cfg = summary[
         (summary["level"] == "config") & (summary["metric"] == metric) & (summary["n"] > 0)
     ]
+    values = {str(cid): g.dropna().to_numpy(float) for cid, g in runs.groupby("config_id")[metric]}
     counts = _ContentionCounts.of(runs)
-    rows = _best_rows(cfg, metric, counts)
-    rows += _avoid_rows(cfg, runs[metric].mean(), slo, metric, counts)
+    rows = _best_rows(cfg, values, metric, counts)
+    rows += _avoid_rows(cfg, values, slo, metric, counts)
     return pd.DataFrame(rows)

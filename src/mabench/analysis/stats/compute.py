@@ -9,12 +9,13 @@ from typing import Any
 import pandas as pd
 
 from mabench import __version__
-from mabench.analysis.stats import advice, summaries
+from mabench.analysis.stats import advice, comparisons, latency, summaries
 from mabench.analysis.stats.advice import HOURS_PER_MONTH
-from mabench.analysis.stats.estimators import WILCOXON_MIN_N
+from mabench.analysis.stats.estimators import icc_oneway
 from mabench.analysis.stats.provenance import (
     LegacyData,
     Statistics,
+    coverage,
     input_sources,
     methodology,
     read_tables,
@@ -50,19 +51,19 @@ def compute_statistics(
     one scenario and one config.
     """
     settings = resolve_settings(settings)
-    boot = _bootstrap_settings(settings)
     if runs.empty:
         raise ValueError("the runs table is empty: nothing to analyse")
+    goodput = latency.goodput(calls, settings["slo"])  # failed calls count as misses
     runs, agents, calls = prepare(runs, agents, calls)
     legacy = legacy or LegacyData()
     _check_legacy(legacy, _sources_of_data(runs), settings["reference"])
     cfg_scen = runs.drop_duplicates("config_id").set_index("config_id")["scenario"].to_dict()
     metric = primary_metric(runs)
     ranked = [metric] if metric == "seed_efficiency" else [metric, "seed_efficiency"]
-    run_summary, agent_summary, call_summary = _summaries(runs, agents, calls, cfg_scen, boot)
-    slo = advice.slo(runs, agents, calls, settings)
+    run_summary, agent_summary, call_summary = _summaries(runs, agents, calls, cfg_scen)
+    slo = advice.slo(runs, agents, calls, settings, goodput)
     return Statistics(
-        meta=_meta(runs, agents, calls, settings, boot, legacy),
+        meta=_meta(runs, agents, calls, settings, legacy),
         run_summary=run_summary,
         agent_summary=agent_summary,
         call_summary=call_summary,
@@ -74,30 +75,31 @@ def compute_statistics(
         bottom_runs=summaries.ranked_runs(runs, ranked, top=False),
         outliers=summaries.outliers(runs, ranked),
         consistency=summaries.consistency(run_summary),
-        comparisons=summaries.comparisons(runs),
-        paired=summaries.paired(agents, boot),
+        comparisons=comparisons.comparisons(runs, agents),
+        paired=comparisons.solo_vs_concurrent(agents),
         recommendations=advice.recommendations(runs, run_summary, slo, metric),
         cost=advice.cost(runs, agents, settings),
         slo=slo,
         slo_configs=advice.slo_configs(slo),
-        seed_vs_true=summaries.seed_vs_true(runs, boot),
+        seed_vs_true=summaries.seed_vs_true(runs),
         limitations=advice.limitations(runs, agents, calls, run_summary, metric),
         per_config=summaries.per_config(runs, agents, run_summary),
         methodology=methodology(runs),
         inputs=input_sources({"runs": runs, "agents": agents, "calls": calls}, sources),
         reliability=reliability(runs, failures),
+        latency=latency.latency(calls, cfg_scen),
+        goodput=goodput,
+        coverage=coverage(_sample_sizes(runs)),
+        dropped=summaries.dropped(
+            {
+                "runs": (runs, RUN_METRICS),
+                "agents": (agents, AGENT_METRICS),
+                "calls": (calls, CALL_METRICS),
+            }
+        ),
         reference=dict(legacy.reference),
         tr110=dict(legacy.tr110),
     )
-
-
-def _bootstrap_settings(settings: Mapping[str, Any]) -> dict[str, int]:
-    b = settings["bootstrap"]
-    return {
-        "resamples": int(b["resamples"]),
-        "seed": int(b["seed"]),
-        "normal_from_n": int(b["normal_from_n"]),
-    }
 
 
 def _summaries(
@@ -105,23 +107,35 @@ def _summaries(
     agents: pd.DataFrame,
     calls: pd.DataFrame,
     cfg_scen: Mapping[str, str],
-    boot: Mapping[str, int],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The descriptive tables per run, per agent and run, and per call and phase."""
-    run_summary = summaries.summarise(runs, RUN_METRICS, cfg_scen, boot)
+    """The descriptive tables per run, per agent and run, and per call and phase (a run's
+    calls are not independent: its mean is the unit of the calls' intervals)."""
+    run_summary = summaries.summarise(runs, RUN_METRICS, cfg_scen)
     agent_summary = summaries.summarise(
-        agents, AGENT_METRICS, cfg_scen, boot, extra=("agent",), keep_empty_overall=False
+        agents, AGENT_METRICS, cfg_scen, extra=("agent",), keep_empty_overall=False
     )
     call_summary = summaries.summarise(
         calls,
         CALL_METRICS,
         cfg_scen,
-        boot,
         extra=("phase",),
         with_topology=False,
         keep_empty_overall=False,
+        by_run=True,
     )
     return run_summary, agent_summary, call_summary
+
+
+def _sample_sizes(runs: pd.DataFrame) -> set[int]:
+    """The sample sizes whose interval coverage the report states: 2, 3, 5 and 20, the runs
+    per config of this study and its number of configs."""
+    per_config = runs.groupby("config_id").size()
+    return {2, 3, 5, 20, int(per_config.min()), int(per_config.max()), len(per_config)}
+
+
+def _icc(runs: pd.DataFrame, metric: str) -> float | None:
+    both = runs[["config_id", metric]].dropna()
+    return icc_oneway(both[metric].to_numpy(float), both["config_id"].to_numpy())
 
 
 def _sources_of_data(runs: pd.DataFrame) -> list[str]:
@@ -140,7 +154,6 @@ def _meta(
     agents: pd.DataFrame,
     calls: pd.DataFrame,
     settings: Mapping[str, Any],
-    boot: Mapping[str, int],
     legacy: LegacyData,
 ) -> dict[str, Any]:
     """What the report says about the study as a whole (``summary.json``'s ``meta``)."""
@@ -169,8 +182,7 @@ def _meta(
         "n_call_rows": len(calls),
         "settings": settings,
         "mabench_version": __version__,
-        "bootstrap": dict(boot),
-        "wilcoxon_min_n": WILCOXON_MIN_N,
+        "icc": _icc(runs, primary_metric(runs)),
         "hours_per_month": HOURS_PER_MONTH,
         "legacy_methodology": dict(legacy.methodology),
     }

@@ -17,7 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mabench.analysis.stats.estimators import NORMAL_FROM_N
+from mabench.analysis.stats.estimators import (
+    COVERAGE_SIMULATIONS,
+    LOGNORMAL_SIGMA,
+    t_coverage,
+)
 from mabench.analysis.tables import read_table
 from mabench.measure.records import write_json_atomic
 
@@ -35,9 +39,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
         "min_true_efficiency_pct": 90.0,
         "max_p95_ttft_ms": 2000.0,
         "max_contention_rate_pct": 5.0,
+        "goodput_ttft_ms": 2000.0,
+        "goodput_tpot_ms": 100.0,
+        "min_goodput_pct": 90.0,
     },
     "contention": {"legacy_speedup": 1.5, "ttft_ms": 3000.0, "throughput_pct": 70.0},
-    "bootstrap": {"resamples": 2000, "seed": 12345, "normal_from_n": NORMAL_FROM_N},
     "methodology": {},
 }
 
@@ -74,8 +80,8 @@ def resolve_settings(raw: Mapping[str, Any] | Any | None = None) -> dict[str, An
     """Report settings with defaults filled in.
 
     Accepts the flat dict (``study``, ``title``, ``reference``, ``cost``, ``slo``,
-    ``contention``, ``bootstrap``, ``methodology``), a study config dict (whose ``report:``
-    block holds title/reference/cost/slo/bootstrap), or a :class:`mabench.config.Study`.
+    ``contention``, ``methodology``), a study config dict (whose ``report:`` block holds
+    title/reference/cost/slo), or a :class:`mabench.config.Study`.
     """
     if raw is None:
         return json.loads(json.dumps(DEFAULT_SETTINGS))
@@ -127,8 +133,8 @@ class Statistics:
     bottom_runs: pd.DataFrame
     outliers: pd.DataFrame
     consistency: pd.DataFrame
-    comparisons: pd.DataFrame
-    paired: pd.DataFrame
+    comparisons: pd.DataFrame  # scenario / topology / coordinator, config as the unit
+    paired: pd.DataFrame  # solo vs concurrent per agent
     recommendations: pd.DataFrame
     cost: pd.DataFrame
     slo: pd.DataFrame
@@ -139,6 +145,10 @@ class Statistics:
     methodology: pd.DataFrame
     inputs: pd.DataFrame
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)  # attempts and failures
+    latency: pd.DataFrame = field(default_factory=pd.DataFrame)  # P50..P99, max per phase
+    goodput: pd.DataFrame = field(default_factory=pd.DataFrame)  # calls meeting TTFT and TPOT
+    coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # simulated CI coverage
+    dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # values not finite, per metric
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -198,6 +208,26 @@ def input_sources(
     return pd.DataFrame(rows)
 
 
+def coverage(sizes: set[int]) -> pd.DataFrame:
+    """Simulated coverage (%) of the nominal 95 % t-interval of a mean at each sample size, on
+    normal and on lognormal data (what the report states instead of promising 95 %)."""
+    rows = []
+    for n in sorted(s for s in sizes if s >= 2):
+        for dist in ("normal", "lognormal"):
+            rows.append(
+                {
+                    "method": "t-interval of the mean",
+                    "distribution": dist
+                    if dist == "normal"
+                    else f"lognormal (sigma {LOGNORMAL_SIGMA:g})",
+                    "n": n,
+                    "simulations": COVERAGE_SIMULATIONS,
+                    "coverage_pct": t_coverage(n, dist),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -229,7 +259,8 @@ def headline(stats: Statistics) -> dict[str, Any]:
         row = rs[(rs["level"] == "overall") & (rs["metric"] == metric)]
         if not row.empty and row.iloc[0]["n"]:
             r = row.iloc[0]
-            out[metric] = {k: r[k] for k in ("n", "mean", "median", "ci_low", "ci_high")}
+            keys = ("n", "mean", "median", "ci_low", "ci_high", "n_configs")
+            out[metric] = {k: r[k] for k in (*keys, "config_ci_low", "config_ci_high")}
     cont = stats.contention[stats.contention["level"] == "overall"]
     out["contention"] = {
         r["rule"]: {"n": r["n"], "flagged": r["flagged"], "rate_pct": r["rate_pct"]}

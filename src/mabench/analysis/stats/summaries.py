@@ -1,12 +1,10 @@
 """Summaries: the grouped descriptive tables of a study.
 
-Per level (overall, scenario, config, topology) and metric: descriptive statistics with CIs
-of the mean; contention rates with Wilson CIs; rankings of configs and runs; IQR outliers;
-within-config consistency; scenario and topology comparisons (Mann-Whitney U and Welch's t,
-Holm within each metric, Cliff's delta); paired solo vs concurrent per agent (differences
-concurrent - solo of the same agent in the same run, bootstrap CI of the mean difference,
-Wilcoxon signed-rank test when n >= 6); the TTFT split; seed vs true efficiency; the per-config
-table; reliability (attempts and failures).
+Per level (overall, scenario, config, topology) and metric: descriptive statistics with the
+intervals of a mean (:func:`mean_intervals`: conditional on the configs studied, and with the
+configs as a sample); contention rates with Wilson CIs; rankings of configs and runs; IQR
+outliers; within-config consistency; the TTFT split; seed vs true efficiency; the per-config
+table; values dropped as not finite; reliability (attempts and failures).
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from mabench.analysis.stats.estimators import (
-    WILCOXON_MIN_N,
-    bootstrap_ci,
-    compare_two,
+    conditional_interval,
     describe,
-    holm,
+    finite_values,
+    group_means_interval,
     iqr_fences,
     wilson_ci,
 )
@@ -75,14 +72,6 @@ CONTENTION_RULES: dict[str, str] = {
     "legacy": "contention_legacy",
     "ttft": "contention_ttft",
     "throughput": "contention_throughput",
-}
-
-#: solo vs concurrent pairs for the paired analysis
-PAIRS: dict[str, tuple[str, str, str]] = {
-    "server tok/s": ("solo_tps", "concurrent_tps", "tok/s"),
-    "client decode tok/s": ("solo_client_tps", "concurrent_client_tps", "tok/s"),
-    "TTFT": ("solo_ttft_ms", "concurrent_ttft_ms", "ms"),
-    "agent wall time": ("solo_wall_s", "concurrent_wall_s", "s"),
 }
 
 COMPARED_METRICS = ("seed_efficiency", "true_efficiency")
@@ -184,39 +173,79 @@ def _group_rows(df: pd.DataFrame, cols: list[str]) -> list[tuple[tuple[Any, ...]
     ]
 
 
+def _unit_codes(df: pd.DataFrame, by_run: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each row's config code and, when several rows belong to one run, its run code."""
+    cfg = pd.factorize(df["config_id"], sort=False)[0]
+    if not by_run:
+        return cfg, None
+    run = pd.MultiIndex.from_arrays([df["config_id"], df["run_index"]])
+    return cfg, pd.factorize(run, sort=False)[0]
+
+
+def mean_intervals(
+    values: np.ndarray, configs: np.ndarray, runs: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The two intervals of a mean over several configs (``values`` finite, ``configs`` and
+    ``runs`` their codes): conditional on the configs studied (``ci_low``, ``ci_high``) and
+    with the configs as a sample (``config_ci_low``, ``config_ci_high``, over ``n_configs``
+    config means, whose mean is ``config_mean``). With ``runs``, each run's mean is the unit
+    within its config (several calls of one run are not independent)."""
+    if runs is not None and len(values):
+        run_codes, first = np.unique(runs, return_index=True)
+        pos = np.searchsorted(run_codes, runs)
+        values = np.bincount(pos, weights=values) / np.bincount(pos)
+        configs = configs[first]
+    cond = conditional_interval(values, configs)
+    conf = group_means_interval(values, configs)
+    return {
+        "ci_low": cond["low"],
+        "ci_high": cond["high"],
+        "n_configs": conf["n_groups"],
+        "config_mean": conf["mean"],
+        "config_ci_low": conf["low"],
+        "config_ci_high": conf["high"],
+    }
+
+
 def summarise(
     df: pd.DataFrame,
     metrics: Mapping[str, str],
     config_scenario: Mapping[str, str],
-    boot: Mapping[str, int],
     extra: tuple[str, ...] = (),
     with_topology: bool = True,
     keep_empty_overall: bool = True,
+    by_run: bool = False,
 ) -> pd.DataFrame:
+    """Descriptive statistics (:func:`describe`) of each metric per level and ``extra`` key,
+    with the CIs of :func:`mean_intervals` (``by_run``: rows are calls, a run is the unit)."""
     rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(columns=["level", "group", "scenario", *extra, "metric", "unit", "n"])
     columns = {
         m: df[m].to_numpy(dtype=float, na_value=np.nan) for m in metrics if m in df
     }  # each metric as one float array, sliced per group
+    cfg_codes, run_codes = _unit_codes(df, by_run)
     for level, key in _levels(df, with_topology):
         for keys, positions in _group_rows(df, ([key] if key else []) + list(extra)):
             gname, ev = (keys[0], keys[1:]) if key else ("all", keys)
+            scen = (
+                gname
+                if level == "scenario"
+                else config_scenario.get(gname)
+                if level == "config"
+                else None
+            )
             for metric, unit in metrics.items():
                 if metric not in columns:
                     continue
                 vals = columns[metric][positions]
                 if np.isnan(vals).all() and not (level == "overall" and keep_empty_overall):
                     continue
-                tag = "|".join([level, str(gname), *map(str, ev), metric])
-                d = describe(vals, boot["resamples"], boot["seed"], tag, boot["normal_from_n"])
-                scen = (
-                    gname
-                    if level == "scenario"
-                    else config_scenario.get(gname)
-                    if level == "config"
-                    else None
-                )
+                ok = np.isfinite(vals)
+                d = describe(vals)
+                if ok.any():
+                    runs = None if run_codes is None else run_codes[positions][ok]
+                    d.update(mean_intervals(vals[ok], cfg_codes[positions][ok], runs))
                 rows.append(
                     {
                         "level": level,
@@ -365,84 +394,6 @@ def consistency(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparisons(runs: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for by in ("scenario", "topology"):
-        if by not in runs or runs[by].nunique(dropna=True) < 2:
-            continue
-        for metric in COMPARED_METRICS:
-            groups = {k: g[metric].dropna() for k, g in runs.groupby(by, sort=True)}
-            groups = {k: v for k, v in groups.items() if len(v) > 0}
-            names = sorted(groups)
-            family = []
-            for i, a in enumerate(names):
-                for b in names[i + 1 :]:
-                    family.append(
-                        {
-                            "by": by,
-                            "metric": metric,
-                            "a": a,
-                            "b": b,
-                            **compare_two(groups[a], groups[b]),
-                        }
-                    )
-            adj = holm([r["mw_p"] for r in family])
-            adj_w = holm([r["welch_p"] for r in family])
-            for r, p, pw in zip(family, adj, adj_w, strict=True):
-                r["mw_p_holm"] = p
-                r["welch_p_holm"] = pw
-                r["significant"] = None if p is None else bool(p < 0.05)
-            rows.extend(family)
-    return pd.DataFrame(rows)
-
-
-def paired(agents: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
-    rows = []
-    names = sorted(agents["agent"].dropna().unique()) if not agents.empty else []
-    for agent in [*names, "(all agents)"]:
-        g = agents if agent == "(all agents)" else agents[agents["agent"] == agent]
-        for label, (solo, conc, unit) in PAIRS.items():
-            both = g[[solo, conc]].dropna()
-            n = len(both)
-            if n == 0:
-                continue
-            diff = (both[conc] - both[solo]).to_numpy(float)
-            lo, hi = bootstrap_ci(
-                diff,
-                boot["resamples"],
-                boot["seed"],
-                f"paired|{agent}|{label}",
-                normal_from_n=boot["normal_from_n"],
-            )
-            w_stat = w_p = None
-            if n >= WILCOXON_MIN_N and np.any(diff != 0):
-                try:
-                    w = sps.wilcoxon(diff)
-                    w_stat, w_p = float(w.statistic), float(w.pvalue)
-                except ValueError:
-                    pass
-            mean_solo = float(both[solo].mean())
-            rows.append(
-                {
-                    "agent": agent,
-                    "quantity": label,
-                    "solo_column": solo,
-                    "concurrent_column": conc,
-                    "unit": unit,
-                    "n": n,
-                    "mean_solo": mean_solo,
-                    "mean_concurrent": float(both[conc].mean()),
-                    "mean_diff": float(diff.mean()),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "rel_change_pct": None if mean_solo == 0 else 100 * diff.mean() / mean_solo,
-                    "wilcoxon_stat": w_stat,
-                    "wilcoxon_p": w_p,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def _ttft_parts(
     calls: pd.DataFrame, agents: pd.DataFrame
 ) -> tuple[str, list[tuple[str, pd.DataFrame]]]:
@@ -507,8 +458,9 @@ def ttft_split(
     return pd.DataFrame(rows)
 
 
-def seed_vs_true(runs: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
-    """How far the seed formula is from true efficiency, run by run (both measured)."""
+def seed_vs_true(runs: pd.DataFrame) -> pd.DataFrame:
+    """How far the seed formula is from true efficiency, run by run (both measured): the mean
+    difference with its interval conditional on the configs and with the configs as a sample."""
     both = runs[runs["seed_efficiency"].notna() & runs["true_efficiency"].notna()]
     rows = []
     if both.empty:
@@ -519,13 +471,7 @@ def seed_vs_true(runs: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
         groups += [("topology", str(k), g) for k, g in both.groupby("topology", sort=True)]
     for level, name, g in groups:
         diff = (g["seed_efficiency"] - g["true_efficiency"]).to_numpy(float)
-        lo, hi = bootstrap_ci(
-            diff,
-            boot["resamples"],
-            boot["seed"],
-            f"seed_vs_true|{name}",
-            normal_from_n=boot["normal_from_n"],
-        )
+        configs = g["config_id"].to_numpy()
         cfg = g.groupby("config_id")[["seed_efficiency", "true_efficiency"]].mean()
         rho = None
         if (
@@ -544,10 +490,8 @@ def seed_vs_true(runs: pd.DataFrame, boot: Mapping[str, int]) -> pd.DataFrame:
                 "mean_seed": float(g["seed_efficiency"].mean()),
                 "mean_true": float(g["true_efficiency"].mean()),
                 "mean_diff_pp": float(diff.mean()),
-                "ci_low": lo,
-                "ci_high": hi,
+                **mean_intervals(diff, configs),
                 "runs_seed_above_true": int((diff > 0).sum()),
-                "n_configs": len(cfg),
                 "config_rank_spearman": rho,
                 "best_config_seed": best_seed,
                 "best_config_true": best_true,
@@ -616,6 +560,28 @@ def per_config(runs: pd.DataFrame, agents: pd.DataFrame, summary: pd.DataFrame) 
         for col in ("ci_low", "ci_high", "std"):
             out[f"{prefix}_{col}"] = out["config_id"].map(m[col]) if not m.empty else None
     return out
+
+
+def dropped(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, str]]]) -> pd.DataFrame:
+    """Per table and measured metric: rows, values used, and values left out because they are
+    not finite numbers (null, NaN or ±inf in a row whose other metrics were measured)."""
+    rows = []
+    for name, (df, metrics) in tables.items():
+        for metric in metrics:
+            if metric not in df:
+                continue
+            used, left_out = finite_values(df[metric])
+            if len(used):
+                rows.append(
+                    {
+                        "table": name,
+                        "metric": metric,
+                        "rows": len(df),
+                        "used": len(used),
+                        "dropped": left_out,
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def reliability(runs: pd.DataFrame, failures: pd.DataFrame | None) -> pd.DataFrame:

@@ -1,0 +1,158 @@
+"""Latency distributions and goodput: the tail a user of the agents waits through.
+
+Per phase (solo, concurrent), overall, per scenario and per config: P50, P90, P95, P99 and the
+maximum of time to first token, inter-token latency (every gap between two text chunks of a
+call, pooled), time per output token (one value per call) and end-to-end latency (one value
+per call). Goodput: the share of calls that met the study's TTFT and TPOT targets; a failed call
+never meets them, and a call of fewer than 2 tokens (no TPOT) is judged on its TTFT alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mabench.analysis.stats.estimators import tail, wilson_ci
+
+#: per-call latency column -> (name in the report, one value per call or a list per call)
+LATENCY_METRICS: dict[str, tuple[str, bool]] = {
+    "client_ttft_ms": ("TTFT", False),
+    "itl_ms": ("ITL", True),
+    "tpot_ms": ("TPOT", False),
+    "client_wall_ms": ("end-to-end", False),
+}
+PHASES = ("solo", "concurrent")
+
+
+LEVELS: tuple[tuple[str, str | None], ...] = (
+    ("overall", None),
+    ("scenario", "scenario"),
+    ("config", "config_id"),
+)
+
+
+def _groups(calls: pd.DataFrame, key: str | None) -> list[tuple[str, np.ndarray]]:
+    """(group name, boolean row mask) per group of ``key`` (all rows for None)."""
+    if key is None:
+        return [("all", np.ones(len(calls), dtype=bool))]
+    col = calls[key].astype(object)
+    return [(str(g), (col == g).to_numpy()) for g in sorted(col.dropna().unique())]
+
+
+class _Columns:
+    """The latency columns as arrays: a float per call, or every gap of every call with the
+    row it came from (so that a group's gaps are one mask away)."""
+
+    def __init__(self, calls: pd.DataFrame) -> None:
+        self.per_call: dict[str, np.ndarray] = {}
+        self.flat: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for col, (_, is_list) in LATENCY_METRICS.items():
+            if col not in calls:
+                continue
+            if not is_list:
+                self.per_call[col] = pd.to_numeric(calls[col], errors="coerce").to_numpy(float)
+                continue
+            lists = [np.asarray(v, dtype=float) if v is not None else None for v in calls[col]]
+            lengths = np.array([0 if v is None else len(v) for v in lists])
+            values = [v for v in lists if v is not None and len(v)]
+            flat = np.concatenate(values) if values else np.empty(0)
+            self.flat[col] = (flat, np.repeat(np.arange(len(lists)), lengths))
+
+    def values(self, col: str, rows: np.ndarray) -> np.ndarray | None:
+        if col in self.per_call:
+            return self.per_call[col][rows]
+        if col in self.flat:
+            flat, row_of = self.flat[col]
+            return flat[rows[row_of]]
+        return None
+
+
+def latency(calls: pd.DataFrame, config_scenario: Mapping[str, str]) -> pd.DataFrame:
+    """Tail percentiles of each latency per level, group and phase (successful calls)."""
+    if calls.empty:
+        return pd.DataFrame()
+    cols = _Columns(calls)
+    phase = calls["phase"].to_numpy(dtype=object)
+    rows = []
+    for level, key in LEVELS:
+        for name, mask in _groups(calls, key):
+            for ph in PHASES:
+                rows_mask = mask & (phase == ph)
+                if not rows_mask.any():
+                    continue
+                for col, (label, _) in LATENCY_METRICS.items():
+                    vals = cols.values(col, rows_mask)
+                    if vals is None:
+                        continue
+                    t = tail(vals)
+                    if t["n"] == 0:
+                        continue  # not measured (ITL: records of schema 1)
+                    rows.append(
+                        {
+                            "level": level,
+                            "group": name,
+                            "scenario": name
+                            if level == "scenario"
+                            else config_scenario.get(name)
+                            if level == "config"
+                            else None,
+                            "phase": ph,
+                            "metric": label,
+                            "column": col,
+                            "unit": "ms",
+                            "n_calls": int(rows_mask.sum()),
+                            **t,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def _good(calls: pd.DataFrame, ttft_ms: float, tpot_ms: float) -> np.ndarray:
+    """Whether each call met both targets (failed calls and calls without a TTFT do not)."""
+    ok = calls["error_kind"].isna().to_numpy() if "error_kind" in calls else np.ones(len(calls))
+    ttft = pd.to_numeric(calls["client_ttft_ms"], errors="coerce").to_numpy(float)
+    tpot = pd.to_numeric(calls["tpot_ms"], errors="coerce").to_numpy(float)
+    tpot_ok = np.where(np.isnan(tpot), True, tpot <= tpot_ms)
+    return ok.astype(bool) & (ttft <= ttft_ms) & tpot_ok
+
+
+def goodput(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
+    """Share of calls (failed ones included) that met the TTFT and TPOT targets of ``slo``,
+    with its Wilson interval, per level, group and phase."""
+    if calls.empty:
+        return pd.DataFrame()
+    ttft_ms, tpot_ms = float(slo["goodput_ttft_ms"]), float(slo["goodput_tpot_ms"])
+    good = _good(calls, ttft_ms, tpot_ms)
+    failed = calls["error_kind"].notna().to_numpy() if "error_kind" in calls else good & False
+    phase = calls["phase"].to_numpy(dtype=object)
+    rows = []
+    for level, key in LEVELS:
+        for name, mask in _groups(calls, key):
+            for ph in PHASES:
+                m = mask & (phase == ph)
+                n, k = int(m.sum()), int(good[m].sum())
+                if not n:
+                    continue
+                lo, hi = wilson_ci(k, n)
+                rows.append(
+                    {
+                        "level": level,
+                        "group": name,
+                        "phase": ph,
+                        "n_calls": n,
+                        "n_failed": int(failed[m].sum()),
+                        "n_good": k,
+                        "goodput_pct": 100.0 * k / n,
+                        "ci_low_pct": 100 * lo,
+                        "ci_high_pct": 100 * hi,
+                        "ttft_target_ms": ttft_ms,
+                        "tpot_target_ms": tpot_ms,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+__all__ = ["LATENCY_METRICS", "goodput", "latency"]
