@@ -208,6 +208,8 @@ def report_settings(study: Study) -> dict[str, Any]:
         **study.report,
     }
     if study.imported:
+        # the reanalysis reads the folder the tables were imported from (None: bundled copy)
+        settings["tr110_dir"] = study.import_.get("path") if study.import_ else None
         return settings
     phases = {
         "alternate": "solo then concurrent in odd runs, concurrent then solo in even runs",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from mabench import legacy, pipeline
+from mabench.analysis import stats
 from mabench.analysis.tables import SCHEMAS, read_table
+from mabench.config import study_from_dict
 from mabench.datasets import tr110
 
 
@@ -158,3 +162,16 @@ def test_cli(tmp_path, capsys) -> None:
 def test_not_a_tr110_folder(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="TR110 layout"):
         tr110.import_tr110(tmp_path, tmp_path / "out")
+
+
+def test_an_imported_folder_is_the_one_reanalysed(tmp_path) -> None:
+    # a user's TR110 folder with one test fewer than the bundled copy
+    src = tmp_path / "tr110"
+    shutil.copytree(tr110.bundled_dir(), src)
+    shutil.rmtree(next(src.glob("phase_*_test_002")))
+    study = study_from_dict({"study": "mine", "import": {"format": "tr110", "path": str(src)}})
+    settings = stats.resolve_settings(pipeline.report_settings(study))
+    runs = tr110.frames(src)["runs"]
+    checks = legacy.legacy_data(runs, settings).tr110["checks"].set_index("check")
+    assert checks.loc["n_configs", "computed"] == 29
+    assert checks.loc["per_test_reproduced", "agrees"]  # the reanalysis read the same folder
