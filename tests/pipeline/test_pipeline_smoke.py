@@ -42,6 +42,8 @@ def test_every_output_exists(smoke_dir):
     report = (out / "technical_report.md").read_text()
     assert report.startswith("# Smoke study")
     assert "True efficiency" in report or "true efficiency" in report
+    latency = report.split("## Latency distributions", 1)[1].split("\n## ", 1)[0]
+    assert "P99 (ms)" in latency and "| concurrent | ITL |" in latency
     for png in re.findall(r"\]\((figures/[^)]+\.png)\)", report):
         assert (out / png).is_file(), png
 
@@ -59,6 +61,9 @@ def test_parquet_tables_follow_the_documented_schema(smoke_dir):
     calls = pd.read_parquet(tables / "calls.parquet")
     assert len(calls) == n_runs * 2 * 2 * 2  # runs x phases x agents x calls
     assert set(calls["phase"]) == {"solo", "concurrent"}
+    # every text chunk's arrival is recorded: one gap fewer than chunks, TPOT per call
+    assert (calls["n_text_chunks"] >= 1).all() and calls["tpot_ms"].notna().all()
+    assert (calls["itl_ms"].map(len) == calls["n_text_chunks"] - 1).all()
     runs = pd.read_parquet(tables / "runs.parquet")
     assert runs["true_efficiency"].notna().all() and runs["seed_efficiency"].notna().all()
     assert (runs["n_errors"] == 0).all()
