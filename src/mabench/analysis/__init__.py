@@ -1,8 +1,9 @@
 """From run records to the technical report: tables, statistics, figures, Markdown.
 
 Owns the aggregation of run records into Parquet tables (``aggregate``, ``tables``), the
-statistics (``stats``, a package split by concern), the figures (``plots``) and the
-Jinja-rendered report (``report``, ``markdown``).
+checks that every file it reads belongs where it is (``integrity``), the statistics
+(``stats``, a package split by concern), the figures (``plots``) and the Jinja-rendered report
+(``report``, ``markdown``).
 
 May import: ``measure.records`` (the run record it reads). Never imports ``servers``; it
 measures nothing. Never imports ``datasets``: the reference comparisons, the legacy
