@@ -1,8 +1,11 @@
-"""Aggregation in chunks and worker processes writes the tables a single pass writes."""
+"""Aggregation in chunks and worker processes writes the tables a single pass writes, and
+only when every input passed its checks."""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,7 +13,9 @@ import pytest
 
 from benchmarks.synthetic_records import make_record
 from mabench.analysis.aggregate import aggregate, worker_count
-from mabench.measure.records import RecordError, write_json_atomic, write_record
+from mabench.analysis.integrity import Expected, IntegrityError
+from mabench.measure.records import write_json_atomic, write_record
+from mabench.pipeline import StudyPaths
 
 TABLES = ("runs", "agents", "calls", "failures")
 
@@ -94,17 +99,97 @@ def test_no_records_give_empty_tables(tmp_path: Path) -> None:
         assert table.num_rows == 0, name
 
 
-def test_an_invalid_record_stops_it_and_leaves_no_tables(
-    records: list[Path], tmp_path: Path
-) -> None:
+def test_invalid_records_stop_it_and_leave_no_tables(records: list[Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad" / "run_9.json"
     data = make_record(9).to_json()
     data["metrics"]["n_agents"] = 0
     write_json_atomic(bad, data)
-    paths = [*records[:5], bad, *records[5:]]
-    with pytest.raises(RecordError, match=r"run_9\.json: run record invalid at metrics/n_agents"):
+    empty = tmp_path / "bad" / "run_10.json"
+    empty.write_text("")
+    paths = [*records[:5], bad, *records[5:], empty]
+    with pytest.raises(IntegrityError) as err:
         aggregate(paths, tmp_path / "out", chunk_records=2, workers=2)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert [(p.path, p.reason) for p in err.value.problems] == [
+        (str(bad), "run record invalid at metrics/n_agents: 0 is less than the minimum of 1"),
+        (str(empty), "empty file"),
+    ]
+    assert not any((tmp_path / "out").iterdir())
+
+
+def tables_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def study_of(root: Path, records: list[Path]) -> tuple[list[Path], Expected]:
+    """The records as results/scale/runs/<config>/run_<i>.json, with the study's unload files."""
+    paths = StudyPaths.of("scale", root / "results")
+    placed = []
+    for src in records:
+        config_id, run = src.parent.name, int(src.stem.removeprefix("run_"))
+        dst = paths.record(config_id, run)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+        placed.append(dst)
+    configs = sorted({p.parent.name for p in placed})
+    for config_id in configs:
+        write_json_atomic(
+            paths.unload(config_id), {"study": "scale", "config_id": config_id, "verified": True}
+        )
+    hashes = {
+        c: json.loads(next(p for p in placed if p.parent.name == c).read_text())["environment"][
+            "config_hash"
+        ]
+        for c in configs
+    }
+    return placed, Expected("scale", hashes, {c: paths.unload(c) for c in configs})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_refused_study_leaves_the_tables_already_there_byte_identical(
+    records: list[Path], failures: Path, tmp_path: Path, workers: int
+) -> None:
+    placed, expected = study_of(tmp_path, records)
+    out = tmp_path / "results" / "scale" / "tables"
+    aggregate(placed, out, failures, expected=expected, chunk_records=3, workers=workers)
+    before = tables_bytes(out)
+    assert set(before) == {f"{name}.parquet" for name in TABLES}
+
+    moved = placed[0].parent / "run_99.json"
+    placed[0].rename(moved)  # a record moved over another run's place
+    stale = Expected(
+        "scale", {**expected.config_hashes, placed[-1].parent.name: "0" * 64}, expected.unload_files
+    )
+    with pytest.raises(IntegrityError) as err:
+        aggregate(
+            [moved, *placed[1:]], out, failures, expected=stale, chunk_records=3, workers=workers
+        )
+    reasons = {Path(p.path).relative_to(tmp_path).as_posix(): p.reason for p in err.value.problems}
+    assert reasons[moved.relative_to(tmp_path).as_posix()].startswith("holds ")
+    assert all(r.startswith(("holds ", "stale: ")) for r in reasons.values())
+    assert tables_bytes(out) == before
+
+
+def test_an_unreadable_failure_report_is_logged_and_left_out(
+    records: list[Path], failures: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reports = tmp_path / "failures"
+    shutil.copytree(failures, reports)
+    cut = '{"study": "synthetic", "config_id": "cfg0'
+    (reports / "cut.json").write_text(cut)
+    (reports / "odd.json").write_text(json.dumps({"study": "synthetic", "run_index": "two"}))
+    with caplog.at_level(logging.WARNING, logger="mabench"):
+        aggregate(records[:2], tmp_path / "out", reports)
+    failures_table = pq.read_table(tmp_path / "out" / "failures.parquet")
+    assert failures_table.column("report_path").to_pylist() == [
+        str(reports / "cfg001_run_2_attempt_1.json")
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"failure report {reports / 'cut.json'}: skipped, not valid JSON: cut short (the file "
+        f"ends after {len(cut)} bytes, inside the JSON); it is left out of the failures table; "
+        "delete it, or restore it from a backup",
+        f"failure report {reports / 'odd.json'}: skipped, run_index is 'two', not a whole "
+        "number; it is left out of the failures table; delete it, or restore it from a backup",
+    ]
 
 
 def test_worker_count() -> None:

@@ -1,7 +1,15 @@
 """Run records → the ``runs``, ``agents`` and ``calls`` tables (schemas in :mod:`mabench.analysis.tables`).
 
 Plus ``failures``: every failed attempt found under ``results/<study>/failures/``, so the
-report's reliability table counts what went wrong on the way to the records.
+report's reliability table counts what went wrong on the way to the records (a report that
+cannot be read is left out and logged as a warning, never fatal).
+
+Every input is checked first (:mod:`mabench.analysis.integrity`): a record that cannot be
+read, that holds another run than its path names, that another file holds too, or that was
+measured under options its config no longer has, stops the step with one
+:class:`~mabench.analysis.integrity.IntegrityError` naming every such file. The tables are
+written into a staging folder and moved into place only when every input passed, so a refused
+step leaves the tables already there untouched.
 
 Records are read in chunks of :data:`CHUNK_RECORDS`: each chunk's rows become Arrow tables at
 once and are appended to the Parquet files, so memory holds a few chunks, never every row of a
@@ -15,9 +23,12 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -28,6 +39,20 @@ from typing import Any
 
 import pyarrow as pa
 
+from mabench.analysis.integrity import (
+    Expected,
+    IntegrityError,
+    Problem,
+    RecordFacts,
+    Unreadable,
+    check_records,
+    check_unload_files,
+    failure_report_problem,
+    load_json_object,
+    load_run_record,
+    record_facts,
+    skipped_report,
+)
 from mabench.analysis.tables import (
     AGENTS_SCHEMA,
     CALLS_SCHEMA,
@@ -43,7 +68,6 @@ from mabench.measure.records import (
     CallRecord,
     RunRecord,
     prepare_reading,
-    read_record,
 )
 
 SOURCE = "mabench"
@@ -51,6 +75,9 @@ SOURCE = "mabench"
 _OPTIONS_JSON = json.JSONEncoder(sort_keys=True)
 #: run records read (and turned into Arrow tables) at a time; each is one Parquet row group
 CHUNK_RECORDS = 2000
+TABLES = ("runs", "agents", "calls", "failures")
+
+log = logging.getLogger(__name__)
 
 
 def _ts(text: str) -> datetime:
@@ -229,12 +256,22 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
     return rows
 
 
-def failure_rows(failures_dir: str | Path) -> list[dict[str, Any]]:
-    rows = []
+def failure_rows(
+    failures_dir: str | Path, study: str | None = None
+) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The failures table's rows, and the reports left out because they cannot be read
+    (or, given ``study``, belong to another study)."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[Problem] = []
     for path in sorted(Path(failures_dir).glob("*.json")):
         try:
-            f = json.loads(path.read_text())
-        except (OSError, ValueError):
+            f = load_json_object(path)
+        except Unreadable as exc:
+            skipped.append(skipped_report(path, str(exc)))
+            continue
+        reason = failure_report_problem(f, study)
+        if reason is not None:
+            skipped.append(skipped_report(path, reason))
             continue
         rows.append(
             {
@@ -252,7 +289,7 @@ def failure_rows(failures_dir: str | Path) -> list[dict[str, Any]]:
                 "report_path": str(path),
             }
         )
-    return rows
+    return rows, skipped
 
 
 @dataclass(frozen=True)
@@ -262,6 +299,8 @@ class ChunkTables:
     runs: pa.Table
     agents: pa.Table
     calls: pa.Table
+    #: what reading found, one per record of the chunk, in order (unreadable ones have no rows)
+    facts: list[RecordFacts]
 
 
 @contextmanager
@@ -279,20 +318,28 @@ def _gc_paused() -> Iterator[None]:
 
 
 def read_chunk(record_paths: Sequence[str | Path]) -> ChunkTables:
-    """Read, validate and tabulate these run records (in this order)."""
+    """Read, validate and tabulate these run records (in this order); a record that cannot
+    be read gets no rows, only its facts saying why."""
     runs: list[dict[str, Any]] = []
     agents: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    facts: list[RecordFacts] = []
     with _gc_paused():
-        for path in record_paths:
-            record = read_record(path)
-            runs.append(run_row(record, str(path)))
+        for path in map(str, record_paths):
+            try:
+                record = load_run_record(path)
+            except Unreadable as exc:
+                facts.append(RecordFacts(path, None, unreadable=str(exc)))
+                continue
+            facts.append(record_facts(path, record))
+            runs.append(run_row(record, path))
             agents.extend(agent_rows(record))
             calls.extend(call_rows(record))
         return ChunkTables(
             runs=to_table(runs, RUNS_SCHEMA),
             agents=to_table(agents, AGENTS_SCHEMA),
             calls=to_table(calls, CALLS_SCHEMA),
+            facts=facts,
         )
 
 
@@ -326,9 +373,39 @@ def _read_chunks(chunks: list[list[str]], workers: int) -> Iterator[ChunkTables]
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
             yield from pool.map(read_chunk, chunks)
-        except BaseException:  # an invalid record, or the caller stopped: read no more chunks
+        except BaseException:  # a worker failed, or the caller stopped: read no more chunks
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+@contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A private folder in ``out_dir`` (same file system: moving out of it is a rename) for
+    the tables being written; removed, with whatever is left in it, at the end."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".aggregate-", dir=out_dir))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_record_tables(
+    chunks: list[list[str]], workers: int, staged: dict[str, Path]
+) -> list[RecordFacts]:
+    """Tabulate every record into the staged runs/agents/calls tables; what reading found."""
+    facts: list[RecordFacts] = []
+    with (
+        TableWriter(staged["runs"], RUNS_SCHEMA) as runs,
+        TableWriter(staged["agents"], AGENTS_SCHEMA) as agents,
+        TableWriter(staged["calls"], CALLS_SCHEMA) as calls,
+    ):
+        for part in _read_chunks(chunks, workers):
+            facts.extend(part.facts)
+            runs.write(part.runs)
+            agents.write(part.agents)
+            calls.write(part.calls)
+    return facts
 
 
 def aggregate(
@@ -336,10 +413,17 @@ def aggregate(
     out_dir: str | Path,
     failures_dir: str | Path | None = None,
     *,
+    expected: Expected | None = None,
     chunk_records: int = CHUNK_RECORDS,
     workers: int | None = None,
 ) -> dict[str, Path]:
-    """Read every run record and write runs/agents/calls (and failures) Parquet tables.
+    """Read and check every run record; write runs/agents/calls/failures Parquet tables.
+
+    ``expected``: what the study's inputs must be (each record in its place, measured under
+    its config's current options, each config's forced-unload evidence readable); without
+    it only what needs no study is checked (readable records, no run held twice). Any
+    problem raises :class:`IntegrityError` listing every offending file, and nothing is
+    written to ``out_dir``. Failure reports that cannot be read are left out and logged.
 
     ``workers``: processes reading the records (default :func:`worker_count`); the tables
     do not depend on it or on ``chunk_records``.
@@ -352,21 +436,23 @@ def aggregate(
         workers = worker_count(len(paths), chunk_records)
     workers = max(1, min(workers, len(chunks)))
     out_dir = Path(out_dir)
-    outputs = {
-        "runs": out_dir / "runs.parquet",
-        "agents": out_dir / "agents.parquet",
-        "calls": out_dir / "calls.parquet",
-        "failures": out_dir / "failures.parquet",
-    }
-    with (
-        TableWriter(outputs["runs"], RUNS_SCHEMA) as runs,
-        TableWriter(outputs["agents"], AGENTS_SCHEMA) as agents,
-        TableWriter(outputs["calls"], CALLS_SCHEMA) as calls,
-    ):
-        for part in _read_chunks(chunks, workers):
-            runs.write(part.runs)
-            agents.write(part.agents)
-            calls.write(part.calls)
-    fails = failure_rows(failures_dir) if failures_dir is not None else []
-    write_table(to_table(fails, FAILURES_SCHEMA), outputs["failures"])
+    outputs = {name: out_dir / f"{name}.parquet" for name in TABLES}
+    with _staging(out_dir) as staging:
+        staged = {name: staging / path.name for name, path in outputs.items()}
+        facts = _write_record_tables(chunks, workers, staged)
+        problems = check_records(facts, expected)
+        if expected is not None:
+            problems += check_unload_files(expected)
+        fails: list[dict[str, Any]] = []
+        if failures_dir is not None:
+            fails, skipped = failure_rows(
+                failures_dir, None if expected is None else expected.study
+            )
+            for report in skipped:
+                log.warning("failure report %s", report)
+        if problems:
+            raise IntegrityError(problems, out_dir)
+        write_table(to_table(fails, FAILURES_SCHEMA), staged["failures"])
+        for name, path in outputs.items():
+            staged[name].replace(path)
     return outputs
