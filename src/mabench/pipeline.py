@@ -67,8 +67,16 @@ class StudyPaths:
 
 
 @contextmanager
-def script_logging(log_path: str | Path) -> Iterator[None]:
-    """Send stderr and ``logging`` of a rule script to its Snakemake log file."""
+def script_logging(
+    log_path: str | Path, refusals: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
+    """Send stderr and ``logging`` of a rule script to its Snakemake log file.
+
+    ``refusals``: errors that refuse the rule's input and say in their message which file,
+    why and what to do. One is logged as that message alone, the last lines of the log (which
+    Snakemake shows with ``--show-failed-logs``), and the script exits with status 1: the user
+    reads what to do, not a traceback.
+    """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
         old = sys.stderr
@@ -81,6 +89,9 @@ def script_logging(log_path: str | Path) -> Iterator[None]:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
         try:
             yield
+        except refusals as exc:
+            logging.getLogger("mabench").error("%s", exc)
+            raise SystemExit(1) from None
         except BaseException:
             # The interpreter would print the traceback after stderr is restored: keep it here.
             logging.getLogger("mabench").exception("the rule script failed")
