@@ -4,11 +4,13 @@
 rule aggregate:
     input:
         records=run_records(),
+    # update(): Snakemake keeps the tables already there until the step succeeds, so a refused
+    # input (mabench.analysis.integrity) leaves them as they were.
     output:
-        runs="results/{study}/tables/runs.parquet",
-        agents="results/{study}/tables/agents.parquet",
-        calls="results/{study}/tables/calls.parquet",
-        failures="results/{study}/tables/failures.parquet",
+        runs=update("results/{study}/tables/runs.parquet"),
+        agents=update("results/{study}/tables/agents.parquet"),
+        calls=update("results/{study}/tables/calls.parquet"),
+        failures=update("results/{study}/tables/failures.parquet"),
     log:
         "results/{study}/logs/aggregate.log",
     conda:
@@ -17,5 +19,7 @@ rule aggregate:
     threads: workflow.cores
     params:
         failures_dir="results/{study}/failures",
+        # each config's fingerprint now: a record measured under other options is refused
+        config_hashes={c: STUDY.config_hash(c) for c in STUDY.config_ids},
     script:
         "../../scripts/aggregate.py"
