@@ -1,11 +1,15 @@
-"""Rule `import_tr110`: the TR110 result layout -> runs/agents/calls Parquet tables."""
+"""Rule `import_tr110`: the TR110 result layout -> runs/agents/calls Parquet tables.
+
+A folder that is not the layout the importer reads stops the rule with one message naming
+every offending file (in the rule's log, shown on the terminal by --show-failed-logs).
+"""
 
 from pathlib import Path
 
 from mabench import pipeline
-from mabench.datasets.tr110 import import_tr110
+from mabench.datasets.tr110 import LayoutError, import_tr110
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with pipeline.script_logging(sm.log[0]):
+with pipeline.script_logging(sm.log[0], refusals=(LayoutError,)):
     import_tr110(sm.params.source, Path(sm.output.runs).parent, study=sm.wildcards.study)
     pipeline.write_empty_failures(sm.output.failures)

@@ -160,7 +160,7 @@ def test_cli(tmp_path, capsys) -> None:
 
 
 def test_not_a_tr110_folder(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="TR110 layout"):
+    with pytest.raises(tr110.LayoutError, match="TR110 layout"):
         tr110.import_tr110(tmp_path, tmp_path / "out")
 
 

@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from mabench.analysis.tables import AGENTS_SCHEMA, CALLS_SCHEMA, RUNS_SCHEMA, to_table, write_table
+from mabench.datasets.tr110_files import LayoutError, check_tests, run_dirs
 
 SOURCE = "tr110"
 LEGACY_SPEEDUP = 1.5  # TR110's contention rule (read off its data; see reanalyse())
 _TEST_DIR = re.compile(r"phase_(\d+)_test_(\d+)$")
-_RUN_DIR = re.compile(r"run_(\d+)$")
 
 #: What the bundled dataset's README says about how TR110 was measured (not in its JSON).
 METHODOLOGY: dict[str, str] = {
@@ -68,13 +69,23 @@ class TestDir:
 
 
 def test_dirs(src_dir: Path) -> list[TestDir]:
+    """The test folders of a TR110 results folder, by test number (:class:`LayoutError` when
+    there are none, or two are the same test)."""
+    if not Path(src_dir).is_dir():
+        raise LayoutError([f"{src_dir}: not a folder"])
     found = []
     for path in sorted(Path(src_dir).iterdir()):
         m = _TEST_DIR.match(path.name)
         if m and path.is_dir():
             found.append(TestDir(int(m.group(1)), int(m.group(2)), path))
     if not found:
-        raise FileNotFoundError(f"{src_dir}: no phase_<P>_test_<NNN> folders (TR110 layout)")
+        raise LayoutError([f"{src_dir}: no phase_<P>_test_<NNN> folders (TR110 layout)"])
+    by_config: dict[str, list[Path]] = {}
+    for t in found:
+        by_config.setdefault(t.config_id, []).append(t.path)
+    twice = [f"{', '.join(map(str, p))}: all are {c}" for c, p in by_config.items() if len(p) > 1]
+    if twice:
+        raise LayoutError(twice)
     return sorted(found, key=lambda t: t.test)
 
 
@@ -92,13 +103,9 @@ def _server(url: str | None) -> str | None:
 
 
 def _run_dirs(test: TestDir) -> list[tuple[int, Path]]:
-    """(run index, folder) of each run of a test, in run order."""
-    found = []
-    for p in test.path.iterdir():
-        m = _RUN_DIR.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found, key=lambda x: x[0])
+    """(run index, folder) of each run of a test, in run order (the folders the file checks
+    of :mod:`mabench.datasets.tr110_files` read)."""
+    return run_dirs(test.path)
 
 
 def _run_row(
@@ -169,7 +176,9 @@ def read_rows(src_dir: str | Path | None = None, study: str = "tr110") -> dict[s
     src = Path(src_dir) if src_dir is not None else bundled_dir()
     runs: list[dict[str, Any]] = []
     agents: list[dict[str, Any]] = []
-    for t in test_dirs(src):
+    tests = test_dirs(src)
+    check_tests([t.path for t in tests])  # every file as expected, or LayoutError naming each
+    for t in tests:
         summary = json.loads((t.path / "summary.json").read_text())
         for run_index, run_dir in _run_dirs(t):
             metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -492,7 +501,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    paths = import_tr110(args.src_dir, args.out, study=args.study)
+    try:
+        paths = import_tr110(args.src_dir, args.out, study=args.study)
+    except LayoutError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     runs = pd.read_parquet(paths["runs"])
     print(
         f"imported {len(runs)} runs of {runs['config_id'].nunique()} configs; "
@@ -506,6 +519,7 @@ def main(args: argparse.Namespace) -> int:
 __all__ = [
     "METHODOLOGY",
     "SOURCE",
+    "LayoutError",
     "bundled_dir",
     "check_value",
     "configure",
