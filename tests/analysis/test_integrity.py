@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synthetic_records import make_record
+from mabench.analysis import integrity
 from mabench.analysis.integrity import (
     Expected,
     IntegrityError,
@@ -25,6 +26,7 @@ from mabench.analysis.integrity import (
     place_of,
     readable_schema_versions,
     record_facts,
+    versions_read,
 )
 from mabench.measure.records import write_json_atomic
 from mabench.pipeline import StudyPaths
@@ -127,8 +129,9 @@ def test_a_record_of_another_schema_version_says_which_versions_are_read(
     path = study.record("cfg000", 1)
     rewrite(path, schema_version=99)
     reason = unreadable_reason(path)
-    assert reason.startswith("schema version 99, but this mabench reads version ")
+    assert reason.startswith("schema version 99, but this mabench reads version")
     assert all(str(v) in reason for v in readable_schema_versions())
+    assert versions_read() in reason
     rewrite(path, schema_version="1")
     assert unreadable_reason(path).startswith("schema version '1'")
 
@@ -149,6 +152,17 @@ def test_a_schema_invalid_record_names_the_path_in_the_json(study: StudyPaths) -
     assert unreadable_reason(path) == (
         "run record invalid at metrics/n_agents: 0 is less than the minimum of 1"
     )
+
+
+@pytest.mark.parametrize(
+    ("versions", "words"),
+    [((1,), "version 1"), ((1, 2), "versions 1 and 2"), ((1, 2, 3), "versions 1, 2 and 3")],
+)
+def test_the_versions_read_are_said_in_words(
+    monkeypatch: pytest.MonkeyPatch, versions: tuple[int, ...], words: str
+) -> None:
+    monkeypatch.setattr(integrity, "readable_schema_versions", lambda: versions)
+    assert versions_read() == words
 
 
 def test_load_json_object_reads_any_object(tmp_path: Path) -> None:

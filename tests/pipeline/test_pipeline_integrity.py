@@ -16,6 +16,7 @@ import pytest
 import yaml
 from snake import snakemake
 
+from mabench.analysis.integrity import versions_read
 from mabench.config import load_study
 from mabench.datasets import tr110
 from mabench.pipeline import StudyPaths
@@ -119,9 +120,9 @@ def duplicate_run(w: Path) -> list[str]:
 def wrong_schema_version(w: Path) -> list[str]:
     edit(w / PATHS.record("c1", 2), lambda d: d.update(schema_version=7))
     return [
-        f"{PATHS.record('c1', 2)}: schema version 7, but this mabench reads version 1 (written "
-        "by another mabench version, or edited?); delete it to have c1 run 2 measured again, or "
-        "restore it from a backup"
+        f"{PATHS.record('c1', 2)}: schema version 7, but this mabench reads {versions_read()} "
+        "(written by another mabench version, or edited?); delete it to have c1 run 2 measured "
+        "again, or restore it from a backup"
     ]
 
 

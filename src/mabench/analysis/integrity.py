@@ -177,6 +177,14 @@ def readable_schema_versions() -> tuple[int, ...]:
     return tuple(spec["enum"]) if "enum" in spec else (spec["const"],)
 
 
+def versions_read() -> str:
+    """The readable schema versions in words: ``version 1``, ``versions 1 and 2``."""
+    v = [str(x) for x in readable_schema_versions()]
+    if len(v) == 1:
+        return f"version {v[0]}"
+    return f"versions {', '.join(v[:-1])} and {v[-1]}"
+
+
 def load_run_record(path: str | os.PathLike[str]) -> RunRecord:
     """The run record in ``path``; :class:`Unreadable` saying why when it has none."""
     data = load_json_object(path)
@@ -184,11 +192,9 @@ def load_run_record(path: str | os.PathLike[str]) -> RunRecord:
     if kind != RECORD_KIND:
         raise Unreadable(f"not a run record (its kind is {kind!r}, not {RECORD_KIND!r})")
     version = data.get("schema_version")
-    readable = readable_schema_versions()
-    if type(version) is not int or version not in readable:
-        known = ", ".join(map(str, readable))
+    if type(version) is not int or version not in readable_schema_versions():
         raise Unreadable(
-            f"schema version {version!r}, but this mabench reads version {known} "
+            f"schema version {version!r}, but this mabench reads {versions_read()} "
             "(written by another mabench version, or edited?)"
         )
     try:
