@@ -83,8 +83,14 @@ def test_chunks_and_workers_write_the_single_pass_tables(
     chunked = aggregate(
         records, tmp_path / "chunked", failures, chunk_records=chunk_records, workers=workers
     )
-    assert set(single) == set(chunked) == set(TABLES)
+    assert set(single) == set(chunked) == {*TABLES, "inputs"}
     a, b = _tables(tmp_path / "single"), _tables(tmp_path / "chunked")
+    manifest = json.loads(single["inputs"].read_text())
+    assert manifest == json.loads(chunked["inputs"].read_text())
+    assert [r["path"] for r in manifest["records"]] == [str(p) for p in records]
+    assert manifest["n_records"] == len(records) and all(
+        r["config_hash"] for r in manifest["records"]
+    )
     for name in TABLES:
         assert a[name].equals(b[name]), name
     assert a["runs"].num_rows == len(records)
@@ -152,7 +158,7 @@ def test_a_refused_study_leaves_the_tables_already_there_byte_identical(
     out = tmp_path / "results" / "scale" / "tables"
     aggregate(placed, out, failures, expected=expected, chunk_records=3, workers=workers)
     before = tables_bytes(out)
-    assert set(before) == {f"{name}.parquet" for name in TABLES}
+    assert set(before) == {*(f"{name}.parquet" for name in TABLES), "inputs.json"}
 
     moved = placed[0].parent / "run_99.json"
     placed[0].rename(moved)  # a record moved over another run's place

@@ -177,6 +177,9 @@ def test_a_damaged_record_is_refused_by_name_and_the_tables_are_untouched(
     proc = snakemake(workdir, configfile=measured[1], env=FAST)
     assert_refused(proc, workdir, before, lines)
     assert (workdir / PATHS.root / "technical_report.md").read_bytes() == report
+    # told again on the next invocation: the refusal left the tables' inputs.json missing
+    again = snakemake(workdir, configfile=measured[1], env=FAST)
+    assert_refused(again, workdir, before, lines)
 
 
 def test_records_of_changed_options_kept_by_mtime_triggers_are_refused_as_stale(

@@ -1,16 +1,19 @@
-# Run records -> Parquet tables (schemas in src/mabench/tables.py, documented in the README).
+# Run records -> Parquet tables (schemas in src/mabench/analysis/tables.py, docs/outputs.md).
 
 
 rule aggregate:
     input:
         records=run_records(),
     # update(): Snakemake keeps the tables already there until the step succeeds, so a refused
-    # input (mabench.analysis.integrity) leaves them as they were.
+    # input (mabench.analysis.integrity) leaves them as they were. inputs.json (the records
+    # the tables hold) is an ordinary output: missing after a refusal, so the next invocation
+    # checks, and refuses, again.
     output:
         runs=update("results/{study}/tables/runs.parquet"),
         agents=update("results/{study}/tables/agents.parquet"),
         calls=update("results/{study}/tables/calls.parquet"),
         failures=update("results/{study}/tables/failures.parquet"),
+        inputs="results/{study}/tables/inputs.json",
     log:
         "results/{study}/logs/aggregate.log",
     conda:

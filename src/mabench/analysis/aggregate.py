@@ -9,7 +9,10 @@ read, that holds another run than its path names, that another file holds too, o
 measured under options its config no longer has, stops the step with one
 :class:`~mabench.analysis.integrity.IntegrityError` naming every such file. The tables are
 written into a staging folder and moved into place only when every input passed, so a refused
-step leaves the tables already there untouched.
+step leaves the tables already there untouched. The last file written is ``inputs.json``, the
+list of the records the tables hold (path, run, config hash): the rule declares it as an
+ordinary output, so after a refusal it is missing and the next invocation checks (and refuses)
+again instead of taking the old tables as up to date.
 
 Records are read in chunks of :data:`CHUNK_RECORDS`: each chunk's rows become Arrow tables at
 once and are appended to the Parquet files, so memory holds a few chunks, never every row of a
@@ -68,6 +71,7 @@ from mabench.measure.records import (
     CallRecord,
     RunRecord,
     prepare_reading,
+    write_json_atomic,
 )
 
 SOURCE = "mabench"
@@ -76,6 +80,8 @@ _OPTIONS_JSON = json.JSONEncoder(sort_keys=True)
 #: run records read (and turned into Arrow tables) at a time; each is one Parquet row group
 CHUNK_RECORDS = 2000
 TABLES = ("runs", "agents", "calls", "failures")
+#: the list of records the tables hold, written after the tables (see the module docstring)
+INPUTS_MANIFEST = "inputs.json"
 
 log = logging.getLogger(__name__)
 
@@ -455,4 +461,23 @@ def aggregate(
         write_table(to_table(fails, FAILURES_SCHEMA), staged["failures"])
         for name, path in outputs.items():
             staged[name].replace(path)
-    return outputs
+    manifest = out_dir / INPUTS_MANIFEST
+    write_json_atomic(manifest, inputs_manifest(facts))
+    return {**outputs, "inputs": manifest}
+
+
+def inputs_manifest(facts: Sequence[RecordFacts]) -> dict[str, Any]:
+    """Which records the tables hold: each file, the run it holds, its config hash."""
+    return {
+        "kind": "mabench.tables.inputs",
+        "n_records": len(facts),
+        "records": [
+            {
+                "path": f.path,
+                "config_id": f.holds.config_id if f.holds else None,
+                "run_index": f.holds.run_index if f.holds else None,
+                "config_hash": f.config_hash,
+            }
+            for f in facts
+        ],
+    }
