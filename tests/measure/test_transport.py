@@ -17,10 +17,13 @@ import pytest
 
 from mabench.measure.errors import OllamaError, ProtocolError, ServerHTTPError, ServerTimeoutError
 from mabench.measure.transport import (
+    SSE,
     AsyncConnection,
     MalformedResponse,
     ResponseParser,
+    SSEFraming,
     SyncConnection,
+    error_message,
     json_body,
 )
 
@@ -295,3 +298,115 @@ def test_silence_is_a_timeout_naming_the_limit(scripted, run):
 def test_only_http_urls_are_accepted():
     with pytest.raises(ValueError, match="http://host:port"):
         SyncConnection("ftp://example.org", 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Server-Sent Events, request headers, error bodies
+# ---------------------------------------------------------------------------------------------
+
+#: an SSE body as servers send it: a role-only chunk, CRLF line ends (sse-starlette), a ping
+#: comment, an event split over two data lines, a named event, the [DONE] sentinel
+SSE_BODY = (
+    b'data: {"n": 0}\r\n\r\n'
+    b": ping - 2025-01-01 00:00:00\r\n\r\n"
+    b'data: {"n":\ndata: 1}\n\n'
+    b"event: error\nid: 7\nretry: 100\ndata: boom\n\n"
+    b"data: [DONE]\n\n"
+)
+SSE_EVENTS = [
+    ("message", '{"n": 0}'),
+    ("message", '{"n":\n1}'),
+    ("error", "boom"),
+    ("message", "[DONE]"),
+]
+
+
+class Events:
+    def __init__(self) -> None:
+        self.t_sent_ns = 0
+        self.events: list[tuple[str, str]] = []
+        self.times: list[int] = []
+
+    def started(self, t_sent_ns: int) -> None:
+        self.t_sent_ns = t_sent_ns
+
+    def event(self, name: str, data: str, t_arrived_ns: int) -> None:
+        self.events.append((name, data))
+        self.times.append(t_arrived_ns)
+
+
+@pytest.mark.parametrize("size", [1, 3, 17, 10_000])
+def test_sse_framing_gives_the_events_whatever_the_split(size):
+    events = Events()
+    framing = SSEFraming(events)
+    _, body = feed_in_pieces(response(SSE_BODY), size)
+    *lines, rest = body.split(b"\n")
+    for line in lines:
+        framing.line(line)
+    assert rest == b""
+    assert events.events == SSE_EVENTS
+    assert events.times == sorted(events.times)
+
+
+def test_an_event_the_stream_ends_inside_of_is_dropped():
+    events = Events()
+    framing = SSEFraming(events)
+    for line in (b"data: complete", b"", b"data: cut"):
+        framing.line(line)
+    assert events.events == [("message", "complete")]
+
+
+def stream_events(url: str, kind: str, headers: dict[str, str]) -> Events:
+    """One SSE call on a new sync or async connection with ``headers``."""
+    events = Events()
+    path, framing = "/v1/chat/completions", SSEFraming(events)
+    if kind == "sync":
+        conn = SyncConnection(url, 2.0, 5.0, headers)
+        try:
+            conn.stream(path, BODY, framing, "solo", accept=SSE)
+        finally:
+            conn.close()
+        return events
+
+    async def go() -> None:
+        conn = AsyncConnection(url, 2.0, 5.0, headers)
+        try:
+            await conn.stream(path, BODY, framing, "solo", accept=SSE)
+        finally:
+            await conn.aclose()
+
+    asyncio.run(go())
+    return events
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sse_streams_over_the_connections_with_accept_and_extra_headers(scripted, kind):
+    server, url = scripted([response(SSE_BODY)])
+    events = stream_events(url, kind, {"authorization": "Bearer k-1"})
+    assert events.events == SSE_EVENTS and events.t_sent_ns > 0
+    head = server.requests[0].partition(b"\r\n\r\n")[0].decode()
+    assert "\r\naccept: text/event-stream\r\n" in head
+    assert "\r\nauthorization: Bearer k-1\r\n" in head
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("authorization", "Bearer a\r\nx-evil: 1"), ("bad:name", "v"), ("x", "\0")]
+)
+def test_header_values_that_could_break_a_request_are_refused(name, value):
+    with pytest.raises(ValueError, match="character HTTP does not allow"):
+        SyncConnection("http://127.0.0.1:1", 1, 1, {name: value})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error": "plain"}', "plain"),
+        (b'{"error": {"message": "openai style", "type": "x"}}', "openai style"),
+        (b'{"detail": "Invalid API Key"}', "Invalid API Key"),
+        (b'{"other": 1}', '{"other": 1}'),
+        (b"not json", "not json"),
+        (b"", "(empty body)"),
+    ],
+)
+def test_error_messages_of_every_server_style(body, message):
+    assert error_message(body) == message

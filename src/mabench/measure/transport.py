@@ -12,7 +12,11 @@ itself (``benchmarks/README.md``). This module is what a benchmark client needs,
   ``ssl`` module and the system CA store; no proxies (a proxy would be measured too), no
   redirects, no compression (``accept-encoding: identity``);
 * the client's typed errors: connect, timeout (no byte for ``request_s``), protocol (broken or
-  malformed answer), HTTP status with the server's ``{"error": ...}`` message.
+  malformed answer), HTTP status with the server's error message (Ollama's ``{"error": "..."}``,
+  OpenAI's ``{"error": {"message": "..."}}`` or FastAPI's ``{"detail": "..."}``);
+* two framings of the streamed body: NDJSON (Ollama: one JSON object per line) and
+  Server-Sent Events (OpenAI-compatible servers: :class:`SSEFraming` turns the body lines into
+  events); extra request headers per connection (an API key's ``authorization``).
 
 HTTP parsing is sans-I/O (:class:`ResponseParser`, :func:`_exchange`): the blocking and the
 asyncio connection differ only in how they move bytes.
@@ -26,7 +30,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from functools import cache
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -39,11 +43,23 @@ from mabench.measure.errors import (
     ServerTimeoutError,
 )
 
-__all__ = ["AsyncConnection", "LineSink", "ResponseParser", "SyncConnection"]
+__all__ = [
+    "NDJSON",
+    "SSE",
+    "AsyncConnection",
+    "EventSink",
+    "LineSink",
+    "ResponseParser",
+    "SSEFraming",
+    "SyncConnection",
+]
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 1024 * 1024
 READ_SIZE = 64 * 1024
+#: media types a streamed call accepts: Ollama's NDJSON, or Server-Sent Events
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
 
 
 class MalformedResponse(ValueError):
@@ -56,6 +72,59 @@ class LineSink(Protocol):
     def started(self, t_sent_ns: int) -> None: ...
 
     def line(self, raw: bytes) -> None: ...
+
+
+class EventSink(Protocol):
+    """Receives one Server-Sent Events stream: when the request left, then each event's data
+    with the arrival time of its first line."""
+
+    def started(self, t_sent_ns: int) -> None: ...
+
+    def event(self, name: str, data: str, t_arrived_ns: int) -> None: ...
+
+
+class SSEFraming:
+    """A :class:`LineSink` that frames body lines into Server-Sent Events (WHATWG HTML, "event
+    stream interpretation") for an :class:`EventSink`.
+
+    ``data:`` lines accumulate (joined by newlines), ``event:`` names the event, a blank line
+    dispatches it; comments (``:``, e.g. keep-alive pings), ``id:`` and ``retry:`` are skipped.
+    Lines may end in CRLF. An event is timed when its first line is read, which is the moment
+    its bytes were received (they are read as they arrive). Events without data are not
+    dispatched, and an event the stream ends inside of is dropped, as the standard says.
+    """
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self._data: list[str] = []
+        self._name = ""
+        self._t_first: int | None = None
+
+    def started(self, t_sent_ns: int) -> None:
+        self.sink.started(t_sent_ns)
+
+    def line(self, raw: bytes) -> None:
+        now = time.perf_counter_ns()
+        text = raw.decode("utf-8", "replace").removesuffix("\r")
+        if not text:
+            self._dispatch()
+            return
+        if text.startswith(":"):
+            return
+        name, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if self._t_first is None:
+            self._t_first = now
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._name = value
+
+    def _dispatch(self) -> None:
+        data, name, t_first = self._data, self._name, self._t_first
+        self._data, self._name, self._t_first = [], "", None
+        if data and t_first is not None:
+            self.sink.event(name or "message", "\n".join(data), t_first)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,14 +261,21 @@ class ResponseParser:
 
 
 def error_message(body: bytes) -> str:
-    """The server's ``{"error": ...}`` message, or the start of whatever it sent."""
+    """The server's error message (``{"error": "..."}``, ``{"error": {"message": "..."}}`` or
+    ``{"detail": "..."}``), or the start of whatever it sent."""
     try:
         data = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
         return text[:500] or "(empty body)"
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            error = error.get("message")
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("detail"), str):
+            return data["detail"]
     return json.dumps(data)[:500]
 
 
@@ -259,7 +335,13 @@ def _tls_context() -> ssl.SSLContext:
 class _Target:
     """What both connections know about the server: address, TLS, timeouts, request bytes."""
 
-    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        connect_s: float,
+        read_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
@@ -274,13 +356,14 @@ class _Target:
         default_port = self.port == (443 if self.tls else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._host_header = host if default_port else f"{host}:{self.port}"
+        self._extra = "".join(f"{_header(k, v)}\r\n" for k, v in (headers or {}).items())
 
-    def request(self, path: str, body: bytes) -> bytes:
+    def request(self, path: str, body: bytes, accept: str = NDJSON) -> bytes:
         head = (
             f"POST {path} HTTP/1.1\r\nhost: {self._host_header}\r\n"
-            f"user-agent: mabench/{__version__}\r\naccept: application/x-ndjson\r\n"
+            f"user-agent: mabench/{__version__}\r\naccept: {accept}\r\n"
             f"accept-encoding: identity\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n"
+            f"{self._extra}content-length: {len(body)}\r\n\r\n"
         )
         return head.encode("latin-1") + body
 
@@ -301,6 +384,13 @@ class _Target:
         )
 
 
+def _header(name: str, value: str) -> str:
+    """One request header line; a name or value that could break the request is refused."""
+    if any(c in name + value for c in "\r\n\0") or not name.isascii() or ":" in name:
+        raise ValueError(f"request header {name!r} has a character HTTP does not allow")
+    return f"{name}: {value}"
+
+
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
@@ -314,8 +404,14 @@ def _start(sink: LineSink, url: str, phase: str | None, t_sent: int) -> Generato
 class _Connection:
     """What both connections share: the target, failure translation, the end of an answer."""
 
-    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
-        self.target = _Target(base_url, connect_s, read_s)
+    def __init__(
+        self,
+        base_url: str,
+        connect_s: float,
+        read_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.target = _Target(base_url, connect_s, read_s, headers)
 
     def _drop(self) -> None:
         raise NotImplementedError
@@ -345,8 +441,14 @@ class _Connection:
 class SyncConnection(_Connection):
     """One blocking keep-alive connection to one server (the threads coordinator)."""
 
-    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
-        super().__init__(base_url, connect_s, read_s)
+    def __init__(
+        self,
+        base_url: str,
+        connect_s: float,
+        read_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(base_url, connect_s, read_s, headers)
         self._sock: socket.socket | None = None
 
     def close(self) -> None:
@@ -390,11 +492,13 @@ class SyncConnection(_Connection):
         self._drop()
         return self._attempt(request, phase)
 
-    def stream(self, path: str, body: bytes, sink: LineSink, phase: str | None) -> None:
+    def stream(
+        self, path: str, body: bytes, sink: LineSink, phase: str | None, accept: str = NDJSON
+    ) -> None:
         """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
         url = self.target.base_url + path
         with self._guard(url, phase):
-            sock, t_sent, data = self._send(self.target.request(path, body), phase)
+            sock, t_sent, data = self._send(self.target.request(path, body, accept), phase)
             steps = _start(sink, url, phase, t_sent)
             try:
                 while True:
@@ -408,8 +512,14 @@ class SyncConnection(_Connection):
 class AsyncConnection(_Connection):
     """One asyncio keep-alive connection to one server (the asyncio coordinator)."""
 
-    def __init__(self, base_url: str, connect_s: float, read_s: float) -> None:
-        super().__init__(base_url, connect_s, read_s)
+    def __init__(
+        self,
+        base_url: str,
+        connect_s: float,
+        read_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(base_url, connect_s, read_s, headers)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -467,11 +577,13 @@ class AsyncConnection(_Connection):
         self._drop()
         return await self._attempt(request, phase)
 
-    async def stream(self, path: str, body: bytes, sink: LineSink, phase: str | None) -> None:
+    async def stream(
+        self, path: str, body: bytes, sink: LineSink, phase: str | None, accept: str = NDJSON
+    ) -> None:
         """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
         url = self.target.base_url + path
         with self._guard(url, phase):
-            reader, t_sent, data = await self._send(self.target.request(path, body), phase)
+            reader, t_sent, data = await self._send(self.target.request(path, body, accept), phase)
             steps = _start(sink, url, phase, t_sent)
             try:
                 while True:
