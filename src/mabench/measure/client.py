@@ -1,7 +1,10 @@
-"""Ollama HTTP client, async and sync, with client-side timestamps.
+"""Ollama HTTP client, async and sync, with client-side timestamps; the bases every client shares.
 
 Both clients share one request builder and one stream parser, so the asyncio and the threads
-coordinator measure exactly the same thing. The timed calls (:meth:`call`: streamed chat and
+coordinator measure exactly the same thing. What does not depend on the API (the connection
+and httpx handling: :class:`AsyncClientBase`, :class:`SyncClientBase`; a call's timestamps,
+text and chunk count: :class:`StreamBookkeeping`) is shared with the OpenAI clients
+(:mod:`mabench.measure.openai_client`). The timed calls (:meth:`call`: streamed chat and
 generate) go through :mod:`mabench.measure.transport`, a lean keep-alive connection per client; the
 management calls (version, tags, ps, show, load, unload) through httpx, created on first use.
 Timestamps are ``time.perf_counter_ns()`` taken when the request is handed to the socket,
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -31,10 +34,14 @@ from mabench.measure.ollama_api import Metrics
 from mabench.measure.transport import AsyncConnection, SyncConnection, error_message, json_body
 
 __all__ = [
+    "AsyncClientBase",
     "AsyncOllamaClient",
     "CallResult",
+    "ClientBase",
     "LoadResult",
     "OllamaClient",
+    "StreamBookkeeping",
+    "SyncClientBase",
     "Timeouts",
 ]
 
@@ -107,21 +114,57 @@ def _show(line: bytes | str) -> str:
     return repr(text[:120])
 
 
-class _StreamParser:
-    """Consumes NDJSON lines of a chat/generate stream and keeps the client timestamps."""
+class StreamBookkeeping:
+    """What every stream parser keeps of one call, whatever the wire format: when the request
+    left, when each piece of text arrived (:class:`~mabench.measure.arrivals.TokenArrivals`),
+    the text, and how many chunks were read.
 
-    def __init__(self, endpoint: str, url: str, phase: str | None) -> None:
-        self.endpoint = endpoint
+    A parser calls :meth:`chunk` for every chunk it reads and :meth:`text` for each piece of
+    generated text with the clock reading of its arrival; :meth:`call_result` assembles the
+    :class:`CallResult` once the parser has the server's final metrics.
+    """
+
+    def __init__(self, url: str, phase: str | None) -> None:
         self.url = url
         self.phase = phase
         self.t_sent_ns = 0
         self.arrivals = TokenArrivals()
         self.parts: list[str] = []
         self.chunks = 0
-        self.final: dict[str, Any] | None = None
 
     def started(self, t_sent_ns: int) -> None:
         self.t_sent_ns = t_sent_ns
+
+    def chunk(self) -> None:
+        self.chunks += 1
+
+    def text(self, now_ns: int, piece: str) -> None:
+        """A non-empty piece of generated text arrived at ``now_ns``."""
+        self.arrivals.text(now_ns)
+        self.parts.append(piece)
+
+    def call_result(self, metrics: Any, done_reason: str | None, t_done_ns: int) -> CallResult:
+        """The call as measured; ``t_done_ns``: when the parser had read the final chunk."""
+        return CallResult(
+            text="".join(self.parts),
+            t_sent_ns=self.t_sent_ns,
+            t_first_token_ns=self.arrivals.first_ns,
+            t_last_token_ns=self.arrivals.last_ns,
+            t_done_ns=t_done_ns,
+            chunks=self.chunks,
+            metrics=metrics,
+            done_reason=done_reason,
+            arrivals_ns=tuple(self.arrivals.times_ns),
+        )
+
+
+class _StreamParser(StreamBookkeeping):
+    """Consumes NDJSON lines of a chat/generate stream and keeps the client timestamps."""
+
+    def __init__(self, endpoint: str, url: str, phase: str | None) -> None:
+        super().__init__(url, phase)
+        self.endpoint = endpoint
+        self.final: dict[str, Any] | None = None
 
     def line(self, line: bytes | str) -> None:
         now = time.perf_counter_ns()
@@ -143,7 +186,7 @@ class _StreamParser:
             )
         if "error" in obj:
             raise ServerStreamError(str(obj["error"]), url=self.url, phase=self.phase)
-        self.chunks += 1
+        self.chunk()
         if self.endpoint == "chat":
             message = obj.get("message") or {}
             piece = message.get("content", "") if isinstance(message, dict) else ""
@@ -154,8 +197,7 @@ class _StreamParser:
                 f"chunk content is not a string: {piece!r}", url=self.url, phase=self.phase
             )
         if piece:
-            self.arrivals.text(now)
-            self.parts.append(piece)
+            self.text(now, piece)
         if obj.get("done") is True:
             self.final = obj
 
@@ -173,17 +215,7 @@ class _StreamParser:
             raise ProtocolError(
                 f"final chunk without metrics: {exc}", url=self.url, phase=self.phase
             ) from None
-        return CallResult(
-            text="".join(self.parts),
-            t_sent_ns=self.t_sent_ns,
-            t_first_token_ns=self.arrivals.first_ns,
-            t_last_token_ns=self.arrivals.last_ns,
-            t_done_ns=t_done,
-            chunks=self.chunks,
-            metrics=metrics,
-            done_reason=self.final.get("done_reason"),
-            arrivals_ns=tuple(self.arrivals.times_ns),
-        )
+        return self.call_result(metrics, self.final.get("done_reason"), t_done)
 
 
 def _translate(exc: Exception, url: str, phase: str | None, timeout_s: float) -> OllamaError:
@@ -249,12 +281,20 @@ def _version_of(data: Any) -> str:
     return str(data.get("version", "")) if isinstance(data, dict) else ""
 
 
-class _Client:
-    """What both clients share: the server, the timeouts, the request bodies, the parsers."""
+class ClientBase:
+    """What every client shares, whatever the API: the server, the timeouts, the request
+    headers (an API key), the timed connection of the streamed calls, httpx for the rest.
 
-    def __init__(self, base_url: str, timeouts: Timeouts | None) -> None:
+    :class:`AsyncClientBase` and :class:`SyncClientBase` add the connection and the JSON
+    calls; an API's client adds its requests and parsers on top of one of them.
+    """
+
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None, headers: dict[str, str] | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or Timeouts()
+        self.headers = dict(headers or {})
 
     def _httpx_options(self) -> dict[str, Any]:
         return {
@@ -262,39 +302,24 @@ class _Client:
             "timeout": self.timeouts.httpx(self.timeouts.request_s),
             # a plain-http server needs no CA bundle (loading it costs ~40 ms of CPU)
             "verify": self.base_url.startswith("https:"),
+            "headers": self.headers,
         }
 
-    def _streamed(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        system: str | None,
-        options: dict[str, Any] | None,
-        keep_alive: float | str,
-        phase: str | None,
-    ) -> tuple[str, bytes, _StreamParser]:
-        path = f"/api/{endpoint}"
-        body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
-        return path, json_body(body), _StreamParser(endpoint, self.base_url + path, phase)
 
+class AsyncClientBase(ClientBase):
+    """The asyncio side: one :class:`AsyncConnection` and an ``httpx.AsyncClient`` made on
+    first use. Use as ``async with Client(url) as c``."""
 
-# ---------------------------------------------------------------------------------------------
-# Async client
-# ---------------------------------------------------------------------------------------------
-
-
-class AsyncOllamaClient(_Client):
-    """Async client for one server. Use as ``async with AsyncOllamaClient(url) as c``."""
-
-    def __init__(self, base_url: str, timeouts: Timeouts | None = None) -> None:
-        super().__init__(base_url, timeouts)
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(base_url, timeouts, headers)
         self._conn = AsyncConnection(
-            self.base_url, self.timeouts.connect_s, self.timeouts.request_s
+            self.base_url, self.timeouts.connect_s, self.timeouts.request_s, self.headers
         )
         self._http_client: httpx.AsyncClient | None = None
 
-    async def __aenter__(self) -> AsyncOllamaClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -317,6 +342,72 @@ class AsyncOllamaClient(_Client):
         except Exception as exc:
             raise _translate(exc, url, phase, read_s) from exc
         return _checked_json(resp, url, phase)
+
+
+class SyncClientBase(ClientBase):
+    """The blocking twin of :class:`AsyncClientBase` (the threads coordinator)."""
+
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(base_url, timeouts, headers)
+        self._conn = SyncConnection(
+            self.base_url, self.timeouts.connect_s, self.timeouts.request_s, self.headers
+        )
+        self._http_client: httpx.Client | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+        if self._http_client is not None:
+            self._http_client.close()
+            self._http_client = None
+
+    def _json(self, method: str, path: str, body: Any, phase: str, read_s: float) -> Any:
+        url = self.base_url + path
+        if self._http_client is None:
+            self._http_client = httpx.Client(**self._httpx_options())
+        try:
+            resp = self._http_client.request(
+                method, path, json=body, timeout=self.timeouts.httpx(read_s)
+            )
+        except Exception as exc:
+            raise _translate(exc, url, phase, read_s) from exc
+        return _checked_json(resp, url, phase)
+
+
+class _OllamaRequests:
+    """What both Ollama clients share: the streamed call's path, body and parser."""
+
+    base_url: str
+
+    def _streamed(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        system: str | None,
+        options: dict[str, Any] | None,
+        keep_alive: float | str,
+        phase: str | None,
+    ) -> tuple[str, bytes, _StreamParser]:
+        path = f"/api/{endpoint}"
+        body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
+        return path, json_body(body), _StreamParser(endpoint, self.base_url + path, phase)
+
+
+# ---------------------------------------------------------------------------------------------
+# Async client
+# ---------------------------------------------------------------------------------------------
+
+
+class AsyncOllamaClient(_OllamaRequests, AsyncClientBase):
+    """Async client for one server. Use as ``async with AsyncOllamaClient(url) as c``."""
 
     async def version(self) -> str:
         return _version_of(
@@ -377,37 +468,8 @@ class AsyncOllamaClient(_Client):
 # ---------------------------------------------------------------------------------------------
 
 
-class OllamaClient(_Client):
+class OllamaClient(_OllamaRequests, SyncClientBase):
     """Blocking twin of :class:`AsyncOllamaClient`: same methods, same results."""
-
-    def __init__(self, base_url: str, timeouts: Timeouts | None = None) -> None:
-        super().__init__(base_url, timeouts)
-        self._conn = SyncConnection(self.base_url, self.timeouts.connect_s, self.timeouts.request_s)
-        self._http_client: httpx.Client | None = None
-
-    def __enter__(self) -> OllamaClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._conn.close()
-        if self._http_client is not None:
-            self._http_client.close()
-            self._http_client = None
-
-    def _json(self, method: str, path: str, body: Any, phase: str, read_s: float) -> Any:
-        url = self.base_url + path
-        if self._http_client is None:
-            self._http_client = httpx.Client(**self._httpx_options())
-        try:
-            resp = self._http_client.request(
-                method, path, json=body, timeout=self.timeouts.httpx(read_s)
-            )
-        except Exception as exc:
-            raise _translate(exc, url, phase, read_s) from exc
-        return _checked_json(resp, url, phase)
 
     def version(self) -> str:
         return _version_of(
