@@ -1,30 +1,33 @@
 """A simulated Ollama server with exact, known timing (and injectable faults).
 
-It speaks the same API as Ollama and the embedded server but generates nothing: the first
-token of a call arrives ``ttft_ms`` after the request (after ``load_ms`` more if the model has
-to be loaded), then one token every ``token_ms``. In ``serialized`` mode one call runs at a
-time (FIFO, like Ollama with NUM_PARALLEL=1); in ``parallel`` mode calls never wait for each
-other. With these numbers known, the metrics a run must produce can be derived analytically,
-which is how the tests and the overhead benchmarks check the harness itself.
+It speaks the same APIs as Ollama and the embedded server (Ollama's ``/api``, and OpenAI's
+``/v1/chat/completions`` and ``/v1/models``) but generates nothing: the first token of a call
+arrives ``ttft_ms`` after the request (after ``load_ms`` more if the model has to be loaded),
+then one token every ``token_ms``. In ``serialized`` mode one call runs at a time (FIFO, like
+Ollama with NUM_PARALLEL=1); in ``parallel`` mode calls never wait for each other. With these
+numbers known, the metrics a run must produce can be derived analytically, which is how the
+tests and the overhead benchmarks check the harness itself.
 
 Faults (``--fault``), applied to generation requests after the first ``--fault-after``:
 ``hang`` (accept, never answer), ``stall`` (two tokens, then silence), ``invalid_json``,
 ``truncate`` (stream ends without a final chunk), ``no_metrics`` (final chunk lacks metrics),
 ``http500``, ``midstream_error`` (an NDJSON ``{"error": ...}`` line) and ``die`` (the process
-exits in the middle of the stream, like a crash). ``--fault-once FILE`` makes the fault happen
-once across all processes sharing FILE (a crash, then healthy restarts).
+exits in the middle of the stream, like a crash). On ``/v1`` the same faults break the SSE
+stream, and ``no_metrics`` sends neither usage nor timings. ``--fault-once FILE`` makes the
+fault happen once across all processes sharing FILE (a crash, then healthy restarts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +40,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from mabench.measure.ollama_api import ChatRequest, GenerateRequest, Options, RequestError
+from mabench.measure.openai_api import (
+    CHAT_PATH,
+    DONE,
+    MODELS_PATH,
+    SSE_MEDIA_TYPE,
+    ChatCompletionRequest,
+    CompletionShape,
+    Timings,
+    Usage,
+    error_body,
+    model_list,
+    sse_event,
+)
 from mabench.servers.net import LOOPBACK, answers, free_port, wait_until
 from mabench.servers.supervise import stop as stop_process
 
@@ -55,6 +71,10 @@ FAULTS = (
 
 @dataclass
 class SimSettings:
+    """Timing, models, faults, and how the OpenAI routes answer (``usage``: ``include`` honours
+    ``stream_options.include_usage``, ``never`` ignores it as llama-cpp-python's server does;
+    ``timings``: add llama.cpp's ``timings``; ``api_key``: the key the /v1 routes require)."""
+
     ttft_ms: float = 100.0
     token_ms: float = 10.0
     load_ms: float = 50.0
@@ -66,6 +86,9 @@ class SimSettings:
     fault_once: str | None = (
         None  # a file: the first process to fault creates it, then no one faults
     )
+    usage: str = "include"
+    timings: bool = False
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -109,6 +132,10 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _openai_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(error_body(message, status), status_code=status)
+
+
 def _with_text(obj: dict[str, Any], piece: str, chat: bool) -> dict[str, Any]:
     """``obj`` plus its text: a chat message or a generate response."""
     obj.update(
@@ -119,6 +146,25 @@ def _with_text(obj: dict[str, Any], piece: str, chat: bool) -> dict[str, Any]:
 
 def _ndjson(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj) + "\n").encode()
+
+
+#: the bytes that break a stream, per fault: NDJSON (Ollama) and Server-Sent Events (OpenAI)
+NDJSON_FAULTS = {
+    "invalid_json": b'{"model": "broken", "done": fal\n',
+    "midstream_error": b'{"error": "simulated failure during generation"}\n',
+}
+SSE_FAULTS = {
+    "invalid_json": b'data: {"choices": [{"delta": {"content": fal\n\n',
+    "midstream_error": sse_event(error_body("simulated failure during generation", 500)),
+}
+
+
+@dataclass
+class Pace:
+    """When a generation started (``perf_counter`` s) and how long its load took (ns)."""
+
+    t0: float = 0.0
+    load_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +196,8 @@ class SimServer:
             Route("/api/pull", self.pull, methods=["POST"]),
             Route("/api/generate", self.generate, methods=["POST"]),
             Route("/api/chat", self.chat, methods=["POST"]),
+            Route(MODELS_PATH, self.v1_models),
+            Route(CHAT_PATH, self.v1_chat, methods=["POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -265,47 +313,61 @@ class SimServer:
             fault=fault,
         )
 
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One generation at a time in ``serialized`` mode (FIFO); no waiting in ``parallel``."""
+        if self.settings.mode != "serialized":
+            yield
+            return
+        async with self.state.lock:
+            yield
+
+    async def tokens(self, gen: _Generation, pace: Pace) -> AsyncIterator[int]:
+        """Token indices, each at its time: the model loaded first (``pace`` keeps when the
+        generation started and the load's ns), then token i at ``ttft + i * token``."""
+        pace.t0 = time.perf_counter()
+        pace.load_ns = await self.ensure_loaded(gen.model, gen.options)
+        start = time.perf_counter()
+        if gen.fault == "hang":
+            await asyncio.sleep(10**6)
+        for i in range(gen.n_tokens):
+            deadline = start + (self.settings.ttft_ms + i * self.settings.token_ms) / 1000
+            await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+            yield i
+
     async def stream(self, gen: _Generation) -> AsyncIterator[bytes]:
         """The NDJSON stream: one token every ``token_ms`` after ``ttft_ms``, then metrics."""
-        serialized = self.settings.mode == "serialized"
-        if serialized:
-            await self.state.lock.acquire()
-        try:
-            t0 = time.perf_counter()
-            load_ns = await self.ensure_loaded(gen.model, gen.options)
-            start = time.perf_counter()
-            if gen.fault == "hang":
-                await asyncio.sleep(10**6)
-            for i in range(gen.n_tokens):
-                deadline = start + (self.settings.ttft_ms + i * self.settings.token_ms) / 1000
-                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-                broken = await self.token_fault(gen.fault, i)
+        async with self.slot():
+            pace = Pace()
+            async for i in self.tokens(gen, pace):
+                broken = await self.token_fault(gen.fault, i, NDJSON_FAULTS)
                 if broken is not None:
                     yield broken
                     return
                 chunk = {"model": gen.model, "created_at": _now(), "done": False}
                 yield _ndjson(_with_text(chunk, f"tok{i} ", gen.chat))
             if gen.fault != "truncate":
-                yield _ndjson(self.final_chunk(gen, t0, load_ns))
-        finally:
-            if serialized:
-                self.state.lock.release()
+                yield _ndjson(self.final_chunk(gen, pace.t0, pace.load_ns))
 
     @staticmethod
-    async def token_fault(fault: str, i: int) -> bytes | None:
-        """The fault that strikes at token ``i``: bytes that end the stream, or None."""
+    async def token_fault(fault: str, i: int, broken: Mapping[str, bytes]) -> bytes | None:
+        """The fault that strikes at token ``i``: the bytes (``broken[fault]``, in the stream's
+        own framing) that end the stream, or None."""
         if i == 2 and fault == "stall":
             await asyncio.sleep(10**6)
-        if i == 1 and fault == "invalid_json":
-            return b'{"model": "broken", "done": fal\n'
-        if i == 1 and fault == "midstream_error":
-            return b'{"error": "simulated failure during generation"}\n'
+        if i == 1 and fault in broken:
+            return broken[fault]
         if i == 1 and fault == "die":
             os._exit(17)
         return None
 
-    def final_chunk(self, gen: _Generation, t0: float, load_ns: int) -> dict[str, Any]:
+    def durations_ns(self, gen: _Generation) -> tuple[int, int]:
+        """The server's prompt-eval and eval durations of ``gen`` (ns), from the settings."""
         settings = self.settings
+        prompt = max(0, int((settings.ttft_ms - settings.token_ms) * 1e6))
+        return prompt, int(gen.n_tokens * settings.token_ms * 1e6)
+
+    def final_chunk(self, gen: _Generation, t0: float, load_ns: int) -> dict[str, Any]:
         final: dict[str, Any] = {
             "model": gen.model,
             "created_at": _now(),
@@ -314,15 +376,87 @@ class SimServer:
         }
         _with_text(final, "", gen.chat)
         if gen.fault != "no_metrics":
+            prompt_ns, eval_ns = self.durations_ns(gen)
             final.update(
                 total_duration=int((time.perf_counter() - t0) * 1e9),
                 load_duration=load_ns,
                 prompt_eval_count=gen.prompt_tokens,
-                prompt_eval_duration=max(0, int((settings.ttft_ms - settings.token_ms) * 1e6)),
+                prompt_eval_duration=prompt_ns,
                 eval_count=gen.n_tokens,
-                eval_duration=int(gen.n_tokens * settings.token_ms * 1e6),
+                eval_duration=eval_ns,
             )
         return final
+
+    # -- the OpenAI API (/v1) ----------------------------------------------------------------
+
+    def unauthorized(self, request: Request) -> Response | None:
+        """A 401 unless the request carries the required key (the key is never echoed)."""
+        key = self.settings.api_key
+        if key is None or request.headers.get("authorization") == f"Bearer {key}":
+            return None
+        return _openai_error(401, "Incorrect API key provided")
+
+    async def v1_models(self, request: Request) -> Response:
+        denied = self.unauthorized(request)
+        if denied is not None:
+            return denied
+        return JSONResponse(model_list(list(self.settings.models), owned_by="mabench-sim"))
+
+    async def v1_chat(self, request: Request) -> Response:
+        denied = self.unauthorized(request)
+        if denied is not None:
+            return denied
+        try:
+            req = ChatCompletionRequest.from_json(json.loads(await request.body()))
+        except ValueError as exc:
+            status = exc.status if isinstance(exc, RequestError) else 400
+            return _openai_error(status, str(exc))
+        if req.model not in self.settings.models:
+            return _openai_error(404, f"The model `{req.model}` does not exist")
+        gen = self.plan(req, chat=True)
+        if gen.fault == "http500":
+            return _openai_error(500, "simulated internal error")
+        shape = CompletionShape(req.model)
+        if not req.stream:
+            return await self.v1_completion(gen, shape)
+        events = self.sse_stream(gen, shape, req.include_usage)
+        return StreamingResponse(events, media_type=SSE_MEDIA_TYPE)
+
+    async def sse_stream(
+        self, gen: _Generation, shape: CompletionShape, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        """The SSE stream: the role at once (as OpenAI sends it), one content delta every
+        ``token_ms`` after ``ttft_ms``, the finish chunk, usage if asked for, ``[DONE]``."""
+        async with self.slot():
+            yield sse_event(shape.first())
+            async for i in self.tokens(gen, Pace()):
+                broken = await self.token_fault(gen.fault, i, SSE_FAULTS)
+                if broken is not None:
+                    yield broken
+                    return
+                yield sse_event(shape.text(f"tok{i} "))
+            if gen.fault == "truncate":
+                return
+            yield sse_event(shape.finish("length", self.timings(gen)))
+            if include_usage and self.settings.usage == "include" and gen.fault != "no_metrics":
+                yield sse_event(shape.usage(Usage(gen.prompt_tokens, gen.n_tokens)))
+            yield sse_event(DONE)
+
+    async def v1_completion(self, gen: _Generation, shape: CompletionShape) -> Response:
+        """The non-streamed answer, sent when the last token would have been."""
+        async with self.slot():
+            async for _ in self.tokens(gen, Pace()):
+                pass
+        text = "".join(f"tok{i} " for i in range(gen.n_tokens))
+        usage = Usage(gen.prompt_tokens, gen.n_tokens)
+        return JSONResponse(shape.completion(text, "length", usage, self.timings(gen)))
+
+    def timings(self, gen: _Generation) -> Timings | None:
+        """llama.cpp's ``timings`` of ``gen`` when the settings add them."""
+        if not self.settings.timings or gen.fault == "no_metrics":
+            return None
+        prompt_ns, eval_ns = self.durations_ns(gen)
+        return Timings(gen.prompt_tokens, prompt_ns / 1e6, gen.n_tokens, eval_ns / 1e6)
 
 
 def build_app(settings: SimSettings) -> Starlette:
@@ -351,6 +485,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="fault only if FILE does not exist yet, and create it (one fault across processes)",
     )
+    parser.add_argument(
+        "--usage",
+        choices=("include", "never"),
+        default="include",
+        help="/v1 streams: send usage when asked (include), or never (as llama-cpp-python)",
+    )
+    parser.add_argument(
+        "--timings", action="store_true", help="/v1: add llama.cpp's timings (prompt, predicted)"
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="/v1 routes require the API key held by environment variable NAME",
+    )
+
+
+def _api_key(env_name: str | None) -> str | None:
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name)
+    if not key:
+        raise SystemExit(f"sim-serve: --api-key-env {env_name}: that variable is not set")
+    return key
 
 
 def main(args: argparse.Namespace) -> int:
@@ -364,6 +521,9 @@ def main(args: argparse.Namespace) -> int:
         fault=args.fault,
         fault_after=args.fault_after,
         fault_once=args.fault_once,
+        usage=args.usage,
+        timings=args.timings,
+        api_key=_api_key(args.api_key_env),
     )
     uvicorn.run(
         build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False
@@ -374,7 +534,8 @@ def main(args: argparse.Namespace) -> int:
 class SimServerProcess:
     """A ``mabench sim-serve`` process on a free loopback port (for tests and benchmarks).
 
-    ``settings`` are sim-serve options (``ttft_ms=100``, ``mode="parallel"``, ``fault="die"``).
+    ``settings`` are sim-serve options (``ttft_ms=100``, ``mode="parallel"``, ``fault="die"``;
+    ``timings=True`` for a flag).
     Start several, then :meth:`wait_ready` each, so their start-ups overlap.
     """
 
@@ -383,7 +544,8 @@ class SimServerProcess:
         self.url = f"http://{LOOPBACK}:{self.port}"
         args = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
         for key, value in settings.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            args += [flag] if value is True else [flag, str(value)]
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / f"sim-{self.port}.log"
         with open(self.log, "wb") as fh:
