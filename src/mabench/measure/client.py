@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -32,6 +32,9 @@ from mabench.measure.errors import (
 )
 from mabench.measure.ollama_api import Metrics
 from mabench.measure.transport import AsyncConnection, SyncConnection, error_message, json_body
+
+if TYPE_CHECKING:  # the OpenAI client builds on this module
+    from mabench.measure.openai_client import CompletionMetrics
 
 __all__ = [
     "AsyncClientBase",
@@ -58,7 +61,8 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class CallResult:
-    """One streamed generation as the client saw it, plus the server's final metrics."""
+    """One streamed generation as the client saw it, plus what the server said of it: Ollama's
+    final metrics, or an OpenAI-compatible server's counts and timings."""
 
     text: str
     t_sent_ns: int
@@ -66,7 +70,7 @@ class CallResult:
     t_last_token_ns: int | None
     t_done_ns: int
     chunks: int
-    metrics: Metrics
+    metrics: Metrics | CompletionMetrics
     done_reason: str | None
     #: arrival (perf_counter_ns) of every chunk that carried text, in order
     arrivals_ns: tuple[int, ...] = ()
@@ -74,8 +78,10 @@ class CallResult:
 
 @dataclass(frozen=True)
 class LoadResult:
+    """A model load: the server's load time (None where the API does not report one)."""
+
     done_reason: str | None
-    load_duration_ns: int
+    load_duration_ns: int | None
     wall_ns: int
 
 

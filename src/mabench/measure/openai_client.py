@@ -1,0 +1,303 @@
+"""OpenAI-compatible HTTP client, async and sync, with client-side timestamps.
+
+The twin of :mod:`mabench.measure.client` for servers that speak the OpenAI API (vLLM, SGLang,
+TGI, llama.cpp's server, LM Studio, Ollama's ``/v1``, our embedded server). It shares the
+Ollama clients' connection, httpx handling and call bookkeeping
+(:class:`~mabench.measure.client.StreamBookkeeping`); what differs is the API:
+
+* the timed call (:meth:`call`) streams ``POST /v1/chat/completions`` as Server-Sent Events
+  over the timed transport and asks for usage (``stream_options.include_usage``); the first
+  token is the first chunk whose delta has content (a role-only opening chunk is not a token);
+* token counts come from ``usage``, else from llama.cpp's ``timings``, else the client counts
+  the streamed content deltas (llama-cpp-python's server ignores ``include_usage``); each
+  count says where it came from (:class:`CompletionMetrics`). The server's time splits are
+  known only where a server adds ``timings``; otherwise they are None, never zero;
+* management: models from ``GET /v1/models``; :meth:`load` is a non-streamed one-token
+  completion (the API has no load, but a server that loads models on demand loads it now);
+  there is no unload and no list of loaded models in the API;
+* an API key goes in an ``authorization: Bearer`` header and is cut out of any error message
+  a server sends back, so it never reaches a record, a log or the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mabench.measure.client import (
+    AsyncClientBase,
+    CallResult,
+    LoadResult,
+    StreamBookkeeping,
+    SyncClientBase,
+    Timeouts,
+)
+from mabench.measure.errors import OllamaError, ProtocolError, ServerStreamError
+from mabench.measure.ollama_api import Options
+from mabench.measure.openai_api import (
+    CHAT_PATH,
+    DONE,
+    MODELS_PATH,
+    ChatCompletionRequest,
+    StreamChunk,
+    Timings,
+    Usage,
+    model_ids,
+    parse_completion,
+)
+from mabench.measure.transport import SSE, SSEFraming, error_message, json_body
+
+__all__ = [
+    "COUNT_SOURCES",
+    "AsyncOpenAIClient",
+    "CompletionMetrics",
+    "OpenAIClient",
+]
+
+#: where a token count came from: the server's ``usage``, llama.cpp's ``timings``, or the
+#: client counting the streamed content deltas
+COUNT_SOURCES = ("usage", "timings", "stream")
+#: what the load step asks for (one token)
+LOAD_PROMPT = "Reply with the single word: ready."
+
+
+@dataclass(frozen=True)
+class CompletionMetrics:
+    """What the client knows of one completion's server side. None where the server did not
+    say: the API has no load time or total time, and the prompt and generation times only
+    come with llama.cpp's ``timings``."""
+
+    completion_tokens: int
+    completion_tokens_source: str
+    prompt_tokens: int | None
+    prompt_tokens_source: str | None
+    prompt_ms: float | None
+    predicted_ms: float | None
+
+    @classmethod
+    def of(cls, usage: Usage | None, timings: Timings | None, deltas: int) -> CompletionMetrics:
+        """Counts from ``usage``, else ``timings``, else the counted deltas."""
+        if usage is not None:
+            completion, source = usage.completion_tokens, "usage"
+        elif timings is not None:
+            completion, source = timings.predicted_n, "timings"
+        else:
+            completion, source = deltas, "stream"
+        prompt, prompt_source = None, None
+        if usage is not None:
+            prompt, prompt_source = usage.prompt_tokens, "usage"
+        elif timings is not None:
+            prompt, prompt_source = timings.prompt_n, "timings"
+        return cls(
+            completion_tokens=completion,
+            completion_tokens_source=source,
+            prompt_tokens=prompt,
+            prompt_tokens_source=prompt_source,
+            prompt_ms=None if timings is None else timings.prompt_ms,
+            predicted_ms=None if timings is None else timings.predicted_ms,
+        )
+
+
+class _SSEStreamParser(StreamBookkeeping):
+    """Consumes the events of a streamed chat completion and keeps the client timestamps."""
+
+    def __init__(self, url: str, phase: str | None) -> None:
+        super().__init__(url, phase)
+        self.deltas = 0  # chunks that carried content
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.timings: Timings | None = None
+        self.done = False  # [DONE] read
+
+    def _fail(self, message: str) -> ProtocolError:
+        return ProtocolError(message, url=self.url, phase=self.phase)
+
+    def event(self, name: str, data: str, t_arrived_ns: int) -> None:
+        if self.done:
+            raise self._fail("data after [DONE]")
+        if name == "error":
+            raise ServerStreamError(error_message(data.encode()), url=self.url, phase=self.phase)
+        if data.strip() == DONE:
+            self.done = True
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise self._fail(
+                f"invalid JSON in stream event {self.chunks + 1}: {data[:120]!r}"
+            ) from None
+        if isinstance(obj, dict) and "error" in obj:
+            message = error_message(data.encode())
+            raise ServerStreamError(message, url=self.url, phase=self.phase)
+        try:
+            chunk = StreamChunk.from_json(obj)
+        except ValueError as exc:
+            raise self._fail(f"stream event {self.chunks + 1}: {exc}") from None
+        self.read(chunk, t_arrived_ns)
+
+    def read(self, chunk: StreamChunk, t_arrived_ns: int) -> None:
+        self.chunk()
+        if chunk.content:
+            self.deltas += 1
+            self.text(t_arrived_ns, chunk.content)
+        if chunk.finish_reason is not None:
+            self.finish = chunk.finish_reason
+        self.usage = chunk.usage or self.usage
+        self.timings = chunk.timings or self.timings
+
+    def result(self) -> CallResult:
+        t_done = time.perf_counter_ns()
+        if self.finish is None:
+            raise self._fail(
+                f"stream ended after {self.chunks} chunk(s) without a finish_reason "
+                "(truncated answer)"
+            )
+        metrics = CompletionMetrics.of(self.usage, self.timings, self.deltas)
+        return self.call_result(metrics, self.finish, t_done)
+
+
+def _chat_only(endpoint: str) -> None:
+    if endpoint != "chat":
+        raise ValueError(
+            f"OpenAI-compatible servers are measured through {CHAT_PATH}: the endpoint must "
+            f"be chat, not {endpoint!r}"
+        )
+
+
+class _OpenAIRequests:
+    """What both OpenAI clients share: the key, the requests, the parsers."""
+
+    base_url: str
+
+    def _auth(self, api_key: str | None) -> dict[str, str]:
+        self._secret = api_key
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    @contextmanager
+    def _secret_kept(self) -> Iterator[None]:
+        """Errors whose message quotes the API key are raised with the key cut out."""
+        try:
+            yield
+        except OllamaError as exc:
+            if not self._secret or self._secret not in exc.message:
+                raise
+            message = exc.message.replace(self._secret, "[API key]")
+            raise type(exc)(message, url=exc.url, phase=exc.phase, status=exc.status) from None
+
+    def _streamed(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        system: str | None,
+        options: dict[str, Any] | None,
+        phase: str | None,
+    ) -> tuple[bytes, _SSEStreamParser]:
+        _chat_only(endpoint)
+        opts = Options.from_mapping(options or {}, unknown="error")
+        req = ChatCompletionRequest.for_prompt(model, prompt, system, opts)
+        return json_body(req.to_json()), _SSEStreamParser(self.base_url + CHAT_PATH, phase)
+
+    @staticmethod
+    def _load_body(model: str, options: dict[str, Any] | None) -> dict[str, Any]:
+        opts = replace(Options.from_mapping(options or {}, unknown="error"), num_predict=1)
+        req = ChatCompletionRequest.for_prompt(model, LOAD_PROMPT, None, opts, stream=False)
+        return req.to_json()
+
+    def _models(self, payload: Any) -> list[str]:
+        try:
+            return model_ids(payload)
+        except ValueError as exc:
+            raise ProtocolError(str(exc), url=self.base_url + MODELS_PATH, phase="models") from None
+
+    def _loaded(self, payload: Any, t0: int) -> LoadResult:
+        wall = time.perf_counter_ns() - t0
+        try:
+            _, finish, _ = parse_completion(payload)
+        except ValueError as exc:
+            raise ProtocolError(str(exc), url=self.base_url + CHAT_PATH, phase="load") from None
+        return LoadResult(finish, None, wall)
+
+
+class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
+    """Async client for one OpenAI-compatible server (``async with AsyncOpenAIClient(url)``)."""
+
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
+    ) -> None:
+        super().__init__(base_url, timeouts, self._auth(api_key))
+
+    async def models(self) -> list[str]:
+        """The model ids the server serves (``GET /v1/models``)."""
+        with self._secret_kept():
+            payload = await self._json("GET", MODELS_PATH, None, "models", self.timeouts.request_s)
+        return self._models(payload)
+
+    async def load(
+        self, model: str, options: dict[str, Any] | None = None, keep_alive: float | str = -1
+    ) -> LoadResult:
+        """A one-token completion with ``options`` (``keep_alive``: the API has none; unused)."""
+        t0 = time.perf_counter_ns()
+        body = self._load_body(model, options)
+        with self._secret_kept():
+            payload = await self._json("POST", CHAT_PATH, body, "load", self.timeouts.load_s)
+        return self._loaded(payload, t0)
+
+    async def call(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        *,
+        system: str | None = None,
+        options: dict[str, Any] | None = None,
+        phase: str | None = None,
+    ) -> CallResult:
+        """One streamed chat completion, timed on the client."""
+        body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        with self._secret_kept():
+            await self._conn.stream(CHAT_PATH, body, SSEFraming(parser), phase, accept=SSE)
+            return parser.result()
+
+
+class OpenAIClient(_OpenAIRequests, SyncClientBase):
+    """Blocking twin of :class:`AsyncOpenAIClient`: same methods, same results."""
+
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
+    ) -> None:
+        super().__init__(base_url, timeouts, self._auth(api_key))
+
+    def models(self) -> list[str]:
+        with self._secret_kept():
+            payload = self._json("GET", MODELS_PATH, None, "models", self.timeouts.request_s)
+        return self._models(payload)
+
+    def load(
+        self, model: str, options: dict[str, Any] | None = None, keep_alive: float | str = -1
+    ) -> LoadResult:
+        t0 = time.perf_counter_ns()
+        body = self._load_body(model, options)
+        with self._secret_kept():
+            payload = self._json("POST", CHAT_PATH, body, "load", self.timeouts.load_s)
+        return self._loaded(payload, t0)
+
+    def call(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        *,
+        system: str | None = None,
+        options: dict[str, Any] | None = None,
+        phase: str | None = None,
+    ) -> CallResult:
+        """One streamed chat completion, timed on the client."""
+        body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        with self._secret_kept():
+            self._conn.stream(CHAT_PATH, body, SSEFraming(parser), phase, accept=SSE)
+            return parser.result()
