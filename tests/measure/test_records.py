@@ -165,3 +165,42 @@ def test_token_arrivals_are_optional_and_checked() -> None:
     data["calls"][0]["token_arrivals_us"] = [5, -1]
     with pytest.raises(RecordError, match="calls/0/token_arrivals_us/1"):
         validate_record(data)
+
+
+def test_fields_of_the_openai_path_are_optional_and_round_trip(tmp_path: Path) -> None:
+    data = make_record(5).to_json()
+    old = copy.deepcopy(data)
+    for server in old["topology"]["servers"]:
+        del server["api"]
+    del old["isolation"]["unavailable"]
+    for call in old["calls"]:
+        if call["server_metrics"] is not None:
+            del call["server_metrics"]["eval_count_source"]
+            del call["server_metrics"]["prompt_eval_count_source"]
+    assert RunRecord.from_json(old) == RunRecord.from_json(data)
+    assert RunRecord.from_json(old).topology.servers[0].api == "ollama"
+
+    openai = copy.deepcopy(data)
+    for server in openai["topology"]["servers"]:
+        server["api"] = "openai"
+    openai["isolation"]["unavailable"] = [s["name"] for s in openai["topology"]["servers"]]
+    openai["loads"][0]["load_duration_ns"] = None
+    metrics = openai["calls"][0]["server_metrics"]
+    metrics.update(
+        total_duration_ns=None,
+        load_duration_ns=None,
+        prompt_eval_count=None,
+        prompt_eval_duration_ns=None,
+        eval_duration_ns=None,
+        eval_count_source="stream",
+        prompt_eval_count_source=None,
+    )
+    path = tmp_path / "run_1.json"
+    write_json_atomic(path, openai)
+    record = read_record(path)
+    assert record.to_json() == openai
+    assert record.calls[0].server_metrics.eval_count_source == "stream"
+    with pytest.raises(RecordError, match="eval_count_source"):
+        bad = copy.deepcopy(openai)
+        bad["calls"][0]["server_metrics"]["eval_count_source"] = "guess"
+        RunRecord.from_json(bad)

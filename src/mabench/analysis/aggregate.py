@@ -148,11 +148,18 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
     }
 
 
+def _ms(ns: int | None) -> float | None:
+    """Nanoseconds as milliseconds; None (a duration the server did not report) stays None."""
+    return None if ns is None else ns / 1e6
+
+
 def _phase_stats(calls: Sequence[CallRecord]) -> dict[str, Any]:
     ok = [c.server_metrics for c in calls if c.server_metrics is not None]
     return {
-        "load_ms": _mean(mm.load_duration_ns / 1e6 for mm in ok),
-        "prompt_eval_ms": _mean(mm.prompt_eval_duration_ns / 1e6 for mm in ok),
+        "load_ms": _mean(mm.load_duration_ns / 1e6 for mm in ok if mm.load_duration_ns is not None),
+        "prompt_eval_ms": _mean(
+            mm.prompt_eval_duration_ns / 1e6 for mm in ok if mm.prompt_eval_duration_ns is not None
+        ),
         "eval_count": sum(mm.eval_count for mm in ok) if ok else None,
     }
 
@@ -243,15 +250,15 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "client_wall_ms": c.client_wall_ns / 1e6,
                 "client_decode_tps": decode,
                 **_token_timing(c),
-                "total_ms": None if m is None else m.total_duration_ns / 1e6,
-                "load_ms": None if m is None else m.load_duration_ns / 1e6,
+                "total_ms": None if m is None else _ms(m.total_duration_ns),
+                "load_ms": None if m is None else _ms(m.load_duration_ns),
                 "prompt_eval_count": None if m is None else m.prompt_eval_count,
-                "prompt_eval_ms": None if m is None else m.prompt_eval_duration_ns / 1e6,
+                "prompt_eval_ms": None if m is None else _ms(m.prompt_eval_duration_ns),
                 "eval_count": None if m is None else m.eval_count,
-                "eval_ms": None if m is None else m.eval_duration_ns / 1e6,
+                "eval_ms": None if m is None else _ms(m.eval_duration_ns),
                 "server_tps": (
                     None
-                    if m is None or m.eval_duration_ns <= 0
+                    if m is None or m.eval_duration_ns is None or m.eval_duration_ns <= 0
                     else m.eval_count / (m.eval_duration_ns / 1e9)
                 ),
                 "done_reason": c.done_reason,

@@ -6,7 +6,8 @@
 - true_speedup = Σ agent wall times in the solo phase / concurrent wall time;
   true_efficiency = 100 × true_speedup / N. What running the agents at once really saved.
 - slowdown (per agent) = its concurrent wall time / its solo wall time.
-- throughput (per agent and phase) = Σ eval_count / Σ eval_duration (server clock), and the
+- throughput (per agent and phase) = Σ eval_count / Σ eval_duration (server clock; calls whose
+  server reports no eval duration, as the OpenAI API does not, are left out), and the
   client's decode rate Σ (eval_count − 1) / Σ (last token − first token).
 - TTFT (per agent and phase) = mean over its calls of first non-empty token − request sent.
 - throughput_delta, ttft_delta_ms = collector − insight (concurrent phase), or first agent −
@@ -43,7 +44,12 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 def server_tps(calls: Iterable[CallRecord]) -> float | None:
-    ok = [c.server_metrics for c in calls if c.server_metrics is not None]
+    """Server-clock tok/s of the calls whose server reported its eval duration (None if none)."""
+    ok = [
+        c.server_metrics
+        for c in calls
+        if c.server_metrics is not None and c.server_metrics.eval_duration_ns is not None
+    ]
     tokens = sum(m.eval_count for m in ok)
     duration = sum(m.eval_duration_ns for m in ok)
     return _ratio(tokens, duration / NS) if ok else None

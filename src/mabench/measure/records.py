@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -45,14 +45,23 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class ServerMetrics:
-    """The server's final-chunk metrics of one call, in nanoseconds (Ollama's api.Metrics)."""
+    """What the server said of one call, in nanoseconds: Ollama's final-chunk metrics
+    (api.Metrics), or an OpenAI-compatible server's counts, where a duration the API does not
+    give is None, never zero (llama.cpp's ``timings`` give the prompt and eval durations).
 
-    total_duration_ns: int
-    load_duration_ns: int
-    prompt_eval_count: int
-    prompt_eval_duration_ns: int
+    ``eval_count_source`` and ``prompt_eval_count_source`` say where a count came from:
+    ``final_metrics`` (Ollama), ``usage`` or ``timings`` (OpenAI API), ``stream`` (the client
+    counted the streamed content deltas); None in records written before they were kept.
+    """
+
+    total_duration_ns: int | None
+    load_duration_ns: int | None
+    prompt_eval_count: int | None
+    prompt_eval_duration_ns: int | None
     eval_count: int
-    eval_duration_ns: int
+    eval_duration_ns: int | None
+    eval_count_source: str | None = None
+    prompt_eval_count_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,28 +136,37 @@ class LoadRecord:
     server: str
     model: str
     options: dict[str, Any]
-    load_duration_ns: int
+    load_duration_ns: int | None  # None: the API reports no load time (OpenAI)
     wall_ns: int
     warmup_wall_ns: int
 
 
 @dataclass(frozen=True)
 class Isolation:
-    """Step 2 of the protocol: models loaded on each server before and after the forced unload."""
+    """Step 2 of the protocol: models loaded on each server before and after the forced unload.
+
+    ``verified``: every server that has an unload had no model loaded after it.
+    ``unavailable``: the servers whose API has no unload and no list of loaded models (the
+    OpenAI API), so neither the forced unload nor its check could be done there.
+    """
 
     loaded_before: dict[str, list[str]]
     loaded_after: dict[str, list[str]]
     verified: bool
+    unavailable: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """A server of the run; ``api``: the API the agents were measured through."""
+
     name: str
     url: str
     backend: str
     version: str | None = None
     model_digest: str | None = None
     model_size: int | None = None
+    api: str = "ollama"
 
 
 @dataclass(frozen=True)
