@@ -178,3 +178,80 @@ def test_missing_and_unparsable_files(tmp_path):
     bad.write_text("study: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_study(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers that speak the OpenAI API
+# ---------------------------------------------------------------------------------------------
+
+OPENAI_SERVERS = [
+    {"name": "a", "url": "http://127.0.0.1:8000", "api": "openai", "api_key_env": "T_KEY"},
+    {"name": "b", "url": "http://127.0.0.1:8001", "api": "openai"},
+]
+
+
+def openai_study(**extra):
+    return minimal(backend={"kind": "external"}, servers=OPENAI_SERVERS, **extra)
+
+
+def test_openai_servers_load_with_their_api_and_key_variable():
+    study = study_from_dict(openai_study())
+    a, b = study.servers
+    assert (a.api, a.api_key_env, b.api, b.api_key_env) == ("openai", "T_KEY", "openai", None)
+    assert study_from_dict(minimal()).servers[0].api == "ollama"
+
+
+def test_the_api_key_comes_from_the_named_variable_only(monkeypatch):
+    server = study_from_dict(openai_study()).servers[0]
+    monkeypatch.delenv("T_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"T_KEY \(servers\[\]\.api_key_env\) is not set"):
+        server.api_key()
+    monkeypatch.setenv("T_KEY", "sk-1")
+    assert server.api_key() == "sk-1"
+    assert "sk-1" not in json.dumps(study_from_dict(openai_study()).measurement_fingerprint("c1"))
+
+
+def test_the_api_changes_the_config_hash_and_the_default_does_not():
+    base = study_from_dict(minimal())
+    explicit = study_from_dict(minimal(servers=[{"name": "a", "api": "ollama"}, {"name": "b"}]))
+    openai = study_from_dict(minimal(servers=[{"name": "a", "api": "openai"}, {"name": "b"}]))
+    assert base.config_hash("c1") == explicit.config_hash("c1")
+    assert base.config_hash("c1") != openai.config_hash("c1")
+
+
+BAD_OPENAI = [
+    ({"servers": [{"name": "a", "api": "grpc"}, {"name": "b"}]}, "servers[0].api"),
+    ({"servers": [{"name": "a", "api_key_env": "1X"}, {"name": "b"}]}, "servers[0].api_key_env"),
+    ({"endpoint": "generate"}, "endpoint: 'generate' is Ollama's /api/generate"),
+    (
+        {
+            "configs": [
+                {"id": "c1", "scenario": "chimera_homo", "options": {"insight": {"num_ctx": 512}}}
+            ]
+        },
+        "configs[0].options.insight.num_ctx: the OpenAI API has no equivalent",
+    ),
+    (
+        {
+            "configs": [
+                {"id": "c1", "scenario": "chimera_homo", "options": {"collector": {"top_k": 40}}}
+            ]
+        },
+        "configs[0].options.collector.top_k",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_OPENAI, ids=[m for _, m in BAD_OPENAI])
+def test_what_an_openai_server_cannot_take_is_named(change, message):
+    with pytest.raises(ConfigError) as info:
+        study_from_dict({**openai_study(), **change})
+    assert message in str(info.value)
+
+
+def test_openai_sampling_options_are_accepted():
+    options = {"insight": {"temperature": 0.8, "top_p": 0.9, "seed": 7, "stop": ["\n\n"]}}
+    study = study_from_dict(
+        openai_study(configs=[{"id": "c1", "scenario": "chimera_homo", "options": options}])
+    )
+    assert study.config("c1").agent_options("insight").temperature == 0.8

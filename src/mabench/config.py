@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -19,6 +20,7 @@ import jsonschema
 import yaml
 
 from mabench.measure.ollama_api import Options, OptionsError
+from mabench.measure.openai_api import OPTION_FIELDS, unsupported_options
 
 BUNDLED_PROMPTS = "measure/prompts"
 
@@ -61,6 +63,33 @@ class ServerSpec:
     name: str
     port: int | None = None  # None: pick a free port (embedded / ollama)
     url: str | None = None  # external servers only
+    api: str = "ollama"  # the API the agents are measured through: ollama or openai
+    api_key_env: str | None = None  # the environment variable holding the API key
+
+    def api_key(self) -> str | None:
+        """The API key from the environment (None when the server takes none).
+
+        The key is read when a client is made and never stored anywhere else.
+        """
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise ConfigError(
+                f"server {self.name!r}: its API key variable {self.api_key_env} "
+                "(servers[].api_key_env) is not set; export it and try again"
+            )
+        return key
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What of the server a measurement depends on (the API only when not the default,
+        so studies measured before it existed keep their config hashes)."""
+        out: dict[str, Any] = {"name": self.name, "port": self.port, "url": self.url}
+        if self.api != "ollama":
+            out["api"] = self.api
+        if self.api_key_env is not None:
+            out["api_key_env"] = self.api_key_env
+        return out
 
 
 @dataclass(frozen=True)
@@ -160,7 +189,9 @@ class Study:
             "endpoint": self.endpoint,
             "seed": self.seed,
             "backend": {k: v for k, v in self.backend.items() if k != "startup_timeout_s"},
-            "servers": [vars(s) for s in self.servers if s.name in {a.server for a in cfg.agents}],
+            "servers": [
+                s.fingerprint() for s in self.servers if s.name in {a.server for a in cfg.agents}
+            ],
             "workloads": {
                 name: {
                     "system": self.workloads[name].system,
@@ -330,6 +361,8 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
             else default_roster
         )
         configs.append(_build_config(c, where, data, roster))
+    for i, config in enumerate(configs):
+        _check_openai_agents(config, f"configs[{i}]", servers, data["endpoint"])
     _check_extra_models(backend, base_dir)
     return Study(
         name=data["study"],
@@ -393,7 +426,13 @@ def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
             "give a port, or set backend.kind: external"
         )
     port = None if s.get("port", "auto") == "auto" else int(s["port"])
-    return ServerSpec(name=s["name"], port=port, url=(s.get("url") or None))
+    return ServerSpec(
+        name=s["name"],
+        port=port,
+        url=(s.get("url") or None),
+        api=s.get("api", "ollama"),
+        api_key_env=s.get("api_key_env"),
+    )
 
 
 def _build_workloads(items: dict[str, Any], base_dir: Path) -> dict[str, Workload]:
@@ -477,6 +516,33 @@ def _config_options(items: dict[str, Any], where: str, agent_names: set[str]) ->
                 "not per agent"
             )
     return options
+
+
+def _check_openai_agents(
+    config: ConfigSpec, where: str, servers: tuple[ServerSpec, ...], endpoint: str
+) -> None:
+    """Agents on OpenAI-API servers: measured through /v1/chat/completions, and only with
+    options that API has a field for (runner options such as num_ctx have none)."""
+    index = {s.name: i for i, s in enumerate(servers)}
+    for agent in config.agents:
+        server = servers[index[agent.server]]
+        if server.api != "openai":
+            continue
+        if endpoint != "chat":
+            raise ConfigError(
+                f"endpoint: {endpoint!r} is Ollama's /api/{endpoint}, but agent {agent.name!r} "
+                f"of {config.id} uses server {server.name!r}, which speaks the OpenAI API "
+                f"(servers[{index[server.name]}].api); it is measured through "
+                "/v1/chat/completions: set endpoint: chat"
+            )
+        unsupported = unsupported_options(config.agent_options(agent.name))
+        if unsupported:
+            raise ConfigError(
+                f"{where}.options.{agent.name}.{unsupported[0]}: the OpenAI API has no "
+                f"equivalent, and agent {agent.name!r} uses server {server.name!r} "
+                f"(servers[{index[server.name]}].api: openai); the API takes "
+                f"{', '.join(sorted(OPTION_FIELDS))}"
+            )
 
 
 def _check_extra_models(backend: dict[str, Any], base_dir: Path) -> None:
