@@ -222,6 +222,10 @@ def test_the_api_changes_the_config_hash_and_the_default_does_not():
 BAD_OPENAI = [
     ({"servers": [{"name": "a", "api": "grpc"}, {"name": "b"}]}, "servers[0].api"),
     ({"servers": [{"name": "a", "api_key_env": "1X"}, {"name": "b"}]}, "servers[0].api_key_env"),
+    (
+        {"servers": [{"name": "a", "url": "http://h:1", "api_key_env": "K"}, OPENAI_SERVERS[1]]},
+        "servers[0].api_key_env: only servers that speak the OpenAI API take an API key",
+    ),
     ({"endpoint": "generate"}, "endpoint: 'generate' is Ollama's /api/generate"),
     (
         {

@@ -425,6 +425,11 @@ def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
             f"{where}.url: only external servers take a url (backend.kind is {kind}); "
             "give a port, or set backend.kind: external"
         )
+    if s.get("api_key_env") and s.get("api", "ollama") != "openai":
+        raise ConfigError(
+            f"{where}.api_key_env: only servers that speak the OpenAI API take an API key "
+            "(set api: openai, or remove api_key_env)"
+        )
     port = None if s.get("port", "auto") == "auto" else int(s["port"])
     return ServerSpec(
         name=s["name"],

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 
 from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
-from mabench.config import Study, study_from_dict
-from mabench.measure.client import OllamaClient, Timeouts
+from mabench.config import ServerSpec, Study, study_from_dict
+from mabench.measure.apis import open_sync_clients
+from mabench.measure.client import Timeouts
 from mabench.measure.isolation import force_unload
 from mabench.measure.protocol import check_servers, models_by_server
 from mabench.measure.records import write_json_atomic
@@ -123,9 +124,8 @@ def start_servers_step(study: Study, config_id: str, out: str | Path, paths: Stu
     checked_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
         urls = pool.acquire()
-        clients = {
-            n: stack.enter_context(OllamaClient(urls[n], Timeouts(**study.timeouts))) for n in needs
-        }
+        used = {n: urls[n] for n in needs}
+        clients = open_sync_clients(stack, _specs(study), used, Timeouts(**study.timeouts))
         infos = check_servers(clients, urls, needs, study.backend_kind)
     procs = pool.processes()
     servers = [
@@ -164,7 +164,8 @@ def start_servers_step(study: Study, config_id: str, out: str | Path, paths: Stu
 def unload_step(
     study: Study, config_id: str, out: str | Path, paths: StudyPaths, servers_up: str | Path
 ) -> None:
-    """The forced unload before a config's runs: every model on every server, verified.
+    """The forced unload before a config's runs: every model on every server, verified
+    (servers whose API has no unload are listed as ``unavailable``).
 
     The record keeps what server start-up found (``servers_up``, a temporary file)."""
     pool = pool_for(study, paths)
@@ -172,7 +173,7 @@ def unload_step(
     started_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
         urls = pool.acquire()
-        clients = {n: stack.enter_context(OllamaClient(u, timeouts)) for n, u in urls.items()}
+        clients = open_sync_clients(stack, _specs(study), urls, timeouts)
         isolation = force_unload(clients)
     if not isolation.verified:
         raise RuntimeError(f"models still loaded after the forced unload: {isolation.loaded_after}")
@@ -187,11 +188,22 @@ def unload_step(
             "loaded_before": isolation.loaded_before,
             "loaded_after": isolation.loaded_after,
             "verified": isolation.verified,
+            "unavailable": isolation.unavailable,
             "started_at": started_at,
             "finished_at": datetime.now(UTC).isoformat(),
         },
     )
-    logging.getLogger(__name__).info("unloaded %s before %s", isolation.loaded_before, config_id)
+    log = logging.getLogger(__name__)
+    log.info("unloaded %s before %s", isolation.loaded_before, config_id)
+    if isolation.unavailable:
+        log.info(
+            "no forced unload on %s: the OpenAI API has no unload and no list of loaded models",
+            ", ".join(isolation.unavailable),
+        )
+
+
+def _specs(study: Study) -> dict[str, ServerSpec]:
+    return {s.name: s for s in study.servers}
 
 
 def run_step(
@@ -240,6 +252,7 @@ def report_settings(study: Study) -> dict[str, Any]:
         ),
         "Runs per config": str(study.runs),
         "Backend": f"{study.backend_kind} ({len(study.servers)} servers)",
+        **_api_methodology(study),
         "Sampling seed": f"{study.seed} (unless an agent's options set one)",
         "Workloads": workloads,
         "Corpus": f"{study.corpus['files']} result files of "
@@ -247,6 +260,22 @@ def report_settings(study: Study) -> dict[str, Any]:
         "Client timeouts": ", ".join(f"{k} {v:g}" for k, v in study.timeouts.items()),
     }
     return settings
+
+
+def _api_methodology(study: Study) -> dict[str, str]:
+    """The methodology line on the APIs, for a study with servers measured through OpenAI's."""
+    openai = [s.name for s in study.servers if s.api == "openai"]
+    if not openai:
+        return {}
+    return {
+        "APIs": (
+            f"servers {', '.join(openai)}: OpenAI API (streamed /v1/chat/completions; TTFT at "
+            "the first content delta; token counts from usage, else counted deltas). The API "
+            "has no unload and no list of loaded models, so no forced unload was done on "
+            "them, and a one-token completion loads the model (no load time known). Other "
+            "servers: Ollama's API"
+        )
+    }
 
 
 def write_empty_failures(path: str | Path) -> None:

@@ -156,3 +156,37 @@ def test_a_server_that_cannot_start_names_its_log(tmp_path):
     with pytest.raises(ServerSetupError, match="exited with code 1; last lines of"):
         ServerPool(s, tmp_path / "state", tmp_path / "logs").acquire()
     time.sleep(0.1)
+
+
+def external_openai(url: str, tmp: Path, **server) -> ServerPool:
+    spec = study_from_dict(
+        {
+            "study": "pooltest",
+            "backend": {"kind": "external"},
+            "servers": [{"name": "a", "url": url, "api": "openai", **server}],
+            "agents": [{"name": "x", "workload": "collector", "server": "a"}],
+            "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        }
+    )
+    return ServerPool(spec, state_dir=tmp, log_dir=tmp)
+
+
+def test_external_openai_servers_are_checked_through_their_api_and_key(
+    sim_server, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("SIM_KEY", "sk-pool-1")
+    srv = sim_server(api_key_env="SIM_KEY")
+    monkeypatch.delenv("POOL_KEY", raising=False)
+    pool = external_openai(srv.url, tmp_path, api_key_env="POOL_KEY")
+    (problem,) = pool.preflight()
+    assert "servers[0].api_key_env" in problem and "POOL_KEY" in problem
+    monkeypatch.setenv("POOL_KEY", "sk-wrong")
+    assert pool.preflight() == []
+    with pytest.raises(ServerSetupError, match=r"refuses GET /v1/models \(HTTP 401\).*POOL_KEY"):
+        pool.acquire()
+    monkeypatch.setenv("POOL_KEY", "sk-pool-1")
+    assert pool.acquire() == {"a": srv.url}
+    with pytest.raises(ServerSetupError, match="it wants an API key"):
+        external_openai(srv.url, tmp_path).acquire()
+    with pytest.raises(ServerSetupError, match="does not answer GET /v1/models"):
+        external_openai(f"http://127.0.0.1:{free_port()}", tmp_path).acquire()

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
 
-from mabench.config import AgentSpec, ConfigSpec, Study
+from mabench.config import AgentSpec, ConfigSpec, ServerSpec, Study
 from mabench.measure import arrivals
-from mabench.measure.client import AsyncOllamaClient, CallResult, OllamaClient
+from mabench.measure.apis import AsyncClient, SyncClient
+from mabench.measure.client import CallResult
 from mabench.measure.errors import OllamaError, RunFailed
+from mabench.measure.ollama_api import Metrics
+from mabench.measure.openai_client import CompletionMetrics
 from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
 
 _ENV = jinja2.Environment(
@@ -40,6 +43,8 @@ class AgentPlan:
     system: str | None
     calls: tuple[PromptCall, ...]
     corpus: str
+    #: the agent's server as the study declares it (its API and key variable)
+    server: ServerSpec = field(default_factory=lambda: ServerSpec("server"))
 
     @property
     def name(self) -> str:
@@ -99,6 +104,7 @@ def build_plans(
                 system=workload.system,
                 calls=calls,
                 corpus=corpus,
+                server=study.server(agent.server),
             )
         )
     return plans
@@ -153,7 +159,6 @@ def _record(
             error=error.info() if error else None,
             token_arrivals_us=[],
         )
-    m = result.metrics
     return CallRecord(
         **common,
         t_sent_ns=clock.rel(result.t_sent_ns),
@@ -161,17 +166,36 @@ def _record(
         t_last_token_ns=clock.rel(result.t_last_token_ns),
         t_done_ns=clock.rel(result.t_done_ns),
         chunks=result.chunks,
-        server_metrics=ServerMetrics(
+        server_metrics=server_metrics(result.metrics),
+        done_reason=result.done_reason,
+        response_text=result.text,
+        token_arrivals_us=arrivals.encode(result.arrivals_ns, result.t_sent_ns),
+    )
+
+
+def server_metrics(m: Metrics | CompletionMetrics) -> ServerMetrics:
+    """What the server said of a call, in the record's terms: Ollama's final metrics, or an
+    OpenAI-compatible server's counts (with their sources) and llama.cpp timings if any."""
+    if isinstance(m, Metrics):
+        return ServerMetrics(
             total_duration_ns=m.total_duration,
             load_duration_ns=m.load_duration,
             prompt_eval_count=m.prompt_eval_count,
             prompt_eval_duration_ns=m.prompt_eval_duration,
             eval_count=m.eval_count,
             eval_duration_ns=m.eval_duration,
-        ),
-        done_reason=result.done_reason,
-        response_text=result.text,
-        token_arrivals_us=arrivals.encode(result.arrivals_ns, result.t_sent_ns),
+            eval_count_source="final_metrics",
+            prompt_eval_count_source="final_metrics",
+        )
+    return ServerMetrics(
+        total_duration_ns=None,
+        load_duration_ns=None,
+        prompt_eval_count=m.prompt_tokens,
+        prompt_eval_duration_ns=None if m.prompt_ms is None else round(m.prompt_ms * 1e6),
+        eval_count=m.completion_tokens,
+        eval_duration_ns=None if m.predicted_ms is None else round(m.predicted_ms * 1e6),
+        eval_count_source=m.completion_tokens_source,
+        prompt_eval_count_source=m.prompt_tokens_source,
     )
 
 
@@ -221,7 +245,7 @@ def _agent_steps(
 
 
 async def run_agent_async(
-    plan: AgentPlan, client: AsyncOllamaClient, phase: str, clock: Clock
+    plan: AgentPlan, client: AsyncClient, phase: str, clock: Clock
 ) -> AgentOutcome:
     steps = _agent_steps(plan, phase, clock)
     try:
@@ -236,7 +260,7 @@ async def run_agent_async(
         return done.value
 
 
-def run_agent_sync(plan: AgentPlan, client: OllamaClient, phase: str, clock: Clock) -> AgentOutcome:
+def run_agent_sync(plan: AgentPlan, client: SyncClient, phase: str, clock: Clock) -> AgentOutcome:
     steps = _agent_steps(plan, phase, clock)
     try:
         index, call = next(steps)

@@ -1,8 +1,9 @@
 """Coordinators: how a run's phases run its agents, one after another (solo) or all at once.
 
-- ``asyncio``: one event loop for the whole run, one :class:`AsyncOllamaClient` per agent,
-  ``asyncio.TaskGroup`` (the first failure cancels the other agents).
-- ``threads``: one thread per agent and phase with a blocking :class:`OllamaClient`; a barrier
+- ``asyncio``: one event loop for the whole run, one async client per agent (Ollama's or the
+  OpenAI one, by the agent's server: :mod:`mabench.measure.apis`), ``asyncio.TaskGroup``
+  (the first failure cancels the other agents).
+- ``threads``: one thread per agent and phase with a blocking client; a barrier
   releases all agents together, so thread start-up is outside the measured interval.
 
 A coordinator lives for one run: each agent's client (and its keep-alive connection) is made
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from mabench.measure.agents import AgentOutcome, AgentPlan, Clock, run_agent_async, run_agent_sync
-from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts
+from mabench.measure.apis import AsyncClient, SyncClient, async_client, sync_client
+from mabench.measure.client import Timeouts
 from mabench.measure.errors import RunFailed
 from mabench.measure.records import CallRecord, Span
 
@@ -69,11 +71,11 @@ class AsyncioCoordinator(Coordinator):
     def __init__(self, timeouts: Timeouts) -> None:
         super().__init__(timeouts)
         self._runner = asyncio.Runner()
-        self._clients: dict[str, AsyncOllamaClient] = {}
+        self._clients: dict[str, AsyncClient] = {}
 
-    def _client(self, plan: AgentPlan) -> AsyncOllamaClient:
+    def _client(self, plan: AgentPlan) -> AsyncClient:
         if plan.name not in self._clients:
-            self._clients[plan.name] = AsyncOllamaClient(plan.url, self.timeouts)
+            self._clients[plan.name] = async_client(plan.server, plan.url, self.timeouts)
         return self._clients[plan.name]
 
     def run_phase(
@@ -116,11 +118,11 @@ class AsyncioCoordinator(Coordinator):
 class ThreadsCoordinator(Coordinator):
     def __init__(self, timeouts: Timeouts) -> None:
         super().__init__(timeouts)
-        self._clients: dict[str, OllamaClient] = {}
+        self._clients: dict[str, SyncClient] = {}
 
-    def _client(self, plan: AgentPlan) -> OllamaClient:
+    def _client(self, plan: AgentPlan) -> SyncClient:
         if plan.name not in self._clients:
-            self._clients[plan.name] = OllamaClient(plan.url, self.timeouts)
+            self._clients[plan.name] = sync_client(plan.server, plan.url, self.timeouts)
         return self._clients[plan.name]
 
     def run_phase(

@@ -1,10 +1,17 @@
-"""Forced unloads: every model on every server is unloaded and the emptiness verified via /api/ps."""
+"""Forced unloads: every model on every server is unloaded and the emptiness verified via /api/ps.
+
+A server whose API has neither an unload nor a list of loaded models (the OpenAI API) is not
+unloaded and not checked; it is named in :attr:`Isolation.unavailable` instead, so the run
+record and the report say so rather than pretending.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
+from mabench.measure.apis import SyncClient, can_unload
 from mabench.measure.client import OllamaClient
 from mabench.measure.errors import OllamaError, RunFailed
 from mabench.measure.records import Isolation
@@ -17,12 +24,19 @@ def loaded_models(clients: Mapping[str, OllamaClient]) -> dict[str, list[str]]:
     }
 
 
-def force_unload(clients: Mapping[str, OllamaClient], verify_timeout_s: float = 30.0) -> Isolation:
-    """Unload every loaded model on every server, then poll /api/ps until all are empty.
+def force_unload(clients: Mapping[str, SyncClient], verify_timeout_s: float = 30.0) -> Isolation:
+    """Unload every loaded model on every server that can, then poll /api/ps until all are
+    empty; the servers that cannot are listed as unavailable.
 
     Ollama may list a model for a moment after a keep_alive=0 request returns, so emptiness
     is polled for up to ``verify_timeout_s`` before the isolation is declared failed.
     """
+    unloadable = {n: c for n, c in clients.items() if can_unload(c)}
+    unavailable = sorted(set(clients) - set(unloadable))
+    return replace(_unload_and_verify(unloadable, verify_timeout_s), unavailable=unavailable)
+
+
+def _unload_and_verify(clients: Mapping[str, OllamaClient], verify_timeout_s: float) -> Isolation:
     try:
         before = loaded_models(clients)
         for name, models in before.items():

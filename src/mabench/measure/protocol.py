@@ -1,8 +1,10 @@
 """The run protocol: one call of :func:`execute_run` measures one config × run.
 
 1. every server answers and has the model;
-2. forced unload of every model on every server, verified by /api/ps;
-3. load each agent's model with its options (load time recorded), then one tiny unmeasured
+2. forced unload of every model on every server, verified by /api/ps (a server whose API has
+   no unload, the OpenAI API, is recorded as such: ``Isolation.unavailable``);
+3. load each agent's model with its options (load time recorded; the OpenAI API has no load,
+   so a one-token completion loads it and no load time is known), then one tiny unmeasured
    warm-up call per agent, which also opens the agent's connection for the whole run;
 4. solo phase: each agent alone, one after another;
 5. concurrent phase: all agents at once.
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mabench.config import ConfigSpec, Study
+from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
 from mabench.measure.agents import AgentPlan, Clock, build_plans, warmup_plan
-from mabench.measure.client import LoadResult, OllamaClient, Timeouts
+from mabench.measure.apis import SyncClient, api_of, inventory, open_sync_clients
+from mabench.measure.client import LoadResult, Timeouts
 from mabench.measure.coordinators import PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
 from mabench.measure.errors import IsolationError, OllamaError, RunFailed, ServerSetupError
@@ -79,7 +82,7 @@ def models_by_server(config: ConfigSpec) -> dict[str, set[str]]:
 
 
 def check_servers(
-    clients: Mapping[str, OllamaClient],
+    clients: Mapping[str, SyncClient],
     urls: Mapping[str, str],
     needs: Mapping[str, set[str]],
     backend: str,
@@ -88,8 +91,7 @@ def check_servers(
     infos = []
     for name, client in clients.items():
         try:
-            version = client.version()
-            tags = client.tags()
+            version, tags = inventory(client)
         except OllamaError as exc:
             raise _step_failed("check", exc) from exc
         digest = size = None
@@ -114,6 +116,7 @@ def check_servers(
                 version=version,
                 model_digest=digest,
                 model_size=size,
+                api=api_of(client),
             )
         )
     return infos
@@ -137,7 +140,10 @@ def execute_run(
     started_at = _now_iso()
     corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
     plans = build_plans(study, config, dict(urls), corpus.summary)
-    prepared = prepare_servers(config, plans, urls, timeouts, backend or study.backend_kind)
+    specs = {s.name: s for s in study.servers}
+    prepared = prepare_servers(
+        config, plans, urls, timeouts, backend or study.backend_kind, servers=specs
+    )
     order = study.phase_order_for(run_index)
     measured = measure_phases(config, plans, order, timeouts, label=f"{config_id} run {run_index}")
     metrics = compute_run_metrics(
@@ -190,13 +196,13 @@ def prepare_servers(
     urls: Mapping[str, str],
     timeouts: Timeouts,
     backend: str,
+    servers: Mapping[str, ServerSpec] | None = None,
 ) -> PreparedServers:
-    """Steps 1-3 of the protocol, on every server at ``urls``."""
+    """Steps 1-3 of the protocol, on every server at ``urls`` (each through the API its
+    ``servers`` entry names; Ollama's when it has none)."""
     needs = models_by_server(config)
     with ExitStack() as stack:
-        clients = {
-            name: stack.enter_context(OllamaClient(url, timeouts)) for name, url in urls.items()
-        }
+        clients = open_sync_clients(stack, servers or {}, urls, timeouts)
         # 1. every server answers and has the model
         servers = check_servers({n: clients[n] for n in needs}, urls, needs, backend)
         # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
@@ -211,7 +217,7 @@ def prepare_servers(
     return PreparedServers(servers, isolation, loaded)
 
 
-def load_agent_model(client: OllamaClient, plan: AgentPlan) -> LoadResult:
+def load_agent_model(client: SyncClient, plan: AgentPlan) -> LoadResult:
     try:
         return client.load(plan.info.model, plan.info.options, keep_alive=-1)
     except OllamaError as exc:

@@ -5,7 +5,7 @@ the watchdog that never lets a server outlive its owner (``supervise``), loopbac
 helpers (``net``), the simulated Ollama server with exact, known timing (``simulated``) and
 the embedded Ollama-compatible llama.cpp server (``embedded``).
 
-May import: :mod:`mabench.config`, and from ``measure`` only the API contract
-(``measure.ollama_api``), the typed errors (``measure.errors``) and the atomic JSON writer
+May import: :mod:`mabench.config`, and from ``measure`` only the API contracts
+(``measure.ollama_api``, ``measure.openai_api``), the typed errors (``measure.errors``) and the atomic JSON writer
 (``measure.records``). Never imports ``analysis`` or ``datasets``.
 """

@@ -41,10 +41,17 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
 
 def answers(url: str, timeout_s: float = 2.0) -> bool:
     """True when an Ollama-compatible server at ``url`` answers ``GET /`` with 200."""
+    return status_of(url, "/", timeout_s=timeout_s) == 200
+
+
+def status_of(
+    url: str, path: str, headers: dict[str, str] | None = None, timeout_s: float = 2.0
+) -> int | None:
+    """The HTTP status of ``GET <url><path>``, or None when nothing answers."""
     try:
-        return httpx.get(url.rstrip("/") + "/", timeout=timeout_s).status_code == 200
+        return httpx.get(url.rstrip("/") + path, headers=headers, timeout=timeout_s).status_code
     except httpx.HTTPError:
-        return False
+        return None
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:

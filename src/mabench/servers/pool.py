@@ -14,7 +14,8 @@ watchdog), stops them. A state file records who owns which server processes, so 
 Pool state is per host (``pool-<host>.json``): on a cluster, each node starts, checks and
 stops only its own servers and never inspects or signals a PID that another host recorded.
 
-``external`` studies start nothing: their URLs are only checked.
+``external`` studies start nothing: their URLs are only checked (``GET /`` for Ollama's API,
+``GET /v1/models`` with the API key for OpenAI's).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import psutil
 
 from mabench.config import ServerSpec, Study
 from mabench.measure.errors import ServerSetupError
+from mabench.measure.openai_api import MODELS_PATH
 from mabench.measure.records import write_json_atomic
-from mabench.servers.net import answers, free_port, is_loopback, port_in_use
+from mabench.servers.net import answers, free_port, is_loopback, port_in_use, status_of
 
 OWNER_ENV = "MABENCH_OWNER_PID"
 
@@ -150,6 +152,43 @@ def _stop_trees(servers: Iterable[ServerProc], grace_s: float = 8.0) -> None:
                 proc.kill()
 
 
+def _missing_keys(servers: Iterable[ServerSpec]) -> list[str]:
+    return [
+        f"servers[{i}].api_key_env: the variable {s.api_key_env} that should hold server "
+        f"{s.name!r}'s API key is not set; export it and try again"
+        for i, s in enumerate(servers)
+        if s.api_key_env is not None and not os.environ.get(s.api_key_env)
+    ]
+
+
+def _check_answers(spec: ServerSpec, url: str, timeout_s: float) -> None:
+    """An external server answers its API: ``GET /`` (Ollama) or ``GET /v1/models`` with its
+    key (OpenAI API); else a :class:`ServerSetupError` saying what answered and what to do."""
+    if spec.api == "openai":
+        key = spec.api_key()
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        path = MODELS_PATH
+    else:
+        headers, path = None, "/"
+    status = status_of(url, path, headers, timeout_s)
+    if status == 200:
+        return
+    if status in (401, 403):
+        raise ServerSetupError(
+            f"external server {spec.name!r} at {url} refuses GET {path} (HTTP {status}): "
+            + (
+                f"check the API key in {spec.api_key_env}"
+                if spec.api_key_env
+                else "it wants an API key: name its variable in servers[].api_key_env"
+            )
+        )
+    what = "does not answer" if status is None else f"answers HTTP {status} to"
+    raise ServerSetupError(
+        f"external server {spec.name!r} at {url} {what} GET {path}; start it, or fix "
+        "servers[].url" + ("" if spec.api == "openai" else " (or servers[].api: openai)")
+    )
+
+
 @contextmanager
 def _flock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` for the duration of the block."""
@@ -259,12 +298,13 @@ class ServerPool:
             return {s.name: servers[s.name].url for s in wanted}
 
     def preflight(self) -> list[str]:
-        """Problems that would stop the servers from starting, found before any job runs.
+        """Problems that would stop the servers from starting or answering, found before any
+        job runs: API key variables that are not set, and declared ports already taken by
+        another program (ports of this study's own live servers are fine; none when the
+        backend starts nothing or falls back to free ports)."""
+        return _missing_keys(self.study.servers) + self._taken_ports()
 
-        Today: declared ports already taken by another program (ports of this study's own
-        live servers are fine). Empty when the backend starts nothing or falls back to free
-        ports.
-        """
+    def _taken_ports(self) -> list[str]:
         if self.study.backend_kind == "external" or self.study.backend["port_fallback"]:
             return []
         state = self._read()
@@ -301,10 +341,7 @@ class ServerPool:
         urls = {}
         for spec in wanted:
             url = (spec.url or "").rstrip("/")
-            if not answers(url, timeout_s=float(self.study.timeouts["connect_s"])):
-                raise ServerSetupError(
-                    f"external server {spec.name!r} at {url} does not answer GET /; start it, or fix servers[].url"
-                )
+            _check_answers(spec, url, float(self.study.timeouts["connect_s"]))
             urls[spec.name] = url
         return urls
 
