@@ -1,7 +1,9 @@
 """The measurement harness: what one run of a config does, and the record it leaves.
 
-Owns the Ollama API contract (``ollama_api``), the timed transport and the clients
-(``transport``, ``client``, with ``arrivals``: when each piece of text arrived), agents as workloads (``agents``, ``corpus``), how agents run
+Owns the API contracts (``ollama_api``, ``openai_api``), the timed transport and the clients
+(``transport``; ``client`` for Ollama's API and the bases all clients share, with ``arrivals``:
+when each piece of text arrived; ``openai_client``; ``apis`` picks a server's client), agents
+as workloads (``agents``, ``corpus``), how agents run
 together (``coordinators``), the run protocol (``protocol``, ``isolation``), the metrics of
 one run (``metrics``), the run record and its schema check (``records``, ``schema_check``),
 the machine a run ran on (``environment``) and the typed errors (``errors``).
