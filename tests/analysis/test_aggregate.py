@@ -232,3 +232,37 @@ def test_token_timing_columns(tmp_path: Path) -> None:
     assert row["tpot_ms"] == pytest.approx((wall_ms - ttft_ms) / (m["eval_count"] - 1))
     assert calls[1]["itl_ms"] is None and calls[1]["n_text_chunks"] is None
     assert calls[1]["tpot_ms"] is not None  # needs no arrivals
+
+
+def test_the_api_and_what_it_did_not_report_reach_the_tables(tmp_path: Path) -> None:
+    data = make_record(3).to_json()
+    servers = data["topology"]["servers"]
+    servers[-1]["api"] = "openai"
+    openai_server = servers[-1]["name"]
+    data["isolation"]["unavailable"] = [openai_server]
+    for call in data["calls"]:
+        if call["server"] == openai_server:
+            call["server_metrics"].update(
+                total_duration_ns=None,
+                load_duration_ns=None,
+                prompt_eval_count=None,
+                prompt_eval_duration_ns=None,
+                eval_duration_ns=None,
+                eval_count_source="stream",
+                prompt_eval_count_source=None,
+            )
+    path = tmp_path / "run_1.json"
+    write_json_atomic(path, data)
+    out = aggregate([path], tmp_path / "tables")
+    runs = pq.read_table(out["runs"]).to_pylist()
+    assert runs[0]["api"] == "ollama+openai"
+    assert runs[0]["isolation_unavailable"] == openai_server
+    agents = pq.read_table(out["agents"]).to_pylist()
+    assert {a["server"]: a["api"] for a in agents}[openai_server] == "openai"
+    calls = pq.read_table(out["calls"]).to_pylist()
+    theirs = [c for c in calls if c["server"] == openai_server]
+    assert theirs and all(c["api"] == "openai" for c in theirs)
+    assert all(c["eval_count_source"] == "stream" and c["load_ms"] is None for c in theirs)
+    assert all(c["server_tps"] is None and c["eval_count"] > 0 for c in theirs)
+    others = [c for c in calls if c["server"] != openai_server]
+    assert all(c["api"] == "ollama" for c in others)

@@ -120,6 +120,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "n_servers": len({a.server for a in r.topology.agents}),
         "model": "+".join(models),
         "backend": ";".join(sorted({s.backend for s in r.topology.servers})),
+        "api": "+".join(sorted({s.api for s in r.topology.servers})),
         "concurrent_wall_s": m.concurrent_wall_s,
         "concurrent_sum_s": m.concurrent_sum_s,
         "solo_sum_s": m.solo_sum_s,
@@ -134,6 +135,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "contention_ttft": m.contention_ttft,
         "contention_throughput": m.contention_throughput,
         "isolation_verified": r.isolation.verified,
+        "isolation_unavailable": ";".join(r.isolation.unavailable),
         "n_calls": len(r.calls),
         "n_errors": sum(c.error is not None for c in r.calls),
         "hostname": env.hostname,
@@ -164,9 +166,15 @@ def _phase_stats(calls: Sequence[CallRecord]) -> dict[str, Any]:
     }
 
 
+def _apis(r: RunRecord) -> dict[str, str]:
+    """Server name -> the API the run measured it through."""
+    return {s.name: s.api for s in r.topology.servers}
+
+
 def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
     rows = []
     key = _key(r)
+    apis = _apis(r)
     metrics = {a.agent: a for a in r.metrics.agents}
     calls: dict[tuple[str, str], list[CallRecord]] = {}  # (agent, phase) -> calls, in order
     for c in r.calls:
@@ -181,6 +189,7 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "agent": info.name,
                 "workload": info.workload,
                 "server": info.server,
+                "api": apis.get(info.server),
                 "model": info.model,
                 "options_json": _OPTIONS_JSON.encode(info.options),
                 "n_calls": len(calls.get((info.name, CONCURRENT), [])),
@@ -224,6 +233,7 @@ def _token_timing(c: CallRecord) -> dict[str, Any]:
 def call_rows(r: RunRecord) -> list[dict[str, Any]]:
     rows = []
     key = _key(r)
+    apis = _apis(r)
     for c in r.calls:
         m = c.server_metrics
         ttft = c.client_ttft_ns
@@ -239,6 +249,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "call_index": c.call_index,
                 "server": c.server,
                 "url": c.url,
+                "api": apis.get(c.server),
                 "model": c.model,
                 "endpoint": c.endpoint,
                 "options_json": _OPTIONS_JSON.encode(c.options),
@@ -255,6 +266,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "prompt_eval_count": None if m is None else m.prompt_eval_count,
                 "prompt_eval_ms": None if m is None else _ms(m.prompt_eval_duration_ns),
                 "eval_count": None if m is None else m.eval_count,
+                "eval_count_source": None if m is None else m.eval_count_source,
                 "eval_ms": None if m is None else _ms(m.eval_duration_ns),
                 "server_tps": (
                     None

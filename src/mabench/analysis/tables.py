@@ -51,6 +51,12 @@ RUNS_SCHEMA = pa.schema(
         _f("n_servers", pa.int32(), "number of distinct servers the agents used"),
         _f("model", pa.string(), "model name(s), '+'-joined when agents differ"),
         _f("backend", pa.string(), "embedded, ollama or external"),
+        _f(
+            "api",
+            pa.string(),
+            "API the agents were measured through: ollama or openai, '+'-joined when the "
+            "run's servers differ; null for imported legacy data",
+        ),
         _f("concurrent_wall_s", pa.float64(), "wall time of the concurrent phase (s)"),
         _f("concurrent_sum_s", pa.float64(), "sum of agent wall times in the concurrent phase (s)"),
         _f(
@@ -95,7 +101,14 @@ RUNS_SCHEMA = pa.schema(
         _f(
             "isolation_verified",
             pa.bool_(),
-            "every server had no model loaded after the forced unload",
+            "every server that has an unload had no model loaded after the forced unload "
+            "(servers without one: isolation_unavailable)",
+        ),
+        _f(
+            "isolation_unavailable",
+            pa.string(),
+            "servers whose API has no unload and no list of loaded models (OpenAI API), so "
+            "neither the forced unload nor its check was done there, ';'-joined; empty if none",
         ),
         _f("n_calls", pa.int32(), "LLM calls in the run (both phases)"),
         _f("n_errors", pa.int32(), "calls that failed"),
@@ -117,6 +130,7 @@ AGENTS_SCHEMA = pa.schema(
         _f("agent", pa.string(), "agent name, e.g. collector", False),
         _f("workload", pa.string(), "workload (prompt set) the agent ran"),
         _f("server", pa.string(), "server name the agent used"),
+        _f("api", pa.string(), "API of the agent's server: ollama or openai"),
         _f("model", pa.string(), "model name"),
         _f("options_json", pa.string(), "the agent's model options as JSON"),
         _f("n_calls", pa.int32(), "calls per phase"),
@@ -150,6 +164,12 @@ CALLS_SCHEMA = pa.schema(
         _f("call_index", pa.int32(), "position of the call in the agent's workload, from 0", False),
         _f("server", pa.string(), "server name"),
         _f("url", pa.string(), "server URL"),
+        _f(
+            "api",
+            pa.string(),
+            "API the call went through: ollama (/api/chat, /api/generate) or openai "
+            "(/v1/chat/completions)",
+        ),
         _f("model", pa.string(), "model name"),
         _f("endpoint", pa.string(), "chat or generate"),
         _f("options_json", pa.string(), "options sent, as JSON"),
@@ -192,6 +212,13 @@ CALLS_SCHEMA = pa.schema(
         _f("prompt_eval_count", pa.int64(), "prompt tokens evaluated"),
         _f("prompt_eval_ms", pa.float64(), "server prompt_eval_duration (ms)"),
         _f("eval_count", pa.int64(), "tokens generated"),
+        _f(
+            "eval_count_source",
+            pa.string(),
+            "where eval_count came from: final_metrics (Ollama), usage or timings (OpenAI "
+            "API), stream (the client counted the streamed content deltas); null in older "
+            "records",
+        ),
         _f("eval_ms", pa.float64(), "server eval_duration (ms)"),
         _f("server_tps", pa.float64(), "eval_count / eval_duration (tok/s)"),
         _f("done_reason", pa.string(), "stop, length, or null on error"),
