@@ -3,9 +3,11 @@
 Modules: ``registry`` (names -> GGUF files), ``gguf`` (header metadata), ``runner`` (llama.cpp:
 load, prompt, stream, metrics), ``scheduler`` (per-model queue, reload rule, keep-alive),
 ``shapes`` (Ollama's JSON), ``http`` (bounded JSON bodies in, compact JSON out),
-``streaming`` (a generation's answer, streamed or not), ``request_log`` (one line per request),
-``app`` (the routes and the Starlette app), ``cli`` (``mabench serve``), ``launch`` (start a
-server as a subprocess, for tests and the benchmark).
+``streaming`` (a generation's answer, streamed or not), ``wire`` (that answer as Ollama's
+NDJSON or OpenAI's SSE), ``request_log`` (one line per request), ``app`` (Ollama's routes and
+the Starlette app), ``openai_routes`` (OpenAI's ``/v1`` routes on the same scheduler), ``cli``
+(``mabench serve``), ``launch`` (start a server as a subprocess, for tests and the benchmark).
 
-May import: ``measure.ollama_api`` (the contract it serves) and its own modules.
+May import: ``measure.ollama_api`` and ``measure.openai_api`` (the contracts it serves) and its
+own modules.
 """

@@ -2,7 +2,9 @@
 
 Routes: ``GET /`` ("Ollama is running"), ``GET /api/version`` (``{"version": <mabench
 version>}``), ``GET /api/tags``, ``GET /api/ps``, ``POST /api/show``, ``POST /api/generate``,
-``POST /api/chat``; shapes as in ollama's docs/api.md. Where we differ from Ollama, on purpose:
+``POST /api/chat``; shapes as in ollama's docs/api.md. OpenAI's ``/v1/models`` and
+``/v1/chat/completions`` are served too, by the same scheduler
+(:mod:`mabench.servers.embedded.openai_routes`). Where we differ from Ollama, on purpose:
 
 * ``num_predict: 0`` evaluates the prompt and generates nothing: ``done_reason`` "length",
   ``eval_count`` 0, real ``prompt_eval_*`` (a prefill-only measurement).
@@ -42,6 +44,7 @@ from mabench.measure.ollama_api import (
     RequestError,
     ShowRequest,
 )
+from mabench.measure.openai_api import error_body
 from mabench.servers.embedded.http import (
     DEFAULT_MAX_BODY_BYTES,
     error_response,
@@ -61,6 +64,7 @@ from mabench.servers.embedded.runner import (
 from mabench.servers.embedded.scheduler import DEFAULT_MAX_QUEUE, Scheduler
 from mabench.servers.embedded.shapes import GenerationShape, list_entry, ps_entry, show_body
 from mabench.servers.embedded.streaming import GenerationResponse
+from mabench.servers.embedded.wire import Wire
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ServerSettings", "create_app"]
 
@@ -78,7 +82,7 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class _Generation:
+class Generation:
     """A parsed chat or generate request, as the scheduler serves it."""
 
     endpoint: str
@@ -142,7 +146,7 @@ class OllamaRoutes:
         body = await read_json(request, self.limit)
         req = GenerateRequest.from_json(body, self.settings.default_keep_alive_s)
         prompt = Prompt.for_generate(req.prompt, req.system, req.raw) if req.prompt else None
-        gen = _Generation(
+        gen = Generation(
             "generate", req.model, req.stream, req.options, req.keep_alive, prompt, started_ns
         )
         return self.respond(request, gen)
@@ -152,13 +156,14 @@ class OllamaRoutes:
         body = await read_json(request, self.limit)
         req = ChatRequest.from_json(body, self.settings.default_keep_alive_s)
         prompt = Prompt.for_chat(req.messages) if req.messages else None
-        gen = _Generation(
+        gen = Generation(
             "chat", req.model, req.stream, req.options, req.keep_alive, prompt, started_ns
         )
         return self.respond(request, gen)
 
-    def respond(self, request: Request, gen: _Generation) -> Response:
-        """Admit the request (404 unknown model, 503 queue full) and answer its session."""
+    def respond(self, request: Request, gen: Generation, wire: Wire | None = None) -> Response:
+        """Admit the request (404 unknown model, 503 queue full) and answer its session in
+        ``wire``'s shape (Ollama's, unless given)."""
         fields = request_log(request)
         fields["model"] = gen.model
         config = self.settings.defaults.resolve(gen.options)
@@ -186,6 +191,7 @@ class OllamaRoutes:
             started_ns=gen.started_ns,
             log_fields=fields,
             closing=lambda: self.scheduler.closing,
+            wire=wire,
         )
 
     # -- life cycle and errors ---------------------------------------------------------------
@@ -205,6 +211,8 @@ class OllamaRoutes:
 async def _on_request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
     request_log(request)["error"] = exc.message
+    if request.url.path.startswith("/v1/"):  # OpenAI's routes answer OpenAI's error object
+        return json_response(error_body(exc.message, exc.status), exc.status)
     return error_response(exc.message, exc.status)
 
 
@@ -218,9 +226,12 @@ async def _on_crash(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: ServerSettings) -> Starlette:
+    # a deliberately late import: the OpenAI routes build on this module's OllamaRoutes
+    from mabench.servers.embedded.openai_routes import OpenAIRoutes
+
     routes = OllamaRoutes(settings)
     app = Starlette(
-        routes=routes.routes(),
+        routes=routes.routes() + OpenAIRoutes(routes).routes(),
         exception_handlers={
             RequestError: _on_request_error,
             404: _on_not_found,

@@ -1,4 +1,5 @@
-"""The answer to a generation: a scheduler session streamed (or not) in Ollama's shape."""
+"""The answer to a generation: a scheduler session streamed (or not) in its API's shape
+(Ollama's NDJSON or OpenAI's SSE: :mod:`mabench.servers.embedded.wire`)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,20 @@ from mabench.servers.embedded.http import dumps
 from mabench.servers.embedded.runner import Cancelled, GenerationResult
 from mabench.servers.embedded.scheduler import Done, Loaded, Text, Ticket
 from mabench.servers.embedded.shapes import GenerationShape
+from mabench.servers.embedded.wire import OllamaWire, Wire
 
 log = logging.getLogger("mabench.servers.embedded")
 
 
 class GenerationResponse(Response):
-    """Runs a scheduler session and answers it in Ollama's shape.
+    """Runs a scheduler session and answers it in its API's shape (``wire``; Ollama's NDJSON
+    of ``shape`` unless given).
 
     The status line is sent with the first generated text (or the final object), so anything
     that fails before (load, template, prompt too long, prefill) is a proper HTTP error; a
-    failure after that is an NDJSON ``{"error": ...}`` line. A client that disconnects cancels
-    the generation (the worker stops before its next token).
+    failure after that is an error inside the stream (an NDJSON ``{"error": ...}`` line, an
+    SSE error event). A client that disconnects cancels the generation (the worker stops
+    before its next token).
     """
 
     def __init__(
@@ -41,11 +45,13 @@ class GenerationResponse(Response):
         started_ns: int,
         log_fields: dict[str, Any],
         closing: Callable[[], bool],
+        wire: Wire | None = None,
     ) -> None:
         super().__init__()
         self.events = events
         self.ticket = ticket
         self.shape = shape
+        self.wire: Wire = wire or OllamaWire(shape)
         self.stream = stream
         self.lifecycle = lifecycle
         self.started_ns = started_ns
@@ -104,7 +110,7 @@ class GenerationResponse(Response):
         if not self.stream:
             self._parts.append(text)
             return
-        await self._line(self.shape.chunk(text))
+        await self._write(self.wire.text(text))
 
     async def _on_done(self, event: Done) -> None:
         total_ns = time.perf_counter_ns() - self.started_ns
@@ -124,30 +130,29 @@ class GenerationResponse(Response):
         )
         self.log_fields.update(metrics=metrics, done_reason=result.done_reason)
         if self.stream:
-            await self._line(self.shape.final("", result.done_reason, metrics), more=False)
+            await self._write(self.wire.end(result.done_reason, metrics), more=False)
         else:
-            body = self.shape.final("".join(self._parts), result.done_reason, metrics)
+            body = self.wire.body("".join(self._parts), result.done_reason, metrics)
             await self._send_json(200, body)
 
     async def _fail(self, status: int, message: str) -> None:
-        """An HTTP error before anything was sent; an NDJSON error line after."""
+        """An HTTP error before anything was sent; an error inside the stream after."""
         self.log_fields["error"] = message
         if self._started:
             self.log_fields["status"] = "200+error"
-            await self._line({"error": message}, more=False)
+            await self._write(self.wire.stream_error(message), more=False)
         else:
-            await self._send_json(status, {"error": message})
+            await self._send_json(status, self.wire.error(message, status))
 
-    async def _line(self, obj: dict[str, Any], more: bool = True) -> None:
-        """One NDJSON line, after the status line if it is the first."""
+    async def _write(self, data: bytes, more: bool = True) -> None:
+        """Framed stream bytes; the first go after the status line and the wire's opening."""
         if not self._started:
-            headers = [(b"content-type", b"application/x-ndjson")]
+            headers = [(b"content-type", self.wire.media_type.encode())]
             await self._send({"type": "http.response.start", "status": 200, "headers": headers})
             self._started = True
+            data = self.wire.opening() + data
         self._complete = not more
-        await self._send(
-            {"type": "http.response.body", "body": dumps(obj) + b"\n", "more_body": more}
-        )
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def _send_json(self, status: int, body: dict[str, Any]) -> None:
         send = self._send
