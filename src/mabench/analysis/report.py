@@ -50,6 +50,7 @@ SECTIONS: tuple[str, ...] = (
     "Latency distributions",
     "Contention",
     "Topology and coordinator comparison",
+    "API comparison",
     "Configuration recommendations",
     "Cost model",
     "SLO check",

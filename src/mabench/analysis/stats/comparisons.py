@@ -5,8 +5,8 @@ configs, so every comparison here works on config means, never on pooled runs:
 
 - scenarios (different configs): Welch's t on the config means of each scenario, with its
   interval of the difference; Mann-Whitney U on the same config means beside it;
-- topologies and coordinators: *paired* where the design pairs them, that is when the same
-  config (same scenario and agent options) was measured at both levels: the paired t on the
+- topologies, coordinators and APIs: *paired* where the design pairs them, that is when the
+  same config (same scenario, agent models and options) was measured at both levels: the paired t on the
   config-level differences, the exact Wilcoxon signed-rank test beside it; unpaired like the
   scenarios otherwise;
 - Holm's correction across each family (one factor and metric), on the t-based p-values (and
@@ -35,8 +35,9 @@ from mabench.analysis.stats.estimators import (
 )
 from mabench.analysis.stats.summaries import COMPARED_METRICS
 
-#: factors whose levels are compared when a study has more than one
-FACTORS = ("scenario", "topology", "coordinator")
+#: factors whose levels are compared when a study has more than one (api: the API the agents
+#: were measured through, Ollama's or OpenAI's)
+FACTORS = ("scenario", "topology", "coordinator", "api")
 #: solo vs concurrent pairs for the paired analysis
 PAIRS: dict[str, tuple[str, str, str]] = {
     "server tok/s": ("solo_tps", "concurrent_tps", "tok/s"),
@@ -51,10 +52,20 @@ PAIRED_TEST = "paired t on config-level differences (Wilcoxon signed-rank beside
 
 def config_design(runs: pd.DataFrame, agents: pd.DataFrame) -> pd.DataFrame:
     """One row per config: its factors and the key of what it runs (scenario and each agent's
-    options in its first run), so that configs differing only in one factor can be paired."""
+    model and options in its first run), so that configs differing only in one factor can be
+    paired."""
     first = agents[agents["run_index"] == agents.groupby("config_id")["run_index"].transform("min")]
     options = {
-        str(cid): json.dumps(sorted(zip(g["agent"], g["options_json"].astype(str), strict=True)))
+        str(cid): json.dumps(
+            sorted(
+                zip(
+                    g["agent"],
+                    g["model"].astype(str) if "model" in g else [""] * len(g),
+                    g["options_json"].astype(str),
+                    strict=True,
+                )
+            )
+        )
         for cid, g in first.groupby("config_id", sort=False)
     }
     cols = [f for f in FACTORS if f in runs]
@@ -162,7 +173,8 @@ def _family(runs: pd.DataFrame, design: pd.DataFrame, factor: str, metric: str) 
 
 
 def comparisons(runs: pd.DataFrame, agents: pd.DataFrame) -> pd.DataFrame:
-    """Scenario, topology and coordinator comparisons of the compared metrics, config as unit."""
+    """Scenario, topology, coordinator and API comparisons of the compared metrics, config as
+    unit."""
     design = config_design(runs, agents)
     rows: list[dict[str, Any]] = []
     for factor in FACTORS:

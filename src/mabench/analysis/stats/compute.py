@@ -90,6 +90,7 @@ def compute_statistics(
         latency=latency.latency(calls, cfg_scen),
         goodput=goodput,
         coverage=coverage(_sample_sizes(runs)),
+        isolation_gaps=summaries.isolation_gaps(runs),
         dropped=summaries.dropped(
             {
                 "runs": (runs, RUN_METRICS),
@@ -173,6 +174,7 @@ def _meta(
         "scenarios": sorted(runs["scenario"].dropna().unique().tolist()),
         "configs": sorted(runs["config_id"].unique().tolist()),
         "agents": sorted(agents["agent"].dropna().unique().tolist()) if not agents.empty else [],
+        "apis": sorted(runs["api"].dropna().unique().tolist()) if "api" in runs else [],
         "topologies": sorted(runs["topology"].dropna().unique().tolist())
         if "topology" in runs
         else [],

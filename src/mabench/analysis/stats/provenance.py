@@ -149,6 +149,7 @@ class Statistics:
     goodput: pd.DataFrame = field(default_factory=pd.DataFrame)  # calls meeting TTFT and TPOT
     coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # simulated CI coverage
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # values not finite, per metric
+    isolation_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)  # configs without unload
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 

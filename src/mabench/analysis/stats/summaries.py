@@ -4,7 +4,8 @@ Per level (overall, scenario, config, topology) and metric: descriptive statisti
 intervals of a mean (:func:`mean_intervals`: conditional on the configs studied, and with the
 configs as a sample); contention rates with Wilson CIs; rankings of configs and runs; IQR
 outliers; within-config consistency; the TTFT split; seed vs true efficiency; the per-config
-table; values dropped as not finite; reliability (attempts and failures).
+table; values dropped as not finite; reliability (attempts and failures); the configs whose
+servers had no forced unload.
 """
 
 from __future__ import annotations
@@ -537,6 +538,9 @@ def per_config(runs: pd.DataFrame, agents: pd.DataFrame, summary: pd.DataFrame) 
                 "model": ";".join(sorted(g["model"].dropna().astype(str).unique()))
                 if "model" in g
                 else None,
+                "api": ";".join(sorted(g["api"].dropna().astype(str).unique())) or None
+                if "api" in g
+                else None,
                 "agent_options": options,
                 "n_runs": len(g),
                 "seed_efficiency": g["seed_efficiency"].mean(),
@@ -624,3 +628,26 @@ def reliability(runs: pd.DataFrame, failures: pd.DataFrame | None) -> pd.DataFra
             }
         )
     return pd.DataFrame(rows)
+
+
+def isolation_gaps(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per config whose runs had servers without a forced unload (servers that speak
+    only the OpenAI API): which servers, in how many of its runs."""
+    columns = ["config_id", "servers", "runs", "n_runs"]
+    if "isolation_unavailable" not in runs or runs.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for cid, g in runs.groupby("config_id", sort=True):
+        gaps = g["isolation_unavailable"].fillna("").astype(str)
+        hit = gaps[gaps != ""]
+        if len(hit):
+            servers = sorted({s for value in hit for s in value.split(";")})
+            rows.append(
+                {
+                    "config_id": cid,
+                    "servers": ", ".join(servers),
+                    "runs": len(hit),
+                    "n_runs": len(g),
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
