@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from mabench import progress
 from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
 from mabench.config import ServerSpec, Study, study_from_dict
 from mabench.measure.apis import open_sync_clients
@@ -209,7 +210,8 @@ def _specs(study: Study) -> dict[str, ServerSpec]:
 def run_step(
     study: Study, config_id: str, run_index: int, out: str | Path, paths: StudyPaths, attempt: int
 ) -> None:
-    measure(
+    """Measure one run into its record; then one progress line with the time left."""
+    record = measure(
         study,
         config_id,
         run_index,
@@ -218,6 +220,7 @@ def run_step(
         attempt=attempt,
         failures_dir=paths.failures,
     )
+    progress.report_run(study, record, paths.root)
 
 
 def report_settings(study: Study) -> dict[str, Any]:
