@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run the embedded Ollama-compatible server (llama.cpp)",
     ),
     "run": ("mabench.run_cli", "measure one config x run of a study outside Snakemake"),
+    "check": (
+        "mabench.check",
+        "measure servers you already run (--url ...): a generated study, its headline",
+    ),
     "import-tr110": (
         "mabench.datasets.tr110",
         "convert the TR110 result layout into our Parquet tables",

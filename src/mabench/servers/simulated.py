@@ -535,7 +535,7 @@ class SimServerProcess:
     """A ``mabench sim-serve`` process on a free loopback port (for tests and benchmarks).
 
     ``settings`` are sim-serve options (``ttft_ms=100``, ``mode="parallel"``, ``fault="die"``;
-    ``timings=True`` for a flag).
+    ``timings=True`` for a flag, a list for a repeated option: ``model=["a", "b"]``).
     Start several, then :meth:`wait_ready` each, so their start-ups overlap.
     """
 
@@ -545,7 +545,9 @@ class SimServerProcess:
         args = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
         for key, value in settings.items():
             flag = f"--{key.replace('_', '-')}"
-            args += [flag] if value is True else [flag, str(value)]
+            values = value if isinstance(value, list | tuple) else [value]
+            for v in values:
+                args += [flag] if v is True else [flag, str(v)]
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / f"sim-{self.port}.log"
         with open(self.log, "wb") as fh:
