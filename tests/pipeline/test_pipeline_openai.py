@@ -1,0 +1,150 @@
+"""A real third-party OpenAI-compatible server: llama-cpp-python's own (``python -m
+llama_cpp.server``) on the bundled GGUF, with an API key; our client against it, and a study
+through the whole workflow (external backend, ``api: openai``).
+
+That server streams SSE, ignores ``stream_options.include_usage`` (so the client counts the
+deltas) and sends no timings: what the run records and the report must say honestly. It
+serves one request at a time; started without ``--interrupt_requests False`` it cuts off the
+streaming answer when another request arrives, which a concurrent phase would report as a
+broken stream.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from snake import snakemake
+
+from mabench.measure.openai_client import OpenAIClient
+from mabench.measure.records import read_record
+from mabench.servers.embedded.registry import embedded_model_path
+from mabench.servers.net import LOOPBACK, free_port, status_of, wait_until
+from mabench.servers.supervise import stop as stop_process
+
+MODEL = "smollm2:135m"
+KEY = "sk-llama-e2e-5b1f"
+
+
+class LlamaCppServer:
+    """``python -m llama_cpp.server`` on a free port, the bundled GGUF served as ``MODEL``."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        args = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_model_path()),
+            "--model_alias",
+            MODEL,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--n_threads",
+            "1",
+            "--n_ctx",
+            "2048",
+            "--api_key",
+            KEY,
+            # by default a new request interrupts the one streaming (it ends without a
+            # finish_reason, which the harness reports as a broken answer): queue instead
+            "--interrupt_requests",
+            "False",
+        ]
+        self.log = log
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
+
+    def ready(self) -> bool:
+        headers = {"authorization": f"Bearer {KEY}"}
+        return self.proc.poll() is None and status_of(self.url, "/v1/models", headers) == 200
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
+    server = LlamaCppServer(tmp_path_factory.mktemp("llama") / "server.log")
+    try:
+        if not wait_until(server.ready, 180, interval_s=0.5):
+            pytest.fail(f"llama_cpp.server did not start: {server.log.read_text()[-3000:]}")
+        yield server
+    finally:
+        stop_process(server.proc)
+
+
+def test_our_client_against_llama_cpp_server(llama_server: LlamaCppServer) -> None:
+    with OpenAIClient(llama_server.url, api_key=KEY) as c:
+        assert c.models() == [MODEL]
+        r = c.call("chat", MODEL, "Name a colour.", options={"num_predict": 6, "seed": 1})
+    assert r.text and r.done_reason in ("stop", "length")
+    m = r.metrics
+    # include_usage is ignored and no timings come: the client counted the content deltas
+    assert (m.completion_tokens_source, m.prompt_tokens, m.prompt_ms) == ("stream", None, None)
+    assert 0 < m.completion_tokens <= 6
+    assert r.t_sent_ns < r.t_first_token_ns <= r.t_last_token_ns < r.t_done_ns
+
+
+def _study(url: str) -> dict:
+    calls = [
+        {"prompt": "collector_analyse.md.j2", "num_predict": 8},
+        {"prompt": "collector_report.md.j2", "num_predict": 8},
+    ]
+    return {
+        "study": "llama-openai",
+        "runs": 2,
+        "backend": {"kind": "external"},
+        "servers": [{"name": "llama", "url": url, "api": "openai", "api_key_env": "LLAMA_KEY"}],
+        "workloads": {"w": {"calls": calls}},
+        "agents": [
+            {"name": "collector", "workload": "w", "server": "llama"},
+            {"name": "insight", "workload": "w", "server": "llama"},
+        ],
+        "corpus": {"files": 1},
+        "configs": [
+            {
+                "id": "shared-openai",
+                "scenario": "chimera_homo",
+                "options": {"collector": {"temperature": 0.7}, "insight": {"temperature": 0.7}},
+            }
+        ],
+    }
+
+
+@pytest.mark.slow
+def test_a_study_through_the_workflow_on_llama_cpp_server(
+    llama_server: LlamaCppServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "llama.yaml"
+    config.write_text(yaml.safe_dump(_study(llama_server.url)))
+    proc = snakemake(tmp_path, configfile=config, env={"LLAMA_KEY": KEY}, check=True)
+    out = tmp_path / "results" / "llama-openai"
+    for run in (1, 2):
+        record = read_record(out / "runs" / "shared-openai" / f"run_{run}.json")
+        assert [(s.api, s.version) for s in record.topology.servers] == [("openai", None)]
+        assert record.isolation.unavailable == ["llama"]
+        assert record.metrics.true_efficiency is not None
+        assert all(load.load_duration_ns is None for load in record.loads)
+        for call in record.calls:
+            assert call.server_metrics.eval_count_source == "stream"
+            assert 0 < call.server_metrics.eval_count <= 8
+            assert call.t_first_token_ns is not None
+    unload = json.loads((out / "unload" / "shared-openai.json").read_text())
+    assert unload["verified"] is True and unload["unavailable"] == ["llama"]
+    report = (out / "technical_report.md").read_text()
+    section = report[report.index("## API comparison") :]
+    assert "Servers without a forced unload" in section and "shared-openai" in section
+    assert "OpenAI API" in report  # the methodology names the API and what it lacks
+    assert "[1/2]" in proc.stderr and "[2/2]" in proc.stderr  # progress lines
+    # the key went to the server only: not into a record, a log, a table or the report
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in proc.stdout + proc.stderr
