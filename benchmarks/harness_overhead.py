@@ -29,6 +29,11 @@ Per run it reports:
   (true efficiency = 100 × (1 − this / wall));
 * TTFT error of the concurrent calls, and CPU seconds used by the harness and the servers.
 
+The OpenAI path: the same runs with every server measured through the OpenAI API
+(``api: openai``: streamed ``/v1/chat/completions``, Server-Sent Events over the same timed
+transport), against the same ideal servers, which speak it on the same exact timing; same
+goals (``details.openai``, goals named "OpenAI API").
+
 Before and after: the first full run (commit 976db66) measured the harness when it streamed
 through httpx with new clients per phase; that result file is kept in
 ``benchmarks/results/before/`` and compared in ``benchmarks/README.md``.
@@ -57,6 +62,9 @@ FULL = {
     "calls": 2,
     "sim_ns": [2, 16],
     "sim_runs": {2: 3, 16: 2},
+    # the OpenAI path, on the ideal servers
+    "openai_ns": [2, 16],
+    "openai_runs": {2: 5, 16: 3},
 }
 QUICK = {
     "ns": [1, 2, 4],
@@ -67,6 +75,8 @@ QUICK = {
     "calls": 2,
     "sim_ns": [2],
     "sim_runs": {2: 1},
+    "openai_ns": [2],
+    "openai_runs": {2: 1},
 }
 PROMPTS = ["collector_analyse.md.j2", "collector_report.md.j2", "insight_insights.md.j2"]
 GOALS = {2: 99.8, 16: 99.5}  # true efficiency (%) at N agents
@@ -87,7 +97,9 @@ def make_study(urls: dict[str, str], coordinator: str, p: dict[str, Any]):
             "coordinator": coordinator,
             "phase_order": "alternate",
             "backend": {"kind": "external"},
-            "servers": [{"name": n, "url": u} for n, u in urls.items()],
+            "servers": [
+                {"name": n, "url": u, "api": p.get("api", "ollama")} for n, u in urls.items()
+            ],
             "workloads": {"w": {"calls": calls}},
             "agents": [
                 {"name": f"agent{i:02d}", "workload": "w", "server": name}
@@ -147,6 +159,7 @@ def run_execute(fleet, n: int, coordinator: str, run_index: int, p: dict[str, An
     row = _row(record.metrics, record.calls, n, ideal_agent_s(p), p)
     row.update(
         n=n,
+        api=p.get("api", "ollama"),
         coordinator=coordinator,
         run_index=run_index,
         phase_order=",".join(record.protocol.phase_order),
@@ -177,7 +190,7 @@ def _sweep(
                         row["servers"] = kind
                         rows.append(row)
                         log(
-                            f"harness_overhead [{kind}] N={n:2d} {coord:7s} run {r}: "
+                            f"harness_overhead [{kind}, {row['api']}] N={n:2d} {coord:7s} run {r}: "
                             f"true eff {row['true_efficiency']:.3f} %, coordination "
                             f"{row['coordination_overhead_ms']:.2f} ms, wall-solo "
                             f"{row['wall_minus_solo_ms']:.1f} ms"
@@ -212,6 +225,38 @@ def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, 
     return table
 
 
+def _goals(res: Result, summary: list[dict[str, Any]], label: str) -> None:
+    """The goals of one sweep's summary: true efficiency (``GOALS``) and the coordination
+    overhead at N = 2; ``label`` ends each goal's name (", OpenAI API")."""
+    by = {(e["n"], e["coordinator"]): e for e in summary}
+    for n, target in GOALS.items():
+        for coord in ("asyncio", "threads"):
+            e = by.get((n, coord))
+            if e is None:
+                continue
+            s = e["true_efficiency"]
+            res.goal(
+                f"true efficiency, N={n}, {coord}{label}",
+                s.get("median"),
+                ">=",
+                target,
+                "%",
+                f"median of {s.get('n')} runs (min {s.get('min')}, max {s.get('max')})",
+            )
+    for coord in ("asyncio", "threads"):
+        e = by.get((2, coord))
+        if e is not None:
+            s = e["coordination_overhead_ms"]
+            res.goal(
+                f"coordination overhead per run, N=2, {coord}{label}",
+                s.get("median"),
+                "<=",
+                OVERHEAD_GOAL_MS,
+                "ms",
+                f"median of {s.get('n')} runs (max {s.get('max')})",
+            )
+
+
 def run(quick: bool = False) -> Result:
     p = dict(QUICK if quick else FULL)
     res = Result("harness_overhead", TITLE)
@@ -231,33 +276,11 @@ def run(quick: bool = False) -> Result:
     res.details["runs"] = main
     res.details["sim_runs"] = sim
 
-    by = {(e["n"], e["coordinator"]): e for e in summary_main}
-    for n, target in GOALS.items():
-        for coord in ("asyncio", "threads"):
-            e = by.get((n, coord))
-            if e is None:
-                continue
-            s = e["true_efficiency"]
-            res.goal(
-                f"true efficiency, N={n}, {coord}",
-                s.get("median"),
-                ">=",
-                target,
-                "%",
-                f"median of {s.get('n')} runs (min {s.get('min')}, max {s.get('max')})",
-            )
-    for coord in ("asyncio", "threads"):
-        e = by.get((2, coord))
-        if e is not None:
-            s = e["coordination_overhead_ms"]
-            res.goal(
-                f"coordination overhead per run, N=2, {coord}",
-                s.get("median"),
-                "<=",
-                OVERHEAD_GOAL_MS,
-                "ms",
-                f"median of {s.get('n')} runs (max {s.get('max')})",
-            )
+    _goals(res, summary_main, "")
+    openai = _sweep("ideal", p["openai_ns"], p["openai_runs"], {**p, "api": "openai"})
+    summary_openai = _group(openai, ("n", "coordinator"))
+    res.details["openai"] = {"summary": summary_openai, "runs": openai}
+    _goals(res, summary_openai, ", OpenAI API")
     res.notes.append(
         f"Ideal agent time A = {a_s:.3f} s ({p['calls']} calls x (ttft {p['ttft_ms']:g} ms + "
         f"{p['num_predict'] - 1} x {p['token_ms']:g} ms)); efficiency goals are relative to it."

@@ -20,7 +20,11 @@ written for the opposite goal, so that what is left is the harness:
 
 It speaks the subset of the Ollama API that ``mabench.measure.protocol.execute_run`` uses: ``GET /``,
 ``/api/version``, ``/api/tags``, ``/api/ps``, ``POST /api/show``, ``/api/generate`` and
-``/api/chat`` (streamed, or empty prompt = load / ``keep_alive: 0`` = unload).
+``/api/chat`` (streamed, or empty prompt = load / ``keep_alive: 0`` = unload); and the subset
+of the OpenAI API the harness uses: ``GET /v1/models`` and ``POST /v1/chat/completions``,
+streamed as Server-Sent Events on the same timing (the role chunk at once, content delta i at
+``ttft + i * token``, then the finish chunk, usage when asked, ``[DONE]``), or answered whole
+at once (the harness's one-token load).
 """
 
 from __future__ import annotations
@@ -114,6 +118,50 @@ def _stream_bytes(
     return chunks, tail
 
 
+_SSE_CACHE: dict[tuple[str, int, int, bool], tuple[bytes, list[bytes], bytes]] = {}
+
+
+def _sse(obj: dict[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    return _chunk(b"data: " + data.encode() + b"\n\n")
+
+
+def _sse_bytes(
+    model: str, n: int, prompt_tokens: int, include_usage: bool
+) -> tuple[bytes, list[bytes], bytes]:
+    """The SSE answer of one streamed chat completion: the opening role chunk, one chunk per
+    token (``tok{i} ``), and the tail (finish chunk, usage if asked for, ``[DONE]``, end)."""
+    base = {"id": "chatcmpl-ideal", "object": "chat.completion.chunk", "created": 0}
+    base["model"] = model
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({**base, "choices": [choice]})
+
+    opening = chunk({"role": "assistant", "content": ""})
+    tokens = [chunk({"content": f"tok{i} "}) for i in range(n)]
+    tail = chunk({}, "length")
+    if include_usage:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n}
+        usage["total_tokens"] = prompt_tokens + n
+        tail += _sse({**base, "choices": [], "usage": usage})
+    return opening, tokens, tail + _sse("[DONE]") + b"0\r\n\r\n"
+
+
+def _completion(model: str, prompt_tokens: int, n: int) -> bytes:
+    """A whole (non-streamed) chat completion of ``n`` tokens."""
+    message = {"role": "assistant", "content": "".join(f"tok{i} " for i in range(n))}
+    body = {
+        "id": "chatcmpl-ideal",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n},
+    }
+    return json.dumps(body).encode()
+
+
 class IdealProtocol(asyncio.Protocol):
     def __init__(self, settings: Settings, state: ServerState) -> None:
         self.settings = settings
@@ -167,6 +215,11 @@ class IdealProtocol(asyncio.Protocol):
             write(_response("200 OK", json.dumps({"details": _entry(MODEL)["details"]}).encode()))
         elif path in ("/api/generate", "/api/chat"):
             self.generation(json.loads(body or b"{}"), chat=path == "/api/chat", arrived=arrived)
+        elif path == "/v1/models":
+            models = {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+            write(_response("200 OK", json.dumps(models).encode()))
+        elif path == "/v1/chat/completions":
+            self.chat_completion(json.loads(body or b"{}"), arrived=arrived)
         else:
             write(_response("404 Not Found", b'{"error": "not found"}'))
 
@@ -207,14 +260,43 @@ class IdealProtocol(asyncio.Protocol):
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
         )
+        self.schedule(chunks, tail, arrived)
+
+    def chat_completion(self, req: dict[str, Any], arrived: float) -> None:
+        """``/v1/chat/completions``: streamed on the exact timing, or whole at once."""
+        assert self.transport is not None
+        model = req.get("model", MODEL)
+        n = int(req.get("max_tokens") or 0) or self.settings.default_tokens
+        text = " ".join(str(m.get("content", "")) for m in req.get("messages") or [])
+        prompt_tokens = max(1, len(text.split()))
+        if not req.get("stream"):
+            self.transport.write(_response("200 OK", _completion(model, prompt_tokens, n)))
+            return
+        include = bool((req.get("stream_options") or {}).get("include_usage"))
+        key = (model, n, prompt_tokens, include)
+        cached = _SSE_CACHE.get(key)
+        if cached is None:
+            cached = _SSE_CACHE[key] = _sse_bytes(model, n, prompt_tokens, include)
+        opening, chunks, tail = cached
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + opening
+        )
+        self.schedule(chunks, tail, arrived)
+
+    def schedule(self, chunks: list[bytes], tail: bytes, arrived: float) -> None:
+        """Write chunk i at ``ttft + i * token`` after ``arrived``, the tail with the last."""
+        s = self.settings
         self.busy = True
         # loop.time() is time.monotonic(); convert the perf_counter arrival to it once.
-        offset = self.loop.time() - time.perf_counter()
-        t0 = arrived + offset
+        t0 = arrived + self.loop.time() - time.perf_counter()
+        last = len(chunks) - 1
         for i, data in enumerate(chunks):
-            last = i == n - 1
             self.loop.call_at(
-                t0 + s.ttft_s + i * s.token_s, self._emit, data + tail if last else data, last
+                t0 + s.ttft_s + i * s.token_s,
+                self._emit,
+                data + tail if i == last else data,
+                i == last,
             )
 
     def _emit(self, data: bytes, last: bool) -> None:

@@ -23,6 +23,10 @@ Two paths per server:
   (``mabench.measure.coordinators.open_coordinator``), the agent's unmeasured warm-up call, then a
   solo phase of one agent and two calls. ``asyncio`` uses the async client, ``threads`` the
   sync one.
+
+The OpenAI path: both paths again on the ideal server, through the OpenAI API (streamed
+``/v1/chat/completions`` read as Server-Sent Events; TTFT at the first content delta, after
+the role-only chunk the server sends at once), with the same goal (``details.openai``).
 """
 
 from __future__ import annotations
@@ -43,19 +47,32 @@ MODEL = "smollm2:135m"
 PROMPT = "Summarise the benchmark results in one sentence."
 
 
-def raw_ttft_ms(port: int, num_predict: int) -> float:
+#: per API: the raw client's path and body, and the bytes of the first token in the answer
+RAW = {
+    "ollama": (
+        "/api/generate",
+        {"model": MODEL, "prompt": PROMPT, "stream": True, "keep_alive": -1},
+        (b'"response": "tok0', b'"response":"tok0'),
+    ),
+    "openai": (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True},
+        (b'"content": "tok0', b'"content":"tok0'),
+    ),
+}
+
+
+def raw_ttft_ms(port: int, num_predict: int, api: str = "ollama") -> float:
     """Minimal client: pre-built request, one sendall, recv until the first token."""
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "prompt": PROMPT,
-            "stream": True,
-            "keep_alive": -1,
-            "options": {"num_predict": num_predict},
-        }
-    ).encode()
+    path, payload, first = RAW[api]
+    limit = (
+        {"max_tokens": num_predict}
+        if api == "openai"
+        else {"options": {"num_predict": num_predict}}
+    )
+    body = json.dumps({**payload, **limit}).encode()
     request = (
-        f"POST /api/generate HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -63,7 +80,7 @@ def raw_ttft_ms(port: int, num_predict: int) -> float:
         t0 = time.perf_counter_ns()
         sock.sendall(request)
         buf = b""
-        while b'"response": "tok0' not in buf and b'"response":"tok0' not in buf:
+        while not any(marker in buf for marker in first):
             data = sock.recv(65536)
             if not data:
                 raise RuntimeError(f"raw client: connection closed: {buf[-300:]!r}")
@@ -78,22 +95,27 @@ def raw_ttft_ms(port: int, num_predict: int) -> float:
 
 
 def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float]]:
-    from mabench.measure.client import OllamaClient
+    from mabench.config import ServerSpec
+    from mabench.measure.apis import sync_client as make_sync_client
+    from mabench.measure.client import Timeouts
 
+    api = p.get("api", "ollama")
+    endpoint = "chat" if api == "openai" else "generate"
     kinds = ["async", "sync", "raw"]
     errors: dict[str, list[float]] = {k: [] for k in kinds}
     opts = {"num_predict": p["num_predict"]}
-    with asyncio.Runner() as runner, OllamaClient(url) as sync_client:
-        async_client = runner.run(_make(_async_client, url))
+    server = ServerSpec("s", url=url, api=api)
+    with asyncio.Runner() as runner, make_sync_client(server, url, Timeouts()) as sync_client:
+        async_client = runner.run(_make(_async_client, server))
         sync_client.load(MODEL)
 
         def one(kind: str) -> float:
             if kind == "raw":
-                return raw_ttft_ms(port, p["num_predict"])
+                return raw_ttft_ms(port, p["num_predict"], api)
             if kind == "async":
-                r = runner.run(async_client.call("generate", MODEL, PROMPT, options=opts))
+                r = runner.run(async_client.call(endpoint, MODEL, PROMPT, options=opts))
             else:
-                r = sync_client.call("generate", MODEL, PROMPT, options=opts)
+                r = sync_client.call(endpoint, MODEL, PROMPT, options=opts)
             return (r.t_first_token_ns - r.t_sent_ns) / 1e6
 
         for k in kinds:  # warm-up, unrecorded
@@ -106,14 +128,15 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
     return errors
 
 
-def _async_client(url: str):
-    from mabench.measure.client import AsyncOllamaClient
+def _async_client(server):
+    from mabench.measure.apis import async_client
+    from mabench.measure.client import Timeouts
 
-    return AsyncOllamaClient(url)
+    return async_client(server, server.url, Timeouts())
 
 
-async def _make(factory, url: str):
-    return factory(url)
+async def _make(factory, server):
+    return factory(server)
 
 
 def _harness_path(url: str, p: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -132,7 +155,7 @@ def _harness_path(url: str, p: dict[str, Any]) -> dict[str, dict[str, list[float
                 "runs": 1,
                 "coordinator": coord,
                 "backend": {"kind": "external"},
-                "servers": [{"name": "s", "url": url}],
+                "servers": [{"name": "s", "url": url, "api": p.get("api", "ollama")}],
                 "workloads": {
                     "w": {
                         "calls": [
@@ -161,54 +184,64 @@ def _harness_path(url: str, p: dict[str, Any]) -> dict[str, dict[str, list[float
     return out
 
 
-def run(quick: bool = False) -> Result:
-    p = dict(QUICK if quick else FULL)
-    res = Result("ttft_accuracy", TITLE)
-    res.details["parameters"] = p
-    per_server: dict[str, Any] = {}
-    for kind in ("ideal", "sim"):
-        with servers(kind, 1, p["ttft_ms"], p["token_ms"]) as fleet:
-            url = fleet.urls[0]
-            port = int(url.rsplit(":", 1)[1])
-            log(f"ttft_accuracy [{kind}]: {p['calls']} calls per client")
-            client = _client_path(url, port, p)
-            log(f"ttft_accuracy [{kind}]: {p['phases']} phases per coordinator")
-            harness = _harness_path(url, p)
-        floor = summary(client["raw"])["median"]
-        entry: dict[str, Any] = {
-            "client": {k: summary(v) for k, v in client.items()},
-            "harness": {
-                coord: {
-                    "all_calls": summary(v["first_call"] + v["later_calls"]),
-                    "first_call_of_phase": summary(v["first_call"]),
-                    "later_calls": summary(v["later_calls"]),
-                }
-                for coord, v in harness.items()
-            },
-        }
-        entry["client_minus_raw_floor_ms"] = {
-            k: round(summary(v)["median"] - floor, 4) for k, v in client.items() if k != "raw"
-        }
-        per_server[kind] = entry
-        for coord, client_kind in (("asyncio", "async"), ("threads", "sync")):
-            h = entry["harness"][coord]["all_calls"]
-            c = entry["client"][client_kind]
-            log(
-                f"ttft_accuracy [{kind}] {coord}: harness median {h['median']} ms p99 {h['p99']} "
-                f"ms; client median {c['median']} ms; raw floor {floor} ms"
-            )
-    res.details["servers"] = per_server
-    ideal = per_server["ideal"]
+def measure_server(kind: str, p: dict[str, Any]) -> dict[str, Any]:
+    """Both paths against one ``kind`` server, through ``p["api"]``: the errors' summaries."""
+    tag = f"{kind}, {p.get('api', 'ollama')}"
+    with servers(kind, 1, p["ttft_ms"], p["token_ms"]) as fleet:
+        url = fleet.urls[0]
+        port = int(url.rsplit(":", 1)[1])
+        log(f"ttft_accuracy [{tag}]: {p['calls']} calls per client")
+        client = _client_path(url, port, p)
+        log(f"ttft_accuracy [{tag}]: {p['phases']} phases per coordinator")
+        harness = _harness_path(url, p)
+    floor = summary(client["raw"])["median"]
+    entry: dict[str, Any] = {
+        "client": {k: summary(v) for k, v in client.items()},
+        "harness": {
+            coord: {
+                "all_calls": summary(v["first_call"] + v["later_calls"]),
+                "first_call_of_phase": summary(v["first_call"]),
+                "later_calls": summary(v["later_calls"]),
+            }
+            for coord, v in harness.items()
+        },
+    }
+    entry["client_minus_raw_floor_ms"] = {
+        k: round(summary(v)["median"] - floor, 4) for k, v in client.items() if k != "raw"
+    }
+    for coord, client_kind in (("asyncio", "async"), ("threads", "sync")):
+        h = entry["harness"][coord]["all_calls"]
+        c = entry["client"][client_kind]
+        log(
+            f"ttft_accuracy [{tag}] {coord}: harness median {h['median']} ms p99 {h['p99']} "
+            f"ms; client median {c['median']} ms; raw floor {floor} ms"
+        )
+    return entry
+
+
+def _goals(res: Result, ideal: dict[str, Any], label: str) -> None:
     for coord, client_kind in (("asyncio", "async"), ("threads", "sync")):
         h = ideal["harness"][coord]["all_calls"]
         res.goal(
-            f"median TTFT error, {coord} ({client_kind} client), as run records measure it",
+            f"median TTFT error, {coord} ({client_kind} client), as run records measure it{label}",
             h["median"],
             "<=",
             GOAL_MS,
             "ms",
             f"ideal server, {h['n']} calls; p99 {h['p99']} ms",
         )
+
+
+def run(quick: bool = False) -> Result:
+    p = dict(QUICK if quick else FULL)
+    res = Result("ttft_accuracy", TITLE)
+    res.details["parameters"] = p
+    per_server = {kind: measure_server(kind, p) for kind in ("ideal", "sim")}
+    res.details["servers"] = per_server
+    _goals(res, per_server["ideal"], "")
+    openai = measure_server("ideal", {**p, "api": "openai"})
+    res.details["openai"] = {"ideal": openai}
+    _goals(res, openai, ", OpenAI API")
     res.notes.append(
         "Goal on the ideal server (exact known TTFT); the sim server's numbers include its own "
         "processing before its timer starts (see details.servers.sim and its raw floor)."
