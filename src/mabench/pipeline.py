@@ -22,7 +22,7 @@ import httpx
 from mabench import progress
 from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
 from mabench.config import ServerSpec, Study, study_from_dict
-from mabench.measure.apis import open_sync_clients
+from mabench.measure.apis import open_management_clients
 from mabench.measure.client import Timeouts
 from mabench.measure.isolation import force_unload
 from mabench.measure.protocol import check_servers, models_by_server
@@ -126,8 +126,11 @@ def start_servers_step(study: Study, config_id: str, out: str | Path, paths: Stu
     with pool.exclusive(), ExitStack() as stack:
         urls = pool.acquire()
         used = {n: urls[n] for n in needs}
-        clients = open_sync_clients(stack, _specs(study), used, Timeouts(**study.timeouts))
-        infos = check_servers(clients, urls, needs, study.backend_kind)
+        specs = _specs(study)
+        timeouts = Timeouts(**study.timeouts)
+        clients = open_management_clients(stack, specs, used, timeouts, study.backend_kind)
+        apis = {n: s.api for n, s in specs.items()}
+        infos = check_servers(clients, urls, needs, study.backend_kind, apis)
     procs = pool.processes()
     servers = [
         {
@@ -174,7 +177,8 @@ def unload_step(
     started_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
         urls = pool.acquire()
-        clients = open_sync_clients(stack, _specs(study), urls, timeouts)
+        specs = _specs(study)
+        clients = open_management_clients(stack, specs, urls, timeouts, study.backend_kind)
         isolation = force_unload(clients)
     if not isolation.verified:
         raise RuntimeError(f"models still loaded after the forced unload: {isolation.loaded_after}")
@@ -270,15 +274,23 @@ def _api_methodology(study: Study) -> dict[str, str]:
     openai = [s.name for s in study.servers if s.api == "openai"]
     if not openai:
         return {}
-    return {
-        "APIs": (
-            f"servers {', '.join(openai)}: OpenAI API (streamed /v1/chat/completions; TTFT at "
-            "the first content delta; token counts from usage, else counted deltas). The API "
-            "has no unload and no list of loaded models, so no forced unload was done on "
-            "them, and a one-token completion loads the model (no load time known). Other "
-            "servers: Ollama's API"
+    text = (
+        f"servers {', '.join(openai)}: OpenAI API (streamed /v1/chat/completions; TTFT at the "
+        "first content delta; token counts from usage, else counted deltas); other servers: "
+        "Ollama's API. "
+    )
+    if study.backend_kind == "external":
+        text += (
+            "The OpenAI API has no unload and no list of loaded models, so no forced unload "
+            "was done on the OpenAI servers, and a one-token completion loads the model (no "
+            "load time known)"
         )
-    }
+    else:
+        text += (
+            "The started servers speak Ollama's API too: the forced unload, its check and "
+            "the load went through it on every server"
+        )
+    return {"APIs": text}
 
 
 def write_empty_failures(path: str | Path) -> None:

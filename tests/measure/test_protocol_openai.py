@@ -125,3 +125,17 @@ def test_the_api_key_reaches_the_server_and_nothing_else(sim_server, monkeypatch
     text = json.dumps(record.to_json())
     assert "sk-never-written-7" not in text and "RUN_KEY" not in text
     assert record.metrics.true_efficiency is not None
+
+
+def test_a_started_server_is_unloaded_and_loaded_through_ollamas_api(sim_server):
+    # servers the pipeline starts (embedded, ollama) speak Ollama's API beside /v1: the steps
+    # before the measurement use it, the measured calls the OpenAI API
+    s = sim_server(ttft_ms=50, token_ms=5)
+    study = _study([_openai("s", s.url)], [("collector", "s")], n=4)
+    record = execute_run(study, "c1", 1, {"s": s.url}, backend="ollama")
+    assert record.isolation.unavailable == [] and record.isolation.verified
+    assert record.isolation.loaded_after == {"s": []}
+    assert record.loads[0].load_duration_ns > 0  # the sim server's load, reported natively
+    assert record.topology.servers[0].api == "openai"
+    assert record.topology.servers[0].version == "sim-parallel"
+    assert {c.server_metrics.eval_count_source for c in record.calls} == {"usage"}

@@ -1,9 +1,15 @@
 """Which client speaks a server's API: Ollama's native API or the OpenAI API, in one place.
 
-A server's ``api`` (``servers[].api`` in the study) picks the client class; its API key, when
-the config names a variable for it, is read from the environment when the client is made and
-goes nowhere but the client's request headers. The protocol steps ask here what a server's
-API offers: its models (``/api/tags`` or ``/v1/models``) and whether it can unload.
+A server's ``api`` (``servers[].api`` in the study) picks the client of the measured calls;
+its API key, when the config names a variable for it, is read from the environment when the
+client is made and goes nowhere but the client's request headers.
+
+The protocol's steps before the measurement (check, forced unload, load) use Ollama's API
+wherever the server speaks it: servers measured through it, and servers the pipeline started
+(the embedded server and Ollama serve it beside ``/v1``). Only a server that speaks nothing
+but the OpenAI API (an external vLLM, llama.cpp server, ...) goes through that API there too:
+its models from ``/v1/models``, no unload and no list of loaded models
+(:func:`can_unload`), a one-token completion as its load.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from mabench.measure.openai_client import AsyncOpenAIClient, OpenAIClient
 __all__ = [
     "AsyncClient",
     "SyncClient",
-    "api_of",
     "async_client",
     "can_unload",
     "inventory",
-    "open_sync_clients",
+    "management_client",
+    "open_management_clients",
+    "speaks_ollama",
     "sync_client",
 ]
 
@@ -45,22 +52,34 @@ def async_client(server: ServerSpec, url: str, timeouts: Timeouts) -> AsyncClien
     return AsyncOllamaClient(url, timeouts)
 
 
-def open_sync_clients(
+def speaks_ollama(server: ServerSpec, backend: str) -> bool:
+    """Whether the server answers Ollama's API: it is measured through it, or the pipeline
+    started it (``embedded`` or ``ollama`` backend), which serves it beside ``/v1``."""
+    return server.api == "ollama" or backend in ("embedded", "ollama")
+
+
+def management_client(server: ServerSpec, url: str, timeouts: Timeouts, backend: str) -> SyncClient:
+    """The client of the protocol's check, forced unload and load for ``server``."""
+    if speaks_ollama(server, backend):
+        return OllamaClient(url, timeouts)
+    return sync_client(server, url, timeouts)
+
+
+def open_management_clients(
     stack: ExitStack,
     servers: Mapping[str, ServerSpec],
     urls: Mapping[str, str],
     timeouts: Timeouts,
+    backend: str,
 ) -> dict[str, SyncClient]:
-    """One blocking client per server at ``urls``, closed with ``stack``; a server missing
-    from ``servers`` speaks Ollama's API."""
+    """One :func:`management_client` per server at ``urls``, closed with ``stack``; a server
+    missing from ``servers`` speaks Ollama's API."""
     return {
-        name: stack.enter_context(sync_client(servers.get(name, ServerSpec(name)), url, timeouts))
+        name: stack.enter_context(
+            management_client(servers.get(name, ServerSpec(name)), url, timeouts, backend)
+        )
         for name, url in urls.items()
     }
-
-
-def api_of(client: SyncClient | AsyncClient) -> str:
-    return "openai" if isinstance(client, OpenAIClient | AsyncOpenAIClient) else "ollama"
 
 
 def can_unload(client: SyncClient) -> TypeGuard[OllamaClient]:

@@ -1,11 +1,12 @@
 """The run protocol: one call of :func:`execute_run` measures one config × run.
 
 1. every server answers and has the model;
-2. forced unload of every model on every server, verified by /api/ps (a server whose API has
-   no unload, the OpenAI API, is recorded as such: ``Isolation.unavailable``);
-3. load each agent's model with its options (load time recorded; the OpenAI API has no load,
-   so a one-token completion loads it and no load time is known), then one tiny unmeasured
-   warm-up call per agent, which also opens the agent's connection for the whole run;
+2. forced unload of every model on every server, verified by /api/ps (a server that speaks
+   only the OpenAI API has neither and is recorded as such: ``Isolation.unavailable``);
+3. load each agent's model with its options (load time recorded; a server that speaks only
+   the OpenAI API loads it with a one-token completion and no load time is known), then one
+   tiny unmeasured warm-up call per agent, which also opens the agent's connection for the
+   whole run;
 4. solo phase: each agent alone, one after another;
 5. concurrent phase: all agents at once.
 
@@ -26,7 +27,7 @@ from typing import Any
 from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
 from mabench.measure.agents import AgentPlan, Clock, build_plans, warmup_plan
-from mabench.measure.apis import SyncClient, api_of, inventory, open_sync_clients
+from mabench.measure.apis import SyncClient, inventory, open_management_clients
 from mabench.measure.client import LoadResult, Timeouts
 from mabench.measure.coordinators import PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
@@ -86,8 +87,11 @@ def check_servers(
     urls: Mapping[str, str],
     needs: Mapping[str, set[str]],
     backend: str,
+    apis: Mapping[str, str] | None = None,
 ) -> list[ServerInfo]:
-    """Step 1: each server answers, and has every model an agent will ask it for."""
+    """Step 1: each server answers, and has every model an agent will ask it for.
+
+    ``apis``: the API each server is measured through (Ollama's when not given)."""
     infos = []
     for name, client in clients.items():
         try:
@@ -116,7 +120,7 @@ def check_servers(
                 version=version,
                 model_digest=digest,
                 model_size=size,
-                api=api_of(client),
+                api=(apis or {}).get(name, "ollama"),
             )
         )
     return infos
@@ -198,13 +202,15 @@ def prepare_servers(
     backend: str,
     servers: Mapping[str, ServerSpec] | None = None,
 ) -> PreparedServers:
-    """Steps 1-3 of the protocol, on every server at ``urls`` (each through the API its
-    ``servers`` entry names; Ollama's when it has none)."""
+    """Steps 1-3 of the protocol, on every server at ``urls``, through Ollama's API wherever
+    the server speaks it (:mod:`mabench.measure.apis`); ``servers``: the study's servers."""
     needs = models_by_server(config)
+    specs = servers or {}
+    apis = {name: spec.api for name, spec in specs.items()}
     with ExitStack() as stack:
-        clients = open_sync_clients(stack, servers or {}, urls, timeouts)
+        clients = open_management_clients(stack, specs, urls, timeouts, backend)
         # 1. every server answers and has the model
-        servers = check_servers({n: clients[n] for n in needs}, urls, needs, backend)
+        infos = check_servers({n: clients[n] for n in needs}, urls, needs, backend, apis)
         # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
         isolation = force_unload(clients, verify_timeout_s=min(timeouts.load_s, 60.0))
         if not isolation.verified:
@@ -214,7 +220,7 @@ def prepare_servers(
             )
         # 3. load each agent's model with its options
         loaded = [load_agent_model(clients[p.info.server], p) for p in plans]
-    return PreparedServers(servers, isolation, loaded)
+    return PreparedServers(infos, isolation, loaded)
 
 
 def load_agent_model(client: SyncClient, plan: AgentPlan) -> LoadResult:
