@@ -50,6 +50,9 @@ def test_sync_and_async_clients_measure_the_same_call(sim_server):
             predicted_ms=None,
         )
         assert r.chunks == 8  # role, 5 tokens, finish, usage
+        # every content delta's arrival, as the NDJSON parser keeps them (TokenArrivals)
+        assert len(r.arrivals_ns) == 5 and r.arrivals_ns[0] == r.t_first_token_ns
+        assert list(r.arrivals_ns) == sorted(r.arrivals_ns)
         ttft_ms = (r.t_first_token_ns - r.t_sent_ns) / 1e6
         assert 75 <= ttft_ms < 200
         assert r.t_sent_ns < r.t_first_token_ns <= r.t_last_token_ns <= r.t_done_ns

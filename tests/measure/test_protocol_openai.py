@@ -76,6 +76,8 @@ def test_two_parallel_openai_servers_reach_full_true_efficiency(sim_server, coor
         assert sm.total_duration_ns is None and sm.load_duration_ns is None
         assert sm.eval_duration_ns is None and sm.prompt_eval_duration_ns is None
         assert call.options == {"temperature": 0.7, "seed": 42, "num_predict": 40}
+        assert len(call.token_arrivals_us) == 40  # one arrival per content delta
+        assert call.token_arrivals_us[0] == pytest.approx(150_000, abs=60_000)  # the TTFT, µs
         assert call.done_reason == "length"
 
 
