@@ -168,14 +168,16 @@ def _chat_only(endpoint: str) -> None:
         )
 
 
+def _bearer(api_key: str | None) -> dict[str, str]:
+    """The request header that carries ``api_key`` (none without a key)."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class _OpenAIRequests:
     """What both OpenAI clients share: the key, the requests, the parsers."""
 
     base_url: str
-
-    def _auth(self, api_key: str | None) -> dict[str, str]:
-        self._secret = api_key
-        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+    _secret: str | None
 
     @contextmanager
     def _secret_kept(self) -> Iterator[None]:
@@ -229,7 +231,8 @@ class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
     def __init__(
         self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
     ) -> None:
-        super().__init__(base_url, timeouts, self._auth(api_key))
+        self._secret = api_key
+        super().__init__(base_url, timeouts, _bearer(api_key))
 
     async def models(self) -> list[str]:
         """The model ids the server serves (``GET /v1/models``)."""
@@ -270,7 +273,8 @@ class OpenAIClient(_OpenAIRequests, SyncClientBase):
     def __init__(
         self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
     ) -> None:
-        super().__init__(base_url, timeouts, self._auth(api_key))
+        self._secret = api_key
+        super().__init__(base_url, timeouts, _bearer(api_key))
 
     def models(self) -> list[str]:
         with self._secret_kept():
