@@ -9,7 +9,7 @@ from snakemake.utils import validate
 from mabench.config import ConfigError, absolutize, study_from_dict
 from mabench.pipeline import StudyPaths, pool_for, release_servers, report_settings
 from mabench.analysis.report import template_files
-from mabench.servers.pool import OWNER_ENV
+from mabench.servers.pool import claim_ownership
 
 # Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file;
 # jobs get them absolute, so nothing depends on the working directory.
@@ -38,8 +38,9 @@ TEMPLATE_DIR = os.path.relpath(
 REPORT_TEMPLATES = [os.path.relpath(p) for p in template_files(TEMPLATE_DIR)]
 RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
 
-# Servers started by jobs of this invocation live exactly as long as this process.
-os.environ[OWNER_ENV] = str(os.getpid())
+# Servers started by jobs of this invocation live exactly as long as this process (in a
+# cluster job: as long as the job's first Snakemake, see claim_ownership).
+claim_ownership(invocation=workflow.is_main_process)
 
 # A study that still has runs to measure must be able to start its servers: say so now,
 # before any job runs, rather than in the middle of the study.
