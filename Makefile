@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	  CMAKE_ARGS="$(GGML_FLAGS)" $(BIN)/python -m pip wheel --no-deps --no-cache-dir \
 	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELHOUSE); \
 	fi
-	CMAKE_ARGS="$(GGML_FLAGS)" $(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[test,bench]'
+	CMAKE_ARGS="$(GGML_FLAGS)" $(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[test,bench,cluster]'
 	$(BIN)/mabench doctor
 	@touch $@
 

@@ -25,10 +25,16 @@ if STUDY.imported:
 
     include: "workflow/rules/import.smk"
 
+    localrules:
+        import_tr110,
+
 else:
 
     include: "workflow/rules/measure.smk"
     include: "workflow/rules/aggregate.smk"
+
+    localrules:
+        aggregate,
 
 
 include: "workflow/rules/analysis.smk"
@@ -39,3 +45,11 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# On a cluster only the measurement is submitted; the rest runs where snakemake runs.
+localrules:
+    all,
+    statistics,
+    figures,
+    report,

@@ -3,6 +3,34 @@
 # invocation already runs) and checks the config's servers; its description is temporary,
 # so a later invocation starts servers again whenever a run must be measured. Servers stop
 # when the workflow ends, fails or is interrupted (and with their owner process, always).
+#
+# On a cluster (profiles/slurm) a config's start_servers, unload and runs are one job on one
+# node; its servers' owner is that job's first Snakemake, so they stop when the job ends (or
+# is cancelled). See docs/cluster.md.
+
+
+# bench_slot: one measurement at a time. Servers the pool starts (embedded, ollama) live on
+# the node that measures, so each cluster job has its own slot ("local"); external servers are
+# shared by every node, so theirs is one for the whole cluster ("global"). On one machine both
+# mean one at a time.
+resource_scopes:
+    bench_slot="global" if STUDY.backend_kind == "external" else "local",
+
+
+# A job's own Snakemake (inside a cluster job) gets no profile and no --resources: the slot
+# is declared here unless the command line gave one.
+if "bench_slot" not in workflow.global_resources:
+    workflow.register_resource("bench_slot", 1)
+
+
+# A cluster's submitting Snakemake never resubmits a config's job: that would measure its
+# finished runs again. A failed run is retried inside the job, on the node that measures, by
+# the job's own Snakemake (`retries` of rule run). A job that still fails fails its config's
+# runs (Snakemake removes a failed group job's outputs); the next invocation measures them.
+# (onstart: the executor is known only once the workflow is parsed.)
+onstart:
+    if workflow.non_local_exec:
+        workflow.get_rule("run").restart_times = 0
 
 
 rule start_servers:
