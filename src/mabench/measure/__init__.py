@@ -6,7 +6,8 @@ when each piece of text arrived; ``openai_client``; ``apis`` picks a server's cl
 as workloads (``agents``, ``corpus``), how agents run
 together (``coordinators``), the run protocol (``protocol``, ``isolation``), the metrics of
 one run (``metrics``), the run record and its schema check (``records``, ``schema_check``),
-the machine a run ran on (``environment``) and the typed errors (``errors``).
+the machine a run ran on (``environment``; its Slurm job: ``slurm``) and the typed errors
+(``errors``).
 
 May import: :mod:`mabench.config` (the typed study) and the standard and third-party
 libraries. Never imports ``servers``, ``analysis`` or ``datasets``: servers are started by the

@@ -1,4 +1,5 @@
-"""What the measurement ran on: Python and package versions, CPU, GPUs, host, git commit."""
+"""What the measurement ran on: Python and package versions, CPU, GPUs, host, git commit, and
+the Slurm job (if any)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from mabench import __version__
 from mabench.measure.records import Environment
+from mabench.measure.slurm import slurm_job
 
 PACKAGES = (
     "httpx",
@@ -96,4 +98,5 @@ def capture(config_hash: str) -> Environment:
         git_commit=git_commit(),
         config_hash=config_hash,
         mabench_version=__version__,
+        slurm=slurm_job(),
     )

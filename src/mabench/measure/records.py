@@ -204,6 +204,18 @@ class Protocol:
 
 
 @dataclass(frozen=True)
+class SlurmJob:
+    """The Slurm allocation a run was measured in (from the job step's environment)."""
+
+    job_id: str  # SLURM_JOB_ID
+    cluster: str | None  # SLURM_CLUSTER_NAME
+    node: str  # SLURMD_NODENAME
+    partition: str | None  # SLURM_JOB_PARTITION
+    cpus: int | None  # SLURM_CPUS_ON_NODE: CPUs allocated to this job step on the node
+    gpus: list[str]  # SLURM_STEP_GPUS (else SLURM_JOB_GPUS): IDs of the GPUs allocated
+
+
+@dataclass(frozen=True)
 class Environment:
     python: str
     packages: dict[str, str]
@@ -215,6 +227,8 @@ class Environment:
     git_commit: str | None
     config_hash: str
     mabench_version: str
+    #: the Slurm job the run was measured in; None outside Slurm and in records written before
+    slurm: SlurmJob | None = None
 
 
 @dataclass(frozen=True)
@@ -463,6 +477,7 @@ __all__ = [
     "RunRecord",
     "ServerInfo",
     "ServerMetrics",
+    "SlurmJob",
     "Span",
     "Topology",
     "prepare_reading",
