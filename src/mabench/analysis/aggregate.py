@@ -70,6 +70,7 @@ from mabench.measure.records import (
     SOLO,
     CallRecord,
     RunRecord,
+    SlurmJob,
     prepare_reading,
     write_json_atomic,
 )
@@ -102,6 +103,19 @@ def _key(r: RunRecord) -> dict[str, Any]:
         "config_id": r.config_id,
         "scenario": r.scenario,
         "run_index": r.run_index,
+    }
+
+
+def slurm_columns(job: SlurmJob | None) -> dict[str, Any]:
+    """The runs table's Slurm columns of one record (all null outside Slurm)."""
+    if job is None:
+        return {}
+    return {
+        "slurm_job_id": job.job_id,
+        "slurm_node": job.node,
+        "slurm_partition": job.partition,
+        "slurm_cpus": job.cpus,
+        "slurm_gpus": len(job.gpus),
     }
 
 
@@ -142,6 +156,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "cpu_model": env.cpu_model,
         "cpu_count": env.cpu_count,
         "gpus": ";".join(env.gpus),
+        **slurm_columns(env.slurm),
         "server_version": ";".join(sorted({s.version or "" for s in r.topology.servers})),
         "mabench_version": env.mabench_version,
         "git_commit": env.git_commit,

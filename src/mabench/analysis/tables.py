@@ -116,6 +116,26 @@ RUNS_SCHEMA = pa.schema(
         _f("cpu_model", pa.string(), "CPU model"),
         _f("cpu_count", pa.int32(), "logical CPUs"),
         _f("gpus", pa.string(), "GPUs seen by nvidia-smi, ';'-joined; empty if none"),
+        _f(
+            "slurm_job_id", pa.string(), "SLURM_JOB_ID of the job that measured; null outside Slurm"
+        ),
+        _f(
+            "slurm_node",
+            pa.string(),
+            "Slurm node that measured (SLURMD_NODENAME); null outside Slurm",
+        ),
+        _f("slurm_partition", pa.string(), "Slurm partition of the job; null outside Slurm"),
+        _f(
+            "slurm_cpus",
+            pa.int32(),
+            "CPUs Slurm allocated to the job step on the node (SLURM_CPUS_ON_NODE); null outside Slurm",
+        ),
+        _f(
+            "slurm_gpus",
+            pa.int32(),
+            "GPUs Slurm allocated to the job step (SLURM_STEP_GPUS, else SLURM_JOB_GPUS); "
+            "null outside Slurm",
+        ),
         _f("server_version", pa.string(), "server /api/version answer(s), ';'-joined"),
         _f("mabench_version", pa.string(), "harness version"),
         _f("git_commit", pa.string(), "commit of the harness checkout, if any"),
