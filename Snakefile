@@ -38,6 +38,7 @@ else:
 
 
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/hosts.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -52,4 +53,5 @@ localrules:
     all,
     statistics,
     figures,
+    hosts,
     report,

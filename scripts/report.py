@@ -15,4 +15,5 @@ with pipeline.script_logging(sm.log[0]):
         sm.params.settings,
         sm.output[0],
         template_dir=Path(sm.input.template).parent,
+        hosts_dir=sm.input.hosts,
     )

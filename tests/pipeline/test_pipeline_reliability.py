@@ -83,6 +83,7 @@ def test_a_server_killed_mid_run_fails_that_run_only_and_a_rerun_completes_it(
         "aggregate": 1,
         "statistics": 1,
         "figures": 1,
+        "hosts": 1,
         "report": 1,
         "all": 1,
     }

@@ -162,6 +162,7 @@ def test_deleting_one_record_replans_exactly_that_run(smoke_dir):
             "aggregate": 1,
             "statistics": 1,
             "figures": 1,
+            "hosts": 1,
             "report": 1,
             "all": 1,
         }

@@ -7,6 +7,7 @@ rule report:
         stats="results/{study}/stats",
         figures="results/{study}/figures",
         tables="results/{study}/tables/runs.parquet",
+        hosts="results/{study}/hosts",
         template=os.path.join(TEMPLATE_DIR, "technical_report.md.j2"),
         partials=REPORT_TEMPLATES,
     output:

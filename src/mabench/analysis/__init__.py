@@ -2,8 +2,8 @@
 
 Owns the aggregation of run records into Parquet tables (``aggregate``, ``tables``), the
 checks that every file it reads belongs where it is (``integrity``), the statistics
-(``stats``, a package split by concern), the figures (``plots``) and the Jinja-rendered report
-(``report``, ``markdown``).
+(``stats``, a package split by concern), the figures (``plots``), the runs by host and
+hardware (``hosts``) and the Jinja-rendered report (``report``, ``markdown``).
 
 May import: ``measure.records`` (the run record it reads). Never imports ``servers``; it
 measures nothing. Never imports ``datasets``: the reference comparisons, the legacy

@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from mabench.analysis import markdown as md
 from mabench.analysis import plots
+from mabench.analysis.hosts import HOSTS_FILE, MIXED_FILE, HostStrata, read_host_strata
 from mabench.analysis.stats import Statistics, headline, load_statistics, resolve_settings
 
 TEMPLATE = "technical_report.md.j2"
@@ -143,9 +144,16 @@ def _clean(value: Any) -> Any:
 class _Context:
     """The statistics as template functions, and the registry of rendered tables."""
 
-    def __init__(self, stats: Statistics) -> None:
+    def __init__(
+        self, stats: Statistics, extra: Mapping[str, tuple[pd.DataFrame, str]] | None = None
+    ) -> None:
         self.stats = stats
         self.frames = stats.frames()
+        #: tables from other files than stats/<name>.parquet: name -> (frame, file shown)
+        self.files: dict[str, str] = {}
+        for name, (frame, file) in (extra or {}).items():
+            self.frames[name] = frame
+            self.files[name] = file
         self.registry: list[dict[str, Any]] = []
 
     def _frame(self, name: str) -> pd.DataFrame:
@@ -211,7 +219,7 @@ class _Context:
         self.registry.append(
             {
                 "table": title,
-                "file": f"stats/{name}.parquet",
+                "file": self.files.get(name, f"stats/{name}.parquet"),
                 "filter": filt,
                 "columns": ", ".join(md.column_keys(columns)),
                 "rows": len(rows),
@@ -313,6 +321,7 @@ def render_report(
     settings: Mapping[str, Any] | None,
     out_path: str | Path,
     template_dir: str | Path | None = None,
+    hosts_dir: str | Path | None = None,
 ) -> Path:
     """Render ``report/technical_report.md.j2`` to ``out_path``.
 
@@ -321,7 +330,8 @@ def render_report(
     the provenance section. ``figures_dir``: where :func:`~mabench.analysis.plots.make_figures` wrote the
     PNGs and ``figures.json``. ``settings``: presentation settings (title, methodology text);
     the numeric settings (thresholds, SLO targets, prices) are the ones the statistics were
-    computed with.
+    computed with. ``hosts_dir``: what :func:`~mabench.analysis.hosts.write_host_strata` wrote
+    (the runs by host and hardware), if any.
     """
     out_path = Path(out_path)
     from_files = not isinstance(stats, Statistics)
@@ -331,7 +341,8 @@ def render_report(
     shown = _shown_settings(stats, settings)
     figures = _figures(figures_dir, tdir, out_path)
     fig_by_name = {f["name"]: f for f in figures}
-    ctx = _Context(stats)
+    strata = read_host_strata(hosts_dir) if hosts_dir is not None else None
+    ctx = _Context(stats, _host_tables(strata, hosts_dir))
     stats_files = (
         [{"file": f"stats/{name}.parquet", "rows": len(df)} for name, df in stats.frames().items()]
         if from_files
@@ -364,10 +375,24 @@ def render_report(
             is_tr110="tr110" in meta.get("sources", []),
             has_reference=bool(stats.reference),
             references=shown["reference"],
+            hosts_shown=strata is not None and strata.shown,
         )
     )
     _write_markdown(text, out_path)
     return out_path
+
+
+def _host_tables(
+    strata: HostStrata | None, hosts_dir: str | Path | None
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The runs by host and hardware as report tables, named by the files they come from."""
+    if strata is None or hosts_dir is None:
+        return {}
+    folder = Path(hosts_dir).name
+    return {
+        "hosts": (strata.hosts, f"{folder}/{HOSTS_FILE}"),
+        "mixed_hardware": (strata.mixed_hardware, f"{folder}/{MIXED_FILE}"),
+    }
 
 
 def _items(mapping: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -393,8 +418,8 @@ def build(
     settings: Mapping[str, Any] | None = None,
     template_dir: str | Path | None = None,
 ) -> Path:
-    """Render ``<study_dir>/technical_report.md`` from ``stats/``, ``figures/`` and
-    ``tables/`` under ``study_dir`` (the layout the pipeline writes)."""
+    """Render ``<study_dir>/technical_report.md`` from ``stats/``, ``figures/``, ``tables/``
+    and (if there) ``hosts/`` under ``study_dir`` (the layout the pipeline writes)."""
     d = Path(study_dir)
     return render_report(
         d / "stats",
@@ -403,6 +428,7 @@ def build(
         settings,
         d / "technical_report.md",
         template_dir,
+        hosts_dir=d / "hosts" if (d / "hosts").is_dir() else None,
     )
 
 
