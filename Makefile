@@ -22,7 +22,7 @@ GGML_TAG := portable-$(shell uname -m)
 endif
 WHEELHOUSE ?= $(HOME)/.cache/mabench/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(GGML_TAG)
 
-.PHONY: setup run study test lint docs bench report-html clean
+.PHONY: setup run study test test-cluster lint docs bench report-html clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The smoke study on a real single-node Slurm (Debian's packages; root), brought up and torn
+# down by tests/cluster/slurm.sh. Without root or apt: a SKIPPED line, exit 0.
+test-cluster: setup
+	tests/cluster/run.sh
 
 # Style: ruff (lint and format), snakefmt, Snakemake's own linter (CI runs it after the tests)
 lint: setup
