@@ -10,4 +10,5 @@ BENCHMARKS = (
     "server_overhead",
     "analysis_scale",
     "pipeline_overhead",
+    "slurm_overhead",
 )
