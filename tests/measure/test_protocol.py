@@ -110,3 +110,24 @@ def test_both_agents_on_one_parallel_server(sim_server):
     study = _study({"s": s.url}, [("collector", "s"), ("insight", "s")])
     m = execute_run(study, "c1", 1, {"s": s.url}).metrics
     assert m.true_efficiency == pytest.approx(100.0, abs=2.0)
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_a_phase_starts_before_any_of_its_agents_sends(sim_server, coordinator):
+    # Four agents on four servers, both phase orders: each phase's start is read before any
+    # agent of the phase may send (the threads coordinator reads it inside the barrier), so
+    # no agent span or request precedes its phase, and every answer is inside it.
+    servers = {f"s{i}": sim_server(ttft_ms=20, token_ms=5).url for i in range(4)}
+    study = _study(servers, [(f"agent{i}", f"s{i}") for i in range(4)], coordinator, num_predict=4)
+    for run in (1, 2):
+        record = execute_run(study, "c1", run, servers)
+        for phase in record.phases:
+            spans = [s for s in record.agent_spans if s.phase == phase.phase]
+            calls = [c for c in record.calls if c.phase == phase.phase]
+            assert len(spans) == 4 and len(calls) == 8
+            assert phase.t_start_ns <= min(s.t_start_ns for s in spans)
+            assert phase.t_start_ns <= min(c.t_sent_ns for c in calls)
+            assert max(s.t_end_ns for s in spans) <= phase.t_end_ns
+        m = record.metrics
+        assert m.coordination_overhead_ms >= 0
+        assert m.seed_efficiency <= 100.0

@@ -4,7 +4,9 @@
   OpenAI one, by the agent's server: :mod:`mabench.measure.apis`), ``asyncio.TaskGroup``
   (the first failure cancels the other agents).
 - ``threads``: one thread per agent and phase with a blocking client; a barrier
-  releases all agents together, so thread start-up is outside the measured interval.
+  releases all agents together, so thread start-up is outside the measured interval. The
+  phase's clock is read by the barrier's action, after every thread arrived and before any is
+  released, so no agent's first request precedes its phase's start.
 
 A coordinator lives for one run: each agent's client (and its keep-alive connection) is made
 once, opened by the unmeasured warm-up call and reused by every measured phase, so no phase
@@ -138,7 +140,10 @@ class ThreadsCoordinator(Coordinator):
 
         results: list[AgentOutcome | None] = [None] * len(plans)
         errors: list[BaseException] = []
-        gate = threading.Barrier(len(plans) + 1)
+        started: list[int] = []
+        # The barrier's action runs once every thread has arrived and before any is released:
+        # the phase starts then, so no agent can send before the phase's start.
+        gate = threading.Barrier(len(plans) + 1, action=lambda: started.append(clock.now()))
 
         def work(i: int) -> None:
             gate.wait()
@@ -154,13 +159,12 @@ class ThreadsCoordinator(Coordinator):
         for t in threads:
             t.start()
         gate.wait()
-        t0 = clock.now()
         for t in threads:
             t.join()
         t1 = clock.now()
         if errors:
             raise errors[0]
-        return _collect(phase, t0, t1, [r for r in results if r is not None])
+        return _collect(phase, started[0], t1, [r for r in results if r is not None])
 
     def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
