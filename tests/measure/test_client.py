@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -15,6 +16,7 @@ from mabench.measure.errors import (
     ServerStreamError,
     ServerTimeoutError,
 )
+from mabench.measure.openai_client import AsyncOpenAIClient, OpenAIClient
 from mabench.servers.net import free_port
 
 MODEL = "smollm2:135m"
@@ -65,6 +67,36 @@ def test_arrivals_encode_without_drift():
     gaps = arrivals.encode(times, sent)
     assert gaps == [1235, 5, 0, 7760]  # offsets 1235, 1240, 1240, 9000 us
     assert arrivals.encode([], sent) == []
+
+
+@pytest.mark.parametrize(
+    ("sync_client", "async_client"),
+    [(OllamaClient, AsyncOllamaClient), (OpenAIClient, AsyncOpenAIClient)],
+    ids=["ollama", "openai"],
+)
+def test_a_call_counts_the_connections_it_opened(sim_server, sync_client, async_client):
+    # The first call opens the client's connection; the next reuses it; a call after the
+    # server closed the idle connection (its keep-alive is 0.3 s) opens a new one.
+    srv = sim_server(ttft_ms=5, token_ms=1, keep_alive_s=0.3)
+    opts = {"num_predict": 2}
+
+    def sync_calls() -> list[int]:
+        with sync_client(srv.url) as c:
+            first, again = (c.call("chat", MODEL, "hi", options=opts) for _ in range(2))
+            time.sleep(1.0)
+            late = c.call("chat", MODEL, "hi", options=opts)
+            return [first.reconnects, again.reconnects, late.reconnects]
+
+    async def async_calls() -> list[int]:
+        async with async_client(srv.url) as c:
+            first = await c.call("chat", MODEL, "hi", options=opts)
+            again = await c.call("chat", MODEL, "hi", options=opts)
+            await asyncio.sleep(1.0)
+            late = await c.call("chat", MODEL, "hi", options=opts)
+            return [first.reconnects, again.reconnects, late.reconnects]
+
+    assert sync_calls() == [1, 0, 1]
+    assert asyncio.run(async_calls()) == [1, 0, 1]
 
 
 def test_unload_and_ps(sim_server):

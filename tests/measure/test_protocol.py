@@ -72,6 +72,8 @@ def test_two_parallel_servers_reach_full_true_efficiency(sim_server, coordinator
             )  # 40 tokens / 0.6 s server clock
         assert record.isolation.verified
         assert [c.server_metrics.eval_count for c in record.calls] == [40] * 8
+        # the warm-up opened each agent's connection; no measured call opened another
+        assert [c.reconnects for c in record.calls] == [0] * 8
 
 
 @pytest.mark.parametrize("coordinator", ["asyncio", "threads"])

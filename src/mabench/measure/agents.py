@@ -170,6 +170,7 @@ def _record(
         done_reason=result.done_reason,
         response_text=result.text,
         token_arrivals_us=arrivals.encode(result.arrivals_ns, result.t_sent_ns),
+        reconnects=result.reconnects,
     )
 
 

@@ -74,6 +74,8 @@ class CallResult:
     done_reason: str | None
     #: arrival (perf_counter_ns) of every chunk that carried text, in order
     arrivals_ns: tuple[int, ...] = ()
+    #: connections the call opened: 0 when it reused the agent's open connection
+    reconnects: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class StreamBookkeeping:
         self.arrivals = TokenArrivals()
         self.parts: list[str] = []
         self.chunks = 0
+        #: connections the transport opened for this call (set by the client after it)
+        self.reconnects = 0
 
     def started(self, t_sent_ns: int) -> None:
         self.t_sent_ns = t_sent_ns
@@ -161,6 +165,7 @@ class StreamBookkeeping:
             metrics=metrics,
             done_reason=done_reason,
             arrivals_ns=tuple(self.arrivals.times_ns),
+            reconnects=self.reconnects,
         )
 
 
@@ -465,7 +470,9 @@ class AsyncOllamaClient(_OllamaRequests, AsyncClientBase):
         path, body, parser = self._streamed(
             endpoint, model, prompt, system, options, keep_alive, phase
         )
+        opened = self._conn.opened
         await self._conn.stream(path, body, parser, phase)
+        parser.reconnects = self._conn.opened - opened
         return parser.result()
 
 
@@ -528,5 +535,7 @@ class OllamaClient(_OllamaRequests, SyncClientBase):
         path, body, parser = self._streamed(
             endpoint, model, prompt, system, options, keep_alive, phase
         )
+        opened = self._conn.opened
         self._conn.stream(path, body, parser, phase)
+        parser.reconnects = self._conn.opened - opened
         return parser.result()

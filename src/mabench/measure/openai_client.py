@@ -262,8 +262,10 @@ class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
     ) -> CallResult:
         """One streamed chat completion, timed on the client."""
         body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        opened = self._conn.opened
         with self._secret_kept():
             await self._conn.stream(CHAT_PATH, body, SSEFraming(parser), phase, accept=SSE)
+            parser.reconnects = self._conn.opened - opened
             return parser.result()
 
 
@@ -302,6 +304,8 @@ class OpenAIClient(_OpenAIRequests, SyncClientBase):
     ) -> CallResult:
         """One streamed chat completion, timed on the client."""
         body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        opened = self._conn.opened
         with self._secret_kept():
             self._conn.stream(CHAT_PATH, body, SSEFraming(parser), phase, accept=SSE)
+            parser.reconnects = self._conn.opened - opened
             return parser.result()

@@ -90,6 +90,9 @@ class CallRecord:
     #: t_sent, each next from the previous (see :mod:`mabench.measure.arrivals`); None in
     #: records of schema version 1, which kept only the first and last token times
     token_arrivals_us: list[int] | None = None
+    #: connections the call opened: 0 when it reused its agent's connection (opened by the
+    #: unmeasured warm-up); None in records of schema version 1
+    reconnects: int | None = None
 
     @property
     def client_ttft_ns(self) -> int | None:

@@ -7,7 +7,9 @@ itself (``benchmarks/README.md``). This module is what a benchmark client needs,
 
 * one persistent connection per agent, reused across calls and phases (the unmeasured warm-up
   call opens it); a reused connection that the server closed while idle is reopened once,
-  before any byte of the answer arrived, so no request is ever sent twice otherwise;
+  before any byte of the answer arrived, so no request is ever sent twice otherwise; every
+  connection a call opens is counted (``opened``), so a measured call that paid a reconnect
+  says so;
 * ``Content-Length``, ``chunked`` and close-delimited bodies; ``https://`` through the standard
   ``ssl`` module and the system CA store; no proxies (a proxy would be measured too), no
   redirects, no compression (``accept-encoding: identity``);
@@ -412,6 +414,8 @@ class _Connection:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.target = _Target(base_url, connect_s, read_s, headers)
+        #: connections opened so far (a caller takes the difference around one call)
+        self.opened = 0
 
     def _drop(self) -> None:
         raise NotImplementedError
@@ -470,6 +474,7 @@ class SyncConnection(_Connection):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(t.read_s)
         self._sock = sock
+        self.opened += 1
         return sock
 
     def _attempt(self, request: bytes, phase: str | None) -> tuple[socket.socket, int, bytes]:
@@ -550,6 +555,7 @@ class AsyncConnection(_Connection):
             raise t.connect_failed(exc, phase) from exc
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader, self._writer = reader, writer
+        self.opened += 1
         return reader
 
     async def _recv(self, reader: asyncio.StreamReader) -> bytes:

@@ -481,6 +481,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--fault-after", type=int, default=0, help="generations served normally first"
     )
     parser.add_argument(
+        "--keep-alive-s",
+        type=float,
+        default=5.0,
+        help="seconds an idle HTTP connection stays open (uvicorn's default, 5)",
+    )
+    parser.add_argument(
         "--fault-once",
         metavar="FILE",
         help="fault only if FILE does not exist yet, and create it (one fault across processes)",
@@ -526,7 +532,12 @@ def main(args: argparse.Namespace) -> int:
         api_key=_api_key(args.api_key_env),
     )
     uvicorn.run(
-        build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False
+        build_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=args.keep_alive_s,
     )
     return 0
 
