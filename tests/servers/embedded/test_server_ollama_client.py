@@ -9,6 +9,7 @@ import ollama
 import pytest
 from embedded_support import FEW, MODEL
 
+from mabench.measure.client import OllamaClient
 from mabench.measure.ollama_api import Metrics
 from mabench.servers.net import wait_until
 
@@ -145,3 +146,13 @@ def test_final_chunk_parses_as_metrics(http: httpx.Client) -> None:
     final = http.post("/api/generate", json=body).json()
     metrics = Metrics.from_json(final)
     assert metrics.eval_count > 0 and metrics.eval_rate > 0
+
+
+def test_an_idle_connection_outlasts_uvicorns_default_keep_alive(embedded_server) -> None:
+    # An agent waits for its turn in the solo phase with its connection open: after 6 s idle
+    # (uvicorn's default keep-alive is 5 s) the next call still reuses that connection.
+    with OllamaClient(embedded_server.url) as c:
+        first = c.call("generate", MODEL, "Hello", options=FEW)
+        time.sleep(6.0)
+        later = c.call("generate", MODEL, "Hello", options=FEW)
+    assert (first.reconnects, later.reconnects) == (1, 0)

@@ -35,6 +35,9 @@ from mabench.servers.net import LOOPBACK, is_loopback
 __all__ = ["DEFAULT_PORT", "build_parser", "configure", "main"]
 
 DEFAULT_PORT = 11434
+#: Idle HTTP connections stay open this long. uvicorn's default (5 s) is shorter than a solo
+#: phase: an agent waiting for its turn would then reconnect inside its measured span.
+DEFAULT_HTTP_KEEP_ALIVE_S = 3600.0
 #: After SIGTERM/SIGINT the process exits by this deadline even if llama.cpp is mid-batch.
 FORCED_EXIT_S = 4.5
 
@@ -56,6 +59,14 @@ def _network_arguments(parser: argparse._ArgumentGroup) -> None:
     )
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--http-keep-alive",
+        type=float,
+        default=DEFAULT_HTTP_KEEP_ALIVE_S,
+        metavar="SECONDS",
+        help="how long an idle HTTP connection stays open (default %(default)g s: longer than "
+        "a measured phase, so an agent waiting for its turn keeps its connection)",
     )
 
 
@@ -226,18 +237,20 @@ def main(args: argparse.Namespace) -> int:
         default_keep_alive_s=-1 if keep_alive is None else keep_alive,
         max_body_bytes=args.max_body_bytes,
     )
-    return _serve(settings, args.host, sock)
+    return _serve(settings, args.host, sock, args.http_keep_alive)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
     for flag in ("num_thread", "num_ctx", "num_batch", "max_queue", "max_body_bytes"):
         if getattr(args, flag) < (0 if flag == "max_queue" else 1):
             raise _ConfigError(f"--{flag.replace('_', '-')} must be positive")
+    if not args.http_keep_alive > 0:
+        raise _ConfigError("--http-keep-alive must be a positive number of seconds")
     if not 0 <= args.port <= 65535:
         raise _ConfigError(f"--port {args.port} is not a port number")
 
 
-def _serve(settings: ServerSettings, host: str, sock: socket.socket) -> int:
+def _serve(settings: ServerSettings, host: str, sock: socket.socket, keep_alive_s: float) -> int:
     """Serve on the bound socket until SIGTERM/SIGINT; 0 after a clean run."""
     app = create_app(settings)
     port = sock.getsockname()[1]
@@ -259,7 +272,7 @@ def _serve(settings: ServerSettings, host: str, sock: socket.socket) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=3,
-        timeout_keep_alive=5,
+        timeout_keep_alive=keep_alive_s,
     )
     server = _make_server(config, app.state.scheduler)
     try:
