@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from mabench.measure.metrics import compute_run_metrics
+from mabench.measure.metrics import client_decode_tps, compute_run_metrics
 from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
 
 S = 1_000_000_000  # ns per second
@@ -45,7 +47,17 @@ def call(
         ),
         done_reason="stop",
         response_text="x",
+        token_arrivals_us=chunks(ttft, last - first, tokens),
     )
+
+
+def chunks(ttft_ns: int, span_ns: int, n: int) -> list[int]:
+    """Delta-encoded arrivals (µs) of ``n`` text chunks: the first at the TTFT, the others
+    spread evenly over ``span_ns``."""
+    if n == 0:
+        return []
+    step = span_ns // 1000 // (n - 1) if n > 1 else 0
+    return [ttft_ns // 1000] + [step] * (n - 1)
 
 
 def test_two_agents_hand_computed():
@@ -122,3 +134,20 @@ def test_overhead_is_wall_minus_longest_agent():
     m = compute_run_metrics(agents, [], phases, spans)
     assert m.coordination_overhead_ms == pytest.approx(3.0)
     assert m.true_efficiency == pytest.approx(100 / 1.003)
+
+
+def test_client_decode_rate_counts_text_chunks_and_skips_zero_spans():
+    # 11 tokens evaluated, the last the end-of-generation token that streamed no text: 10 text
+    # chunks, 9 of them after the first, over 0.9 s. A one-chunk call adds neither tokens
+    # nor time; one whose chunks arrived at once (no span) neither.
+    eos = replace(
+        call("solo", "x", 0, 100 * MS, 11, 0.9, 1.0),
+        token_arrivals_us=chunks(100 * MS, 900 * MS, 10),
+    )
+    one = call("solo", "x", 2 * S, 100 * MS, 1, 0.0, 0.01)
+    burst = call("solo", "x", 3 * S, 100 * MS, 5, 0.0, 0.05)
+    assert eos.client_decode == (9, 900 * MS)
+    assert one.client_decode is None and burst.client_decode is None
+    assert client_decode_tps([eos, one, burst]) == pytest.approx(10.0)
+    # a record of schema version 1 kept no arrivals: no client decode rate
+    assert client_decode_tps([replace(eos, token_arrivals_us=None)]) is None

@@ -252,10 +252,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
     for c in r.calls:
         m = c.server_metrics
         ttft = c.client_ttft_ns
-        decode = None
-        if m is not None and c.t_first_token_ns is not None and c.t_last_token_ns is not None:
-            span = (c.t_last_token_ns - c.t_first_token_ns) / 1e9
-            decode = (m.eval_count - 1) / span if span > 0 and m.eval_count > 1 else None
+        decode = c.client_decode
         rows.append(
             {
                 **key,
@@ -274,7 +271,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "t_done_s": c.t_done_ns / 1e9,
                 "client_ttft_ms": None if ttft is None else ttft / 1e6,
                 "client_wall_ms": c.client_wall_ns / 1e6,
-                "client_decode_tps": decode,
+                "client_decode_tps": None if decode is None else decode[0] / (decode[1] / 1e9),
                 **_token_timing(c),
                 "total_ms": None if m is None else _ms(m.total_duration_ns),
                 "load_ms": None if m is None else _ms(m.load_duration_ns),

@@ -202,7 +202,8 @@ CALLS_SCHEMA = pa.schema(
         _f(
             "client_decode_tps",
             pa.float64(),
-            "(eval_count - 1) / (last token - first token), tok/s",
+            "(text chunks - 1) / (last token - first token), tok/s; null below two text "
+            "chunks apart in time, and in records of schema 1",
         ),
         _f(
             "tpot_ms",

@@ -8,7 +8,8 @@
 - slowdown (per agent) = its concurrent wall time / its solo wall time.
 - throughput (per agent and phase) = Σ eval_count / Σ eval_duration (server clock; calls whose
   server reports no eval duration, as the OpenAI API does not, are left out), and the
-  client's decode rate Σ (eval_count − 1) / Σ (last token − first token).
+  client's decode rate Σ (text chunks − 1) / Σ (last token − first token) over the calls with
+  at least two text chunks apart in time (:attr:`CallRecord.client_decode`).
 - TTFT (per agent and phase) = mean over its calls of first non-empty token − request sent.
 - throughput_delta, ttft_delta_ms = collector − insight (concurrent phase), or first agent −
   second agent when there is no collector/insight pair; null with one agent.
@@ -56,13 +57,11 @@ def server_tps(calls: Iterable[CallRecord]) -> float | None:
 
 
 def client_decode_tps(calls: Iterable[CallRecord]) -> float | None:
-    tokens, seconds = 0, 0.0
-    for c in calls:
-        if c.server_metrics is None or c.t_first_token_ns is None or c.t_last_token_ns is None:
-            continue
-        tokens += max(c.server_metrics.eval_count - 1, 0)
-        seconds += (c.t_last_token_ns - c.t_first_token_ns) / NS
-    return _ratio(tokens, seconds) if tokens else None
+    """Σ (text chunks − 1) / Σ (last − first token) over the calls that have such a span."""
+    spans = [d for c in calls if (d := c.client_decode) is not None]
+    if not spans:
+        return None
+    return _ratio(sum(t for t, _ in spans), sum(ns for _, ns in spans) / NS)
 
 
 def mean_ttft_ms(calls: Iterable[CallRecord]) -> float | None:

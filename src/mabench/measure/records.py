@@ -111,6 +111,20 @@ class CallRecord:
             return None
         return self.token_arrivals_us[1:]
 
+    @property
+    def client_decode(self) -> tuple[int, int] | None:
+        """The tokens the client saw after the first one and the time they took:
+        ``(text chunks - 1, last token - first token)`` in ns.
+
+        Counted from the text-bearing chunks (``token_arrivals_us``), not ``eval_count``
+        (which includes the end-of-generation token that brings no text). None when there is
+        no such span: fewer than two text chunks, no time between the first and the last, or
+        a record of schema version 1 (which did not keep the arrivals)."""
+        first, last, arrivals = self.t_first_token_ns, self.t_last_token_ns, self.token_arrivals_us
+        if first is None or last is None or arrivals is None or len(arrivals) < 2 or last <= first:
+            return None
+        return len(arrivals) - 1, last - first
+
 
 @dataclass(frozen=True)
 class Span:
