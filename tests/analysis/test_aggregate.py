@@ -211,6 +211,18 @@ def test_write_record_round_trip(tmp_path: Path) -> None:
     runs = pq.read_table(tmp_path / "t" / "runs.parquet").to_pylist()
     assert runs[0]["config_id"] == record.config_id
     assert runs[0]["seed_efficiency"] == record.metrics.seed_efficiency
+    for column in (
+        "true_efficiency_excl_load",
+        "solo_reloads",
+        "concurrent_reloads",
+        "solo_reload_s",
+        "concurrent_reload_s",
+    ):
+        assert runs[0][column] == getattr(record.metrics, column), column
+    agents = pq.read_table(tmp_path / "t" / "agents.parquet").to_pylist()
+    assert [(a["agent"], a["concurrent_reloads"]) for a in agents] == [
+        (m.agent, m.concurrent_reloads) for m in record.metrics.agents
+    ]
 
 
 def test_token_timing_columns(tmp_path: Path) -> None:
@@ -266,3 +278,20 @@ def test_the_api_and_what_it_did_not_report_reach_the_tables(tmp_path: Path) -> 
     assert all(c["server_tps"] is None and c["eval_count"] > 0 for c in theirs)
     others = [c for c in calls if c["server"] != openai_server]
     assert all(c["api"] == "ollama" for c in others)
+
+
+def test_a_version_1_record_leaves_the_new_columns_null(tmp_path: Path) -> None:
+    data = make_record(3).to_json()
+    data["schema_version"] = 1
+    for key in ("solo_reloads", "concurrent_reloads", "true_efficiency_excl_load"):
+        del data["metrics"][key]
+    for call in data["calls"]:
+        del call["reconnects"], call["token_arrivals_us"]
+    write_json_atomic(tmp_path / "r.json", data)
+    aggregate([tmp_path / "r.json"], tmp_path / "t")
+    runs = pq.read_table(tmp_path / "t" / "runs.parquet").to_pylist()
+    assert runs[0]["solo_reloads"] is None and runs[0]["true_efficiency_excl_load"] is None
+    assert runs[0]["true_efficiency"] == data["metrics"]["true_efficiency"]
+    calls = pq.read_table(tmp_path / "t" / "calls.parquet").to_pylist()
+    assert {c["reconnects"] for c in calls} == {None}
+    assert {c["client_decode_tps"] for c in calls} == {None}

@@ -151,3 +151,83 @@ def test_client_decode_rate_counts_text_chunks_and_skips_zero_spans():
     assert client_decode_tps([eos, one, burst]) == pytest.approx(10.0)
     # a record of schema version 1 kept no arrivals: no client decode rate
     assert client_decode_tps([replace(eos, token_arrivals_us=None)]) is None
+
+
+def loaded(c: CallRecord, load_s: float) -> CallRecord:
+    return replace(c, server_metrics=replace(c.server_metrics, load_duration_ns=int(load_s * S)))
+
+
+def test_reloads_and_the_load_excluded_true_efficiency_by_hand():
+    # Solo: x 4 s (its first call paid a 1 s load), y 4 s. Concurrent phase 6 s on two
+    # servers: x's call loads from 1.0 to 2.0 s (its prompt eval of 0.25 s ends at its first
+    # token, 2.25 s), y's call from 1.5 to 2.5 s: the phase was loading 1.5 s, not 2.
+    agents = [agent("x"), agent("y", "b")]
+    phases = [Span("solo", None, 0, 8 * S), Span("concurrent", None, 10 * S, 16 * S)]
+    spans = [
+        Span("solo", "x", 0, 4 * S),
+        Span("solo", "y", 4 * S, 8 * S),
+        Span("concurrent", "x", 10 * S, 16 * S),
+        Span("concurrent", "y", 10 * S, 16 * S),
+    ]
+    calls = [
+        loaded(call("solo", "x", 0, 1500 * MS, 10, 1.0, 1.0), 1.0),
+        call("solo", "y", 4 * S, 500 * MS, 10, 1.0, 1.0),
+        loaded(call("concurrent", "x", 10 * S, 12250 * MS - 10 * S, 10, 1.0, 1.0), 1.0),
+        loaded(call("concurrent", "y", 10 * S, 12750 * MS - 10 * S, 10, 1.0, 1.0), 1.0),
+    ]
+    # call() sets prompt_eval_duration = ttft / 2: x 1.125 s, y 1.375 s; put them at 0.25 s
+    calls[2:] = [
+        replace(c, server_metrics=replace(c.server_metrics, prompt_eval_duration_ns=250 * MS))
+        for c in calls[2:]
+    ]
+    m = compute_run_metrics(agents, calls, phases, spans)
+    assert (m.solo_reloads, m.concurrent_reloads) == (1, 2)
+    assert m.solo_reload_s == pytest.approx(1.0)
+    assert m.concurrent_reload_s == pytest.approx(1.5)  # [1, 2] and [1.5, 2.5] s overlap
+    assert m.true_efficiency == pytest.approx(100 * 8 / 6 / 2)
+    assert m.true_speedup_excl_load == pytest.approx((8 - 1) / (6 - 1.5))
+    assert m.true_efficiency_excl_load == pytest.approx(100 * 7 / 4.5 / 2)
+    x, y = m.agents
+    assert (x.solo_reloads, x.concurrent_reloads, y.solo_reloads) == (1, 1, 0)
+    assert (x.solo_reload_s, y.concurrent_reload_s) == pytest.approx((1.0, 1.0))
+
+
+def test_without_solo_phase_reload_time_excludes_nothing_it_cannot():
+    agents = [agent("x")]
+    phases = [Span("concurrent", None, 0, 2 * S)]
+    spans = [Span("concurrent", "x", 0, 2 * S)]
+    calls = [loaded(call("concurrent", "x", 0, 600 * MS, 5, 0.5, 0.5), 0.2)]
+    m = compute_run_metrics(agents, calls, phases, spans)
+    assert m.concurrent_reloads == 1 and m.concurrent_reload_s == pytest.approx(0.2)
+    assert m.solo_reloads is None and m.solo_reload_s is None
+    assert m.true_efficiency_excl_load is None
+
+
+def test_a_server_that_reports_no_load_leaves_reloads_unknown():
+    # an OpenAI-compatible server gives no load_duration: y's reloads are unknown, x's are
+    # counted, and nothing can be taken out of the run's walls
+    agents = [agent("x"), agent("y", "b")]
+    phases = [Span("solo", None, 0, 2 * S), Span("concurrent", None, 3 * S, 4 * S)]
+    spans = [
+        Span("solo", "x", 0, 1 * S),
+        Span("solo", "y", 1 * S, 2 * S),
+        Span("concurrent", "x", 3 * S, 4 * S),
+        Span("concurrent", "y", 3 * S, 4 * S),
+    ]
+
+    def unknown(c: CallRecord) -> CallRecord:
+        return replace(c, server_metrics=replace(c.server_metrics, load_duration_ns=None))
+
+    calls = [
+        loaded(call("solo", "x", 0, 300 * MS, 5, 0.5, 0.5), 0.1),
+        unknown(call("solo", "y", 1 * S, 300 * MS, 5, 0.5, 0.5)),
+        call("concurrent", "x", 3 * S, 300 * MS, 5, 0.5, 0.5),
+        unknown(call("concurrent", "y", 3 * S, 300 * MS, 5, 0.5, 0.5)),
+    ]
+    m = compute_run_metrics(agents, calls, phases, spans)
+    x, y = m.agents
+    assert (x.solo_reloads, x.concurrent_reloads) == (1, 0)
+    assert (y.solo_reloads, y.concurrent_reloads, y.solo_reload_s) == (None, None, None)
+    assert (m.solo_reloads, m.concurrent_reloads) == (1, 0)  # the known ones
+    assert m.solo_reload_s is None and m.concurrent_reload_s is None
+    assert m.true_efficiency_excl_load is None and m.true_efficiency is not None

@@ -23,7 +23,12 @@ from mabench.measure.records import validate_record
 
 
 def _study(
-    urls: dict[str, str], agents: list[tuple[str, str]], coordinator="asyncio", num_predict=40
+    urls: dict[str, str],
+    agents: list[tuple[str, str]],
+    coordinator="asyncio",
+    num_predict=40,
+    options=None,
+    **extra,
 ):
     return study_from_dict(
         {
@@ -41,7 +46,8 @@ def _study(
                 }
             },
             "agents": [{"name": a, "workload": "w", "server": s} for a, s in agents],
-            "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+            "configs": [{"id": "c1", "scenario": "chimera_homo", "options": options or {}}],
+            **extra,
         }
     )
 
@@ -133,3 +139,59 @@ def test_a_phase_starts_before_any_of_its_agents_sends(sim_server, coordinator):
         m = record.metrics
         assert m.coordination_overhead_ms >= 0
         assert m.seed_efficiency <= 100.0
+
+
+def _switches(record, phase: str, loaded: str) -> int:
+    """Calls of ``phase`` that the server served right after another agent's call: the reloads
+    its FIFO order implies (calls served one at a time, in first-token order), starting with
+    the agent whose model was loaded before the measured phases (``loaded``)."""
+    served = sorted(record.calls, key=lambda c: c.t_first_token_ns)
+    agents = [loaded, *(c.agent for c in served)]
+    return sum(prev != c.agent for prev, c in zip(agents, served, strict=False) if c.phase == phase)
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_a_shared_server_with_two_runner_configs_reloads_at_every_switch(sim_server, coordinator):
+    # Different runner options (num_ctx) on one FIFO server reload the model at every switch.
+    # The warm-up leaves the insight's model loaded, so the solo phase reloads twice (each
+    # agent's first call). In the concurrent phase the calls alternate: asyncio sends the
+    # collector's first, so four reloads. The threads coordinator releases both agents at once
+    # and the server may serve the insight first (then three, and the next phase starts from
+    # the collector's model): there the counts must match the order the server served the
+    # calls in. With c = 100 + 39 * 10 = 490 ms per call, L = 300 ms per load, j solo and k
+    # concurrent reloads: solo sum 4c + jL, concurrent wall 4c + kL, true efficiency
+    # (4c + jL) / (4c + kL) / 2 (40.5 % for 2 and 4), and without the loads 4c / 4c / 2 = 50 %.
+    s = sim_server(ttft_ms=100, token_ms=10, load_ms=300, mode="serialized")
+    study = _study(
+        {"s": s.url},
+        [("collector", "s"), ("insight", "s")],
+        coordinator,
+        options={"insight": {"num_ctx": 1024}},
+    )
+    c, load = 0.49, 0.3
+    for run in (1, 2):  # both phase orders
+        record = execute_run(study, "c1", run, {"s": s.url})
+        validate_record(record.to_json())
+        m = record.metrics
+        j, k = m.solo_reloads, m.concurrent_reloads
+        assert j == _switches(record, "solo", "insight")
+        assert k == _switches(record, "concurrent", "insight")
+        if coordinator == "asyncio":
+            assert (j, k) == (2, 4)
+            per_agent = {a.agent: (a.solo_reloads, a.concurrent_reloads) for a in m.agents}
+            assert per_agent == {"collector": (1, 2), "insight": (1, 2)}
+        assert sum(a.concurrent_reloads for a in m.agents) == k
+        assert m.solo_reload_s == pytest.approx(j * load, abs=0.05)
+        assert m.concurrent_reload_s == pytest.approx(k * load, abs=0.1)
+        expected = 100 * (4 * c + j * load) / (4 * c + k * load) / 2
+        assert m.true_efficiency == pytest.approx(expected, abs=2.0)
+        assert m.true_efficiency_excl_load == pytest.approx(50.0, abs=2.0)
+
+
+def test_agents_that_share_runner_options_never_reload(sim_server):
+    s = sim_server(ttft_ms=50, token_ms=5, load_ms=300, mode="serialized")
+    study = _study({"s": s.url}, [("collector", "s"), ("insight", "s")], num_predict=8)
+    m = execute_run(study, "c1", 1, {"s": s.url}).metrics
+    assert (m.solo_reloads, m.concurrent_reloads) == (0, 0)
+    assert (m.solo_reload_s, m.concurrent_reload_s) == (0.0, 0.0)
+    assert m.true_efficiency_excl_load == m.true_efficiency

@@ -142,6 +142,12 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "seed_efficiency": m.seed_efficiency,
         "true_speedup": m.true_speedup,
         "true_efficiency": m.true_efficiency,
+        "true_speedup_excl_load": m.true_speedup_excl_load,
+        "true_efficiency_excl_load": m.true_efficiency_excl_load,
+        "solo_reloads": m.solo_reloads,
+        "concurrent_reloads": m.concurrent_reloads,
+        "solo_reload_s": m.solo_reload_s,
+        "concurrent_reload_s": m.concurrent_reload_s,
         "coordination_overhead_ms": m.coordination_overhead_ms,
         "throughput_delta": m.throughput_delta,
         "ttft_delta_ms": m.ttft_delta_ms,
@@ -223,6 +229,10 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "concurrent_prompt_eval_ms": conc["prompt_eval_ms"],
                 "solo_eval_count": solo["eval_count"],
                 "concurrent_eval_count": conc["eval_count"],
+                "solo_reloads": a.solo_reloads,
+                "concurrent_reloads": a.concurrent_reloads,
+                "solo_reload_s": a.solo_reload_s,
+                "concurrent_reload_s": a.concurrent_reload_s,
             }
         )
     return rows
@@ -288,6 +298,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "done_reason": c.done_reason,
                 "error_kind": None if c.error is None else c.error.kind,
                 "error_message": None if c.error is None else c.error.message,
+                "reconnects": c.reconnects,
             }
         )
     return rows

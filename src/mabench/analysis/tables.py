@@ -73,6 +73,34 @@ RUNS_SCHEMA = pa.schema(
         _f("true_speedup", pa.float64(), "solo_sum_s / concurrent_wall_s"),
         _f("true_efficiency", pa.float64(), "100 * true_speedup / n_agents (%)"),
         _f(
+            "true_speedup_excl_load",
+            pa.float64(),
+            "(solo_sum_s - solo_reload_s) / (concurrent_wall_s - concurrent_reload_s): true "
+            "speedup without the model loads paid inside the phases",
+        ),
+        _f(
+            "true_efficiency_excl_load",
+            pa.float64(),
+            "100 * true_speedup_excl_load / n_agents (%)",
+        ),
+        _f(
+            "solo_reloads",
+            pa.int32(),
+            "solo-phase calls that paid a model load (server load_duration > 0), all agents",
+        ),
+        _f(
+            "concurrent_reloads",
+            pa.int32(),
+            "concurrent-phase calls that paid a model load, all agents",
+        ),
+        _f("solo_reload_s", pa.float64(), "sum of the solo-phase calls' load_duration (s)"),
+        _f(
+            "concurrent_reload_s",
+            pa.float64(),
+            "time of the concurrent phase in which some call was loading a model: the union of "
+            "the calls' load intervals, each ending where the call's prompt evaluation began (s)",
+        ),
+        _f(
             "coordination_overhead_ms",
             pa.float64(),
             "concurrent wall minus the longest agent span in it (ms)",
@@ -173,6 +201,18 @@ AGENTS_SCHEMA = pa.schema(
         ),
         _f("solo_eval_count", pa.int64(), "tokens generated alone"),
         _f("concurrent_eval_count", pa.int64(), "tokens generated, concurrent"),
+        _f(
+            "solo_reloads",
+            pa.int32(),
+            "the agent's solo-phase calls that paid a model load (server load_duration > 0)",
+        ),
+        _f("concurrent_reloads", pa.int32(), "the agent's concurrent-phase calls that paid a load"),
+        _f("solo_reload_s", pa.float64(), "sum of load_duration of those solo-phase calls (s)"),
+        _f(
+            "concurrent_reload_s",
+            pa.float64(),
+            "sum of load_duration of those concurrent-phase calls (s)",
+        ),
     ]
 )
 
@@ -245,6 +285,12 @@ CALLS_SCHEMA = pa.schema(
         _f("done_reason", pa.string(), "stop, length, or null on error"),
         _f("error_kind", pa.string(), "error class if the call failed"),
         _f("error_message", pa.string(), "error message if the call failed"),
+        _f(
+            "reconnects",
+            pa.int32(),
+            "connections the call opened: 0 when it reused its agent's connection; null in "
+            "records of schema 1",
+        ),
     ]
 )
 

@@ -18,11 +18,26 @@
   TTFT + threshold ms; throughput = some agent's concurrent tok/s < X % of its solo tok/s.
 - coordination_overhead_ms = concurrent wall − the longest agent span inside it: time the
   harness spent starting and joining agents rather than waiting on servers.
+- reloads: a call whose server load_duration is > 0 paid a model load inside its phase (on a
+  server shared by agents with different runner options, every switch reloads). Per agent
+  and phase: how many, and the sum of their load_duration. Per run: solo_reload_s = Σ
+  load_duration of the solo phase's calls (they run one at a time); concurrent_reload_s =
+  the time during the concurrent phase in which at least one call was loading: the union
+  of the load intervals, each placed on the run's clock right before its call's prompt
+  evaluation (it ends prompt_eval_duration before the call's first token, or before its
+  eval_duration when no text came), clipped to the call. On one server loads never
+  overlap, so this is the sum of their load_duration.
+- true_speedup_excl_load = (Σ solo agent wall times − solo_reload_s) / (concurrent wall −
+  concurrent_reload_s); true_efficiency_excl_load = 100 × that / N. What true efficiency
+  would be if the phases had paid no model load; equal to true efficiency without reloads.
+  A server that reports no load_duration (the OpenAI API) leaves its agents' reload counts
+  unknown (null) and the run's reload times and load-excluded efficiency too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from statistics import fmean
 
 from mabench.measure.records import (
@@ -69,6 +84,52 @@ def mean_ttft_ms(calls: Iterable[CallRecord]) -> float | None:
     return fmean(values) if values else None
 
 
+def _load_ns(call: CallRecord) -> int | None:
+    """The call's server load_duration (ns); None where the server reports none (the OpenAI
+    API does not)."""
+    m = call.server_metrics
+    return None if m is None else m.load_duration_ns
+
+
+def reloads(calls: Iterable[CallRecord]) -> tuple[int | None, float | None]:
+    """How many of ``calls`` paid a model load (load_duration > 0), and their Σ load (s), over
+    the calls whose server reports a load_duration; (None, None) when none of them does."""
+    calls = list(calls)
+    known = [ns for c in calls if (ns := _load_ns(c)) is not None]
+    if calls and not known:
+        return None, None
+    loads = [ns for ns in known if ns > 0]
+    return len(loads), sum(loads) / NS
+
+
+def load_interval(call: CallRecord) -> tuple[int, int] | None:
+    """Where a call's model load lies on the run's clock (ns), or None if it paid none (or its
+    server does not say): it ends right before the call's prompt evaluation, clipped to the
+    call's span."""
+    m = call.server_metrics
+    if m is None or not m.load_duration_ns:
+        return None
+    anchor = call.t_first_token_ns
+    if anchor is None:
+        anchor = call.t_done_ns - (m.eval_duration_ns or 0)
+    prefill = m.prompt_eval_duration_ns or 0
+    end = max(call.t_sent_ns, min(anchor, call.t_done_ns) - prefill)
+    return max(call.t_sent_ns, end - m.load_duration_ns), end
+
+
+def union_s(intervals: Iterable[tuple[int, int]]) -> float:
+    """Total length (s) covered by the ``(start_ns, end_ns)`` intervals."""
+    total, reach = 0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            total += end - start
+            reach = end
+        elif end > reach:
+            total += end - reach
+            reach = end
+    return total / NS
+
+
 def _pair(agents: Sequence[AgentInfo]) -> tuple[str, str] | None:
     names = [a.name for a in agents]
     if "collector" in names and "insight" in names:
@@ -86,6 +147,8 @@ def agent_metrics(
     conc_calls = [c for c in calls if c.agent == agent.name and c.phase == CONCURRENT]
     solo_wall = span.get((SOLO, agent.name))
     conc_wall = span.get((CONCURRENT, agent.name))
+    solo_reloads, solo_reload_s = reloads(solo_calls)
+    conc_reloads, conc_reload_s = reloads(conc_calls)
     return AgentMetrics(
         agent=agent.name,
         server=agent.server,
@@ -98,6 +161,10 @@ def agent_metrics(
         concurrent_client_tps=client_decode_tps(conc_calls),
         solo_ttft_ms=mean_ttft_ms(solo_calls),
         concurrent_ttft_ms=mean_ttft_ms(conc_calls),
+        solo_reloads=solo_reloads if solo_wall is not None else None,
+        concurrent_reloads=conc_reloads if conc_wall is not None else None,
+        solo_reload_s=solo_reload_s if solo_wall is not None else None,
+        concurrent_reload_s=conc_reload_s if conc_wall is not None else None,
     )
 
 
@@ -162,6 +229,7 @@ def compute_run_metrics(
     true = _ratio(solo_sum, wall)
     longest = max((m.concurrent_wall_s or 0.0) for m in per_agent)
     tput_delta, ttft_delta = _deltas(agents, per_agent)
+    reload_time = _reload_time(calls, has_solo)
     return RunMetrics(
         n_agents=n,
         concurrent_wall_s=wall,
@@ -180,4 +248,43 @@ def compute_run_metrics(
             _throughput_contention(per_agent, throughput_pct) if has_solo else None
         ),
         agents=per_agent,
+        solo_reloads=_known_sum(m.solo_reloads for m in per_agent) if has_solo else None,
+        concurrent_reloads=_known_sum(m.concurrent_reloads for m in per_agent),
+        solo_reload_s=reload_time.solo_s,
+        concurrent_reload_s=reload_time.concurrent_s,
+        true_speedup_excl_load=reload_time.speedup(solo_sum, wall),
+        true_efficiency_excl_load=reload_time.efficiency(solo_sum, wall, n),
     )
+
+
+@dataclass(frozen=True)
+class _ReloadTime:
+    """The model-load time inside each measured phase (see the module docstring)."""
+
+    solo_s: float | None
+    concurrent_s: float | None
+
+    def speedup(self, solo_sum: float | None, wall: float) -> float | None:
+        if solo_sum is None or self.solo_s is None or self.concurrent_s is None:
+            return None
+        return _ratio(solo_sum - self.solo_s, wall - self.concurrent_s)
+
+    def efficiency(self, solo_sum: float | None, wall: float, n: int) -> float | None:
+        speedup = self.speedup(solo_sum, wall)
+        return None if speedup is None else 100.0 * speedup / n
+
+
+def _known_sum(values: Iterable[int | None]) -> int | None:
+    """The sum of the values that are known; None when none is."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _reload_time(calls: Sequence[CallRecord], has_solo: bool) -> _ReloadTime:
+    """The load time inside each phase; unknown (None) unless every call's server reports its
+    load_duration: a load it does not report cannot be taken out."""
+    if any(_load_ns(c) is None for c in calls):
+        return _ReloadTime(solo_s=None, concurrent_s=None)
+    conc = [iv for c in calls if c.phase == CONCURRENT and (iv := load_interval(c)) is not None]
+    solo_s = reloads(c for c in calls if c.phase == SOLO)[1] if has_solo else None
+    return _ReloadTime(solo_s=solo_s, concurrent_s=union_s(conc))

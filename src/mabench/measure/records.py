@@ -263,6 +263,12 @@ class AgentMetrics:
     concurrent_client_tps: float | None
     solo_ttft_ms: float | None
     concurrent_ttft_ms: float | None
+    #: calls that paid a model load (server load_duration > 0) in each phase, and the sum of
+    #: their load_duration (s); None in records of schema version 1
+    solo_reloads: int | None = None
+    concurrent_reloads: int | None = None
+    solo_reload_s: float | None = None
+    concurrent_reload_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +290,14 @@ class RunMetrics:
     contention_ttft: bool | None
     contention_throughput: bool | None
     agents: list[AgentMetrics]
+    #: reloads inside the measured phases (see :mod:`mabench.measure.metrics`); None in
+    #: records of schema version 1
+    solo_reloads: int | None = None
+    concurrent_reloads: int | None = None
+    solo_reload_s: float | None = None
+    concurrent_reload_s: float | None = None
+    true_speedup_excl_load: float | None = None
+    true_efficiency_excl_load: float | None = None
 
 
 @dataclass(frozen=True)
