@@ -325,8 +325,9 @@ class Runner:
             finally:
                 set_verbose(False)
         llm.verbose = False
-        load_ns = time.perf_counter_ns() - start
-        return cls(entry, config, llm, load_ns)
+        runner = cls(entry, config, llm, 0)
+        runner.load_ns = time.perf_counter_ns() - start  # the chat template's build included
+        return runner
 
     def close(self) -> None:
         """Free the model and its context now (not whenever the GC gets to it)."""
