@@ -134,6 +134,7 @@ class Study:
     raw: dict[str, Any] = field(repr=False)
     base_dir: Path = field(repr=False, default=Path("."))
     import_: dict[str, Any] | None = None
+    on_work_mismatch: str = "flag"
 
     @property
     def imported(self) -> bool:
@@ -384,6 +385,7 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
         raw=data,
         base_dir=base_dir,
         import_=_import_settings(data, base_dir),
+        on_work_mismatch=data["on_work_mismatch"],
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,7 +15,8 @@ import pytest
 from benchmarks.synthetic_records import make_record
 from mabench.analysis.aggregate import aggregate, worker_count
 from mabench.analysis.integrity import Expected, IntegrityError
-from mabench.measure.records import write_json_atomic, write_record
+from mabench.measure.records import Validity, write_json_atomic, write_record
+from mabench.measure.validity import WORK_MISMATCH, compare_work
 from mabench.pipeline import StudyPaths
 
 TABLES = ("runs", "agents", "calls", "failures")
@@ -295,3 +297,23 @@ def test_a_version_1_record_leaves_the_new_columns_null(tmp_path: Path) -> None:
     calls = pq.read_table(tmp_path / "t" / "calls.parquet").to_pylist()
     assert {c["reconnects"] for c in calls} == {None}
     assert {c["client_decode_tps"] for c in calls} == {None}
+
+
+def test_work_columns_say_where_the_phases_parted(tmp_path: Path) -> None:
+    record = make_record(4)
+    calls = list(record.calls)
+    i = next(k for k, c in enumerate(calls) if c.phase == "concurrent" and c.call_index == 1)
+    calls[i] = replace(calls[i], response_text=calls[i].response_text + " (changed)")
+    work = compare_work(calls)
+    flagged = replace(record, calls=calls, validity=Validity(work=work, flags=[WORK_MISMATCH]))
+    matched = replace(
+        record,
+        run_index=record.run_index + 1,
+        validity=Validity(work=compare_work(record.calls), flags=[]),
+    )
+    write_record(tmp_path / "a.json", flagged)
+    write_record(tmp_path / "b.json", matched)
+    aggregate([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "t")
+    runs = pq.read_table(tmp_path / "t" / "runs.parquet").to_pylist()
+    cols = [(r["work_matched"], r["work_diverged"], r["validity_flags"]) for r in runs]
+    assert cols == [(False, f"{calls[i].agent}:1", "work_mismatch"), (True, "", "")]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 
 from mabench.config import study_from_dict
+from mabench.measure.errors import RunFailed
 from mabench.measure.protocol import execute_run
 from mabench.measure.records import validate_record
 
@@ -195,3 +196,36 @@ def test_agents_that_share_runner_options_never_reload(sim_server):
     assert (m.solo_reloads, m.concurrent_reloads) == (0, 0)
     assert (m.solo_reload_s, m.concurrent_reload_s) == (0.0, 0.0)
     assert m.true_efficiency_excl_load == m.true_efficiency
+
+
+def test_both_phases_did_the_same_work(sim_server):
+    a, b = sim_server(ttft_ms=20, token_ms=2), sim_server(ttft_ms=20, token_ms=2)
+    study = _study({"a": a.url, "b": b.url}, [("collector", "a"), ("insight", "b")], num_predict=8)
+    validity = execute_run(study, "c1", 1, {"a": a.url, "b": b.url}).validity
+    assert validity.work.matched and validity.flags == []
+    assert [(c.agent, c.call_index, c.matched) for c in validity.work.calls] == [
+        ("collector", 0, True),
+        ("collector", 1, True),
+        ("insight", 0, True),
+        ("insight", 1, True),
+    ]
+    assert validity.work.first_divergence == {}
+
+
+def test_fewer_tokens_under_concurrency_is_flagged_or_fails_the_run(sim_server):
+    # The server generates half the tokens of a call that overlaps another one: in the
+    # concurrent phase both agents' calls overlap, so both differ from their first call on.
+    s = sim_server(ttft_ms=20, token_ms=5, busy_tokens_pct=50)
+    agents = [("collector", "s"), ("insight", "s")]
+    record = execute_run(_study({"s": s.url}, agents, num_predict=8), "c1", 1, {"s": s.url})
+    validate_record(record.to_json())
+    work = record.validity.work
+    assert record.validity.flags == ["work_mismatch"]
+    assert not work.matched and work.first_divergence == {"collector": 0, "insight": 0}
+    first = work.calls[0]
+    assert (first.solo_eval_count, first.concurrent_eval_count) == (8, 4)
+    assert (first.solo_done_reason, first.concurrent_done_reason) == ("length", "stop")
+    assert first.solo_text_sha256 != first.concurrent_text_sha256
+    strict = _study({"s": s.url}, agents, num_predict=8, on_work_mismatch="fail")
+    with pytest.raises(RunFailed, match=r"different work: collector from call 0 \(eval_count 8"):
+        execute_run(strict, "c1", 1, {"s": s.url})

@@ -156,6 +156,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "contention_throughput": m.contention_throughput,
         "isolation_verified": r.isolation.verified,
         "isolation_unavailable": ";".join(r.isolation.unavailable),
+        **_validity_columns(r),
         "n_calls": len(r.calls),
         "n_errors": sum(c.error is not None for c in r.calls),
         "hostname": env.hostname,
@@ -174,6 +175,18 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
 def _ms(ns: int | None) -> float | None:
     """Nanoseconds as milliseconds; None (a duration the server did not report) stays None."""
     return None if ns is None else ns / 1e6
+
+
+def _validity_columns(r: RunRecord) -> dict[str, Any]:
+    v = r.validity
+    if v is None:
+        return {"work_matched": None, "work_diverged": None, "validity_flags": None}
+    diverged = sorted(v.work.first_divergence.items())
+    return {
+        "work_matched": v.work.matched,
+        "work_diverged": ";".join(f"{agent}:{index}" for agent, index in diverged),
+        "validity_flags": ";".join(v.flags),
+    }
 
 
 def _phase_stats(calls: Sequence[CallRecord]) -> dict[str, Any]:

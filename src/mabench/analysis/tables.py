@@ -138,6 +138,24 @@ RUNS_SCHEMA = pa.schema(
             "servers whose API has no unload and no list of loaded models (OpenAI API), so "
             "neither the forced unload nor its check was done there, ';'-joined; empty if none",
         ),
+        _f(
+            "work_matched",
+            pa.bool_(),
+            "every agent's calls generated the same eval_count, done_reason and text (sha256) "
+            "in the solo and the concurrent phase; null in records of schema 1",
+        ),
+        _f(
+            "work_diverged",
+            pa.string(),
+            "where the phases' work parted: each differing agent's first differing call, e.g. "
+            "'collector:0;insight:1'; empty when the work matched",
+        ),
+        _f(
+            "validity_flags",
+            pa.string(),
+            "the checks after the measured phases that failed, ';'-joined (work_mismatch, "
+            "...); empty for an unflagged run, null in records of schema 1",
+        ),
         _f("n_calls", pa.int32(), "LLM calls in the run (both phases)"),
         _f("n_errors", pa.int32(), "calls that failed"),
         _f("hostname", pa.string(), "machine that ran the harness"),
@@ -303,7 +321,11 @@ FAILURES_SCHEMA = pa.schema(
         _f("at", _TS, "when it failed (UTC)"),
         _f("cause", pa.string(), "connect, timeout, http, server, protocol, or the error class"),
         _f("error_type", pa.string(), "Python error class"),
-        _f("phase", pa.string(), "protocol step or phase: check, unload, load, solo, concurrent"),
+        _f(
+            "phase",
+            pa.string(),
+            "protocol step or phase: check, unload, load, solo, concurrent, validity",
+        ),
         _f("agent", pa.string(), "agent whose call failed, if any"),
         _f("server_url", pa.string(), "server involved, if any"),
         _f("message", pa.string(), "error message"),

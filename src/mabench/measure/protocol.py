@@ -8,7 +8,9 @@
    tiny unmeasured warm-up call per agent, which also opens the agent's connection for the
    whole run;
 4. solo phase: each agent alone, one after another;
-5. concurrent phase: all agents at once.
+5. concurrent phase: all agents at once;
+6. checks of what was measured (:mod:`mabench.measure.validity`): both phases did the same
+   work; a failed check flags the run (or fails it, ``on_work_mismatch: fail``).
 
 Phases 4 and 5 run in the order the study prescribes for this run index (``alternate`` flips
 it every run to cancel drift). Any failure raises :class:`RunFailed` naming the server, the
@@ -37,6 +39,7 @@ from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import (
     CONCURRENT,
     CallRecord,
+    ErrorInfo,
     Isolation,
     LoadRecord,
     Protocol,
@@ -44,7 +47,9 @@ from mabench.measure.records import (
     ServerInfo,
     Span,
     Topology,
+    Validity,
 )
+from mabench.measure.validity import WORK_MISMATCH, compare_work, describe_divergence
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +155,7 @@ def execute_run(
     )
     order = study.phase_order_for(run_index)
     measured = measure_phases(config, plans, order, timeouts, label=f"{config_id} run {run_index}")
+    validity = check_validity(measured.calls, study.on_work_mismatch)
     metrics = compute_run_metrics(
         [p.info for p in plans],
         measured.calls,
@@ -182,7 +188,26 @@ def execute_run(
         calls=measured.calls,
         environment=environment.capture(study.config_hash(config_id)),
         metrics=metrics,
+        validity=validity,
     )
+
+
+def check_validity(calls: Sequence[CallRecord], on_work_mismatch: str) -> Validity:
+    """The checks after the measured phases (see :mod:`mabench.measure.validity`); a failed
+    one flags the run, or fails it where the study says so."""
+    work = compare_work(calls)
+    if work.matched:
+        return Validity(work=work, flags=[])
+    where = describe_divergence(work)
+    if on_work_mismatch == "fail":
+        message = (
+            f"the solo and the concurrent phase did different work: {where}; the study sets "
+            "on_work_mismatch: fail (flag records such a run and marks it instead)"
+        )
+        info = ErrorInfo(kind=WORK_MISMATCH, message=message, phase="validity")
+        raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
+    log.warning("the two phases did different work: %s (run flagged)", where)
+    return Validity(work=work, flags=[WORK_MISMATCH])
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,43 @@ class RunMetrics:
 
 
 @dataclass(frozen=True)
+class WorkComparison:
+    """One call of one agent in both measured phases: did the two do the same work?"""
+
+    agent: str
+    call_index: int
+    solo_eval_count: int | None
+    concurrent_eval_count: int | None
+    solo_done_reason: str | None
+    concurrent_done_reason: str | None
+    solo_text_sha256: str
+    concurrent_text_sha256: str
+    matched: bool
+
+
+@dataclass(frozen=True)
+class WorkCheck:
+    """Same work in both phases: per (agent, call), eval_count, done_reason and the hash of
+    the response text compared. Later calls include earlier answers, so ``first_divergence``
+    (agent -> first call index whose phases differ) says where each agent's work parted."""
+
+    matched: bool
+    calls: list[WorkComparison]
+    first_divergence: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Validity:
+    """Evidence that a run measured what it claims, checked after its measured phases.
+
+    ``flags`` names each check that failed (``work_mismatch``, ...); a flagged run is
+    recorded (``on_work_mismatch: flag``) and the report counts and lists it."""
+
+    work: WorkCheck
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RunRecord:
     study: str
     config_id: str
@@ -320,6 +357,8 @@ class RunRecord:
     metrics: RunMetrics
     schema_version: int = SCHEMA_VERSION
     kind: str = RECORD_KIND
+    #: checks of the measurement (same work in both phases, ...); None in schema version 1
+    validity: Validity | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -511,6 +550,9 @@ __all__ = [
     "SlurmJob",
     "Span",
     "Topology",
+    "Validity",
+    "WorkCheck",
+    "WorkComparison",
     "prepare_reading",
     "read_record",
     "validate_record",

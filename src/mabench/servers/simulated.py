@@ -8,6 +8,10 @@ Ollama with NUM_PARALLEL=1); in ``parallel`` mode calls never wait for each othe
 numbers known, the metrics a run must produce can be derived analytically, which is how the
 tests and the overhead benchmarks check the harness itself.
 
+``--busy-tokens-pct P`` makes the work depend on concurrency, as a server whose output changes
+with its batch: a generation that overlaps another (in ``parallel`` mode) stops after P % of
+its tokens, with ``done_reason`` "stop" (``finish_reason`` on ``/v1``).
+
 Faults (``--fault``), applied to generation requests after the first ``--fault-after``:
 ``hang`` (accept, never answer), ``stall`` (two tokens, then silence), ``invalid_json``,
 ``truncate`` (stream ends without a final chunk), ``no_metrics`` (final chunk lacks metrics),
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -89,6 +94,7 @@ class SimSettings:
     usage: str = "include"
     timings: bool = False
     api_key: str | None = field(default=None, repr=False)
+    busy_tokens_pct: float = 100.0  # tokens a generation overlapping another one generates
 
 
 @dataclass
@@ -97,6 +103,7 @@ class SimState:
     loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> runner options
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generations: int = 0
+    streaming: int = 0  # generations holding a slot right now
 
 
 def _now() -> str:
@@ -161,10 +168,12 @@ SSE_FAULTS = {
 
 @dataclass
 class Pace:
-    """When a generation started (``perf_counter`` s) and how long its load took (ns)."""
+    """When a generation started (``perf_counter`` s), how long its load took (ns) and how
+    many tokens it generated."""
 
     t0: float = 0.0
     load_ns: int = 0
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,24 +324,35 @@ class SimServer:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """One generation at a time in ``serialized`` mode (FIFO); no waiting in ``parallel``."""
-        if self.settings.mode != "serialized":
-            yield
-            return
-        async with self.state.lock:
-            yield
+        """One generation at a time in ``serialized`` mode (FIFO); no waiting in ``parallel``.
+        ``state.streaming`` counts the generations holding a slot."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.settings.mode == "serialized":
+                await stack.enter_async_context(self.state.lock)
+            self.state.streaming += 1
+            try:
+                yield
+            finally:
+                self.state.streaming -= 1
 
     async def tokens(self, gen: _Generation, pace: Pace) -> AsyncIterator[int]:
         """Token indices, each at its time: the model loaded first (``pace`` keeps when the
-        generation started and the load's ns), then token i at ``ttft + i * token``."""
+        generation started, the load's ns and the tokens so far), then token i at ``ttft + i *
+        token``; after ``busy_tokens_pct`` % of them if the generation overlapped another."""
         pace.t0 = time.perf_counter()
         pace.load_ns = await self.ensure_loaded(gen.model, gen.options)
         start = time.perf_counter()
         if gen.fault == "hang":
             await asyncio.sleep(10**6)
+        busy_limit = max(1, math.ceil(gen.n_tokens * self.settings.busy_tokens_pct / 100))
+        overlapped = False
         for i in range(gen.n_tokens):
             deadline = start + (self.settings.ttft_ms + i * self.settings.token_ms) / 1000
             await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+            overlapped = overlapped or self.state.streaming > 1
+            if overlapped and i >= busy_limit:
+                return  # under concurrency this server generates less
+            pace.tokens = i + 1
             yield i
 
     async def stream(self, gen: _Generation) -> AsyncIterator[bytes]:
@@ -347,7 +367,7 @@ class SimServer:
                 chunk = {"model": gen.model, "created_at": _now(), "done": False}
                 yield _ndjson(_with_text(chunk, f"tok{i} ", gen.chat))
             if gen.fault != "truncate":
-                yield _ndjson(self.final_chunk(gen, pace.t0, pace.load_ns))
+                yield _ndjson(self.final_chunk(gen, pace))
 
     @staticmethod
     async def token_fault(fault: str, i: int, broken: Mapping[str, bytes]) -> bytes | None:
@@ -361,28 +381,34 @@ class SimServer:
             os._exit(17)
         return None
 
-    def durations_ns(self, gen: _Generation) -> tuple[int, int]:
-        """The server's prompt-eval and eval durations of ``gen`` (ns), from the settings."""
+    def durations_ns(self, tokens: int) -> tuple[int, int]:
+        """The server's prompt-eval and eval durations of a generation of ``tokens`` (ns),
+        from the settings."""
         settings = self.settings
         prompt = max(0, int((settings.ttft_ms - settings.token_ms) * 1e6))
-        return prompt, int(gen.n_tokens * settings.token_ms * 1e6)
+        return prompt, int(tokens * settings.token_ms * 1e6)
 
-    def final_chunk(self, gen: _Generation, t0: float, load_ns: int) -> dict[str, Any]:
+    @staticmethod
+    def finish(gen: _Generation, pace: Pace) -> str:
+        """``length``: all the tokens asked for; ``stop``: fewer (--busy-tokens-pct)."""
+        return "length" if pace.tokens == gen.n_tokens else "stop"
+
+    def final_chunk(self, gen: _Generation, pace: Pace) -> dict[str, Any]:
         final: dict[str, Any] = {
             "model": gen.model,
             "created_at": _now(),
             "done": True,
-            "done_reason": "length",
+            "done_reason": self.finish(gen, pace),
         }
         _with_text(final, "", gen.chat)
         if gen.fault != "no_metrics":
-            prompt_ns, eval_ns = self.durations_ns(gen)
+            prompt_ns, eval_ns = self.durations_ns(pace.tokens)
             final.update(
-                total_duration=int((time.perf_counter() - t0) * 1e9),
-                load_duration=load_ns,
+                total_duration=int((time.perf_counter() - pace.t0) * 1e9),
+                load_duration=pace.load_ns,
                 prompt_eval_count=gen.prompt_tokens,
                 prompt_eval_duration=prompt_ns,
-                eval_count=gen.n_tokens,
+                eval_count=pace.tokens,
                 eval_duration=eval_ns,
             )
         return final
@@ -429,7 +455,8 @@ class SimServer:
         ``token_ms`` after ``ttft_ms``, the finish chunk, usage if asked for, ``[DONE]``."""
         async with self.slot():
             yield sse_event(shape.first())
-            async for i in self.tokens(gen, Pace()):
+            pace = Pace()
+            async for i in self.tokens(gen, pace):
                 broken = await self.token_fault(gen.fault, i, SSE_FAULTS)
                 if broken is not None:
                     yield broken
@@ -437,26 +464,28 @@ class SimServer:
                 yield sse_event(shape.text(f"tok{i} "))
             if gen.fault == "truncate":
                 return
-            yield sse_event(shape.finish("length", self.timings(gen)))
+            yield sse_event(shape.finish(self.finish(gen, pace), self.timings(gen, pace)))
             if include_usage and self.settings.usage == "include" and gen.fault != "no_metrics":
-                yield sse_event(shape.usage(Usage(gen.prompt_tokens, gen.n_tokens)))
+                yield sse_event(shape.usage(Usage(gen.prompt_tokens, pace.tokens)))
             yield sse_event(DONE)
 
     async def v1_completion(self, gen: _Generation, shape: CompletionShape) -> Response:
         """The non-streamed answer, sent when the last token would have been."""
+        pace = Pace()
         async with self.slot():
-            async for _ in self.tokens(gen, Pace()):
+            async for _ in self.tokens(gen, pace):
                 pass
-        text = "".join(f"tok{i} " for i in range(gen.n_tokens))
-        usage = Usage(gen.prompt_tokens, gen.n_tokens)
-        return JSONResponse(shape.completion(text, "length", usage, self.timings(gen)))
+        text = "".join(f"tok{i} " for i in range(pace.tokens))
+        usage = Usage(gen.prompt_tokens, pace.tokens)
+        finish = self.finish(gen, pace)
+        return JSONResponse(shape.completion(text, finish, usage, self.timings(gen, pace)))
 
-    def timings(self, gen: _Generation) -> Timings | None:
+    def timings(self, gen: _Generation, pace: Pace) -> Timings | None:
         """llama.cpp's ``timings`` of ``gen`` when the settings add them."""
         if not self.settings.timings or gen.fault == "no_metrics":
             return None
-        prompt_ns, eval_ns = self.durations_ns(gen)
-        return Timings(gen.prompt_tokens, prompt_ns / 1e6, gen.n_tokens, eval_ns / 1e6)
+        prompt_ns, eval_ns = self.durations_ns(pace.tokens)
+        return Timings(gen.prompt_tokens, prompt_ns / 1e6, pace.tokens, eval_ns / 1e6)
 
 
 def build_app(settings: SimSettings) -> Starlette:
@@ -479,6 +508,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument(
         "--fault-after", type=int, default=0, help="generations served normally first"
+    )
+    parser.add_argument(
+        "--busy-tokens-pct",
+        type=float,
+        default=100.0,
+        help="%% of its tokens a generation that overlaps another generates (default 100: "
+        "the same work whatever the concurrency)",
     )
     parser.add_argument(
         "--keep-alive-s",
@@ -530,6 +566,7 @@ def main(args: argparse.Namespace) -> int:
         usage=args.usage,
         timings=args.timings,
         api_key=_api_key(args.api_key_env),
+        busy_tokens_pct=args.busy_tokens_pct,
     )
     uvicorn.run(
         build_app(settings),
