@@ -229,3 +229,38 @@ def test_fewer_tokens_under_concurrency_is_flagged_or_fails_the_run(sim_server):
     strict = _study({"s": s.url}, agents, num_predict=8, on_work_mismatch="fail")
     with pytest.raises(RunFailed, match=r"different work: collector from call 0 \(eval_count 8"):
         execute_run(strict, "c1", 1, {"s": s.url})
+
+
+def test_the_servers_hold_only_what_the_agents_loaded_after_the_phases(sim_server):
+    # Both agents share one server with two runner configs: after the phases it holds the
+    # model with one of the contexts the agents' loads left (checked against /api/ps after
+    # each load); the idle second server holds nothing.
+    s, idle = sim_server(ttft_ms=10, token_ms=2), sim_server()
+    urls = {"s": s.url, "idle": idle.url}
+    agents = [("collector", "s"), ("insight", "s")]
+    study = _study(urls, agents, num_predict=4, options={"insight": {"num_ctx": 1024}})
+    validity = execute_run(study, "c1", 1, urls).validity
+    after = validity.isolation_after
+    assert after.verified and validity.flags == []
+    assert {(m.name, m.context_length) for m in after.expected["s"]} == {
+        ("smollm2:135m", 4096),
+        ("smollm2:135m", 1024),
+    }
+    assert after.expected["idle"] == [] and after.loaded["idle"] == []
+    assert [m.name for m in after.loaded["s"]] == ["smollm2:135m"]
+
+
+def test_a_model_another_client_loaded_during_the_phases_flags_the_run(sim_server):
+    # The server loads "intruder:latest" as another client would, at the 4th generation:
+    # the 2 warm-up calls, then the solo phase's 2nd.
+    s = sim_server(ttft_ms=10, token_ms=2, intruder_after=4)
+    study = _study({"s": s.url}, [("collector", "s"), ("insight", "s")], num_predict=4)
+    record = execute_run(study, "c1", 1, {"s": s.url})
+    validate_record(record.to_json())
+    after = record.validity.isolation_after
+    assert record.validity.flags == ["isolation_after"]
+    assert not after.verified
+    assert [(m.name, m.context_length) for m in after.unexpected["s"]] == [
+        ("intruder:latest", 4096)
+    ]
+    assert record.validity.work.matched  # the work itself was the same

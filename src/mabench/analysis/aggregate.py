@@ -180,9 +180,17 @@ def _ms(ns: int | None) -> float | None:
 def _validity_columns(r: RunRecord) -> dict[str, Any]:
     v = r.validity
     if v is None:
-        return {"work_matched": None, "work_diverged": None, "validity_flags": None}
+        return {
+            "isolation_after_verified": None,
+            "work_matched": None,
+            "work_diverged": None,
+            "validity_flags": None,
+        }
     diverged = sorted(v.work.first_divergence.items())
     return {
+        "isolation_after_verified": (
+            None if v.isolation_after is None else v.isolation_after.verified
+        ),
         "work_matched": v.work.matched,
         "work_diverged": ";".join(f"{agent}:{index}" for agent, index in diverged),
         "validity_flags": ";".join(v.flags),

@@ -139,6 +139,12 @@ RUNS_SCHEMA = pa.schema(
             "neither the forced unload nor its check was done there, ';'-joined; empty if none",
         ),
         _f(
+            "isolation_after_verified",
+            pa.bool_(),
+            "after the measured phases every server that lists its loaded models held only "
+            "models (and context lengths) the agents' own loads left; null where not checked",
+        ),
+        _f(
             "work_matched",
             pa.bool_(),
             "every agent's calls generated the same eval_count, done_reason and text (sha256) "
@@ -324,7 +330,8 @@ FAILURES_SCHEMA = pa.schema(
         _f(
             "phase",
             pa.string(),
-            "protocol step or phase: check, unload, load, solo, concurrent, validity",
+            "protocol step or phase: check, unload, load, solo, concurrent, validity (the "
+            "checks after the phases)",
         ),
         _f("agent", pa.string(), "agent whose call failed, if any"),
         _f("server_url", pa.string(), "server involved, if any"),

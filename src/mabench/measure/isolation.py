@@ -3,6 +3,9 @@
 A server whose API has neither an unload nor a list of loaded models (the OpenAI API) is not
 unloaded and not checked; it is named in :attr:`Isolation.unavailable` instead, so the run
 record and the report say so rather than pretending.
+
+:func:`loaded_entries` says what the servers that list their loaded models hold now (names and
+context lengths), for the checks after the measured phases.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import replace
 from mabench.measure.apis import SyncClient, can_unload
 from mabench.measure.client import OllamaClient
 from mabench.measure.errors import OllamaError, RunFailed
-from mabench.measure.records import Isolation
+from mabench.measure.records import Isolation, PsModel
 
 
 def loaded_models(clients: Mapping[str, OllamaClient]) -> dict[str, list[str]]:
@@ -22,6 +25,31 @@ def loaded_models(clients: Mapping[str, OllamaClient]) -> dict[str, list[str]]:
         name: sorted(str(m.get("name") or m.get("model")) for m in c.ps())
         for name, c in clients.items()
     }
+
+
+def _ps_model(entry: dict) -> PsModel:
+    context = entry.get("context_length")
+    return PsModel(
+        name=str(entry.get("name") or entry.get("model")),
+        context_length=context if type(context) is int else None,
+    )
+
+
+def loaded_entries(clients: Mapping[str, SyncClient], step: str) -> dict[str, list[PsModel]]:
+    """Each server's /api/ps: the models it holds now, with their context length; a server
+    whose API lists no loaded models (the OpenAI API) is left out."""
+    try:
+        return {
+            name: sorted((_ps_model(m) for m in c.ps()), key=lambda p: p.name)
+            for name, c in clients.items()
+            if can_unload(c)
+        }
+    except OllamaError as exc:
+        info = exc.info()
+        raise RunFailed(
+            f"/api/ps failed on {exc.url}: {exc.message}",
+            type(info)(**{**vars(info), "phase": step}),
+        ) from exc
 
 
 def force_unload(clients: Mapping[str, SyncClient], verify_timeout_s: float = 30.0) -> Isolation:

@@ -10,7 +10,8 @@
 4. solo phase: each agent alone, one after another;
 5. concurrent phase: all agents at once;
 6. checks of what was measured (:mod:`mabench.measure.validity`): both phases did the same
-   work; a failed check flags the run (or fails it, ``on_work_mismatch: fail``).
+   work, and the servers hold only what the agents loaded; a failed check flags the run (or
+   fails it: ``on_work_mismatch: fail``).
 
 Phases 4 and 5 run in the order the study prescribes for this run index (``alternate`` flips
 it every run to cancel drift). Any failure raises :class:`RunFailed` naming the server, the
@@ -29,27 +30,36 @@ from typing import Any
 from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
 from mabench.measure.agents import AgentPlan, Clock, build_plans, warmup_plan
-from mabench.measure.apis import SyncClient, inventory, open_management_clients
+from mabench.measure.apis import SyncClient, can_unload, inventory, open_management_clients
 from mabench.measure.client import LoadResult, Timeouts
 from mabench.measure.coordinators import PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
 from mabench.measure.errors import IsolationError, OllamaError, RunFailed, ServerSetupError
-from mabench.measure.isolation import force_unload
+from mabench.measure.isolation import force_unload, loaded_entries
 from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import (
     CONCURRENT,
     CallRecord,
     ErrorInfo,
     Isolation,
+    IsolationAfter,
     LoadRecord,
     Protocol,
+    PsModel,
     RunRecord,
     ServerInfo,
     Span,
     Topology,
     Validity,
 )
-from mabench.measure.validity import WORK_MISMATCH, compare_work, describe_divergence
+from mabench.measure.validity import (
+    ISOLATION_AFTER,
+    WORK_MISMATCH,
+    check_isolation_after,
+    compare_work,
+    describe_divergence,
+    describe_unexpected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +165,8 @@ def execute_run(
     )
     order = study.phase_order_for(run_index)
     measured = measure_phases(config, plans, order, timeouts, label=f"{config_id} run {run_index}")
-    validity = check_validity(measured.calls, study.on_work_mismatch)
+    after = isolation_after(urls, timeouts, prepared.expected, backend or study.backend_kind, specs)
+    validity = check_validity(measured.calls, after, study.on_work_mismatch)
     metrics = compute_run_metrics(
         [p.info for p in plans],
         measured.calls,
@@ -192,31 +203,56 @@ def execute_run(
     )
 
 
-def check_validity(calls: Sequence[CallRecord], on_work_mismatch: str) -> Validity:
+def isolation_after(
+    urls: Mapping[str, str],
+    timeouts: Timeouts,
+    expected: Mapping[str, list[PsModel]],
+    backend: str,
+    servers: Mapping[str, ServerSpec],
+) -> IsolationAfter:
+    """Step 6: what every server that lists its loaded models holds after the measured
+    phases, against ``expected`` (the others are in ``Isolation.unavailable``)."""
+    with ExitStack() as stack:
+        clients = open_management_clients(stack, servers, urls, timeouts, backend)
+        return check_isolation_after(dict(expected), loaded_entries(clients, "validity"))
+
+
+def check_validity(
+    calls: Sequence[CallRecord], after: IsolationAfter, on_work_mismatch: str
+) -> Validity:
     """The checks after the measured phases (see :mod:`mabench.measure.validity`); a failed
     one flags the run, or fails it where the study says so."""
     work = compare_work(calls)
-    if work.matched:
-        return Validity(work=work, flags=[])
-    where = describe_divergence(work)
-    if on_work_mismatch == "fail":
-        message = (
-            f"the solo and the concurrent phase did different work: {where}; the study sets "
-            "on_work_mismatch: fail (flag records such a run and marks it instead)"
+    flags = []
+    if not work.matched:
+        where = describe_divergence(work)
+        if on_work_mismatch == "fail":
+            message = (
+                f"the solo and the concurrent phase did different work: {where}; the study "
+                "sets on_work_mismatch: fail (flag records such a run and marks it instead)"
+            )
+            info = ErrorInfo(kind=WORK_MISMATCH, message=message, phase="validity")
+            raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
+        log.warning("the two phases did different work: %s (run flagged)", where)
+        flags.append(WORK_MISMATCH)
+    if not after.verified:
+        log.warning(
+            "after the measured phases the servers held what no agent loaded: %s (run flagged)",
+            describe_unexpected(after),
         )
-        info = ErrorInfo(kind=WORK_MISMATCH, message=message, phase="validity")
-        raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
-    log.warning("the two phases did different work: %s (run flagged)", where)
-    return Validity(work=work, flags=[WORK_MISMATCH])
+        flags.append(ISOLATION_AFTER)
+    return Validity(work=work, flags=flags, isolation_after=after)
 
 
 @dataclass(frozen=True)
 class PreparedServers:
-    """Steps 1-3: the servers checked, the isolation evidence, each agent's model load."""
+    """Steps 1-3: the servers checked, the isolation evidence, each agent's model load, and
+    what the loads left on each server (/api/ps after each one)."""
 
     servers: list[ServerInfo]
     isolation: Isolation
     loaded: list[LoadResult]
+    expected: dict[str, list[PsModel]]
 
 
 def prepare_servers(
@@ -244,8 +280,25 @@ def prepare_servers(
                 "another client may be using these servers"
             )
         # 3. load each agent's model with its options
-        loaded = [load_agent_model(clients[p.info.server], p) for p in plans]
-    return PreparedServers(infos, isolation, loaded)
+        loaded, expected = load_agent_models(clients, plans)
+    return PreparedServers(infos, isolation, loaded, expected)
+
+
+def load_agent_models(
+    clients: Mapping[str, SyncClient], plans: Sequence[AgentPlan]
+) -> tuple[list[LoadResult], dict[str, list[PsModel]]]:
+    """Step 3: each agent's load, and every /api/ps entry the loads left on each server whose
+    API lists its loaded models."""
+    loaded, expected = [], {name: [] for name, c in clients.items() if can_unload(c)}
+    for plan in plans:
+        server = plan.info.server
+        loaded.append(load_agent_model(clients[server], plan))
+        if server not in expected:
+            continue
+        for entry in loaded_entries({server: clients[server]}, "load")[server]:
+            if entry not in expected[server]:
+                expected[server].append(entry)
+    return loaded, expected
 
 
 def load_agent_model(client: SyncClient, plan: AgentPlan) -> LoadResult:

@@ -327,6 +327,27 @@ class WorkCheck:
 
 
 @dataclass(frozen=True)
+class PsModel:
+    """One model a server lists in ``/api/ps``: its name and, where the server says, the
+    context it was loaded with (a runner option)."""
+
+    name: str
+    context_length: int | None = None
+
+
+@dataclass(frozen=True)
+class IsolationAfter:
+    """What the servers had loaded after the measured phases, against what the agents' loads
+    left (step 3): a model or runner configuration that no agent loaded means another client
+    or a leftover shared the servers while they were measured."""
+
+    expected: dict[str, list[PsModel]]
+    loaded: dict[str, list[PsModel]]
+    unexpected: dict[str, list[PsModel]]
+    verified: bool
+
+
+@dataclass(frozen=True)
 class Validity:
     """Evidence that a run measured what it claims, checked after its measured phases.
 
@@ -335,6 +356,7 @@ class Validity:
 
     work: WorkCheck
     flags: list[str] = field(default_factory=list)
+    isolation_after: IsolationAfter | None = None
 
 
 @dataclass(frozen=True)
@@ -540,8 +562,10 @@ __all__ = [
     "Environment",
     "ErrorInfo",
     "Isolation",
+    "IsolationAfter",
     "LoadRecord",
     "Protocol",
+    "PsModel",
     "RecordError",
     "RunMetrics",
     "RunRecord",

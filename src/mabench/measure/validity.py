@@ -6,6 +6,10 @@
   text are compared; a difference is never silent. Each call's prompt includes the previous
   answer, so after a first difference the later calls of that agent differ too: the first
   differing call of each agent is named.
+- Isolation after (:func:`check_isolation_after`): the servers' /api/ps after the measured
+  phases lists only what the agents' own loads left there (step 3: model and context
+  length). Anything else means another client, or a leftover, shared a server while it was
+  measured.
 """
 
 from __future__ import annotations
@@ -13,9 +17,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from mabench.measure.records import CONCURRENT, SOLO, CallRecord, WorkCheck, WorkComparison
+from mabench.measure.records import (
+    CONCURRENT,
+    SOLO,
+    CallRecord,
+    IsolationAfter,
+    PsModel,
+    WorkCheck,
+    WorkComparison,
+)
 
 WORK_MISMATCH = "work_mismatch"
+ISOLATION_AFTER = "isolation_after"
 
 
 def text_sha256(text: str) -> str:
@@ -83,4 +96,50 @@ def describe_divergence(work: WorkCheck) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["WORK_MISMATCH", "compare_work", "describe_divergence", "text_sha256"]
+def _tagged(name: str) -> str:
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _same(loaded: PsModel, expected: PsModel) -> bool:
+    """The same model with the same runner configuration, as far as the server tells."""
+    if _tagged(loaded.name) != _tagged(expected.name):
+        return False
+    known = loaded.context_length is not None and expected.context_length is not None
+    return not known or loaded.context_length == expected.context_length
+
+
+def check_isolation_after(
+    expected: dict[str, list[PsModel]], loaded: dict[str, list[PsModel]]
+) -> IsolationAfter:
+    """Whatever a server lists after the phases must be something an agent's load left."""
+    unexpected = {
+        server: extra
+        for server, models in loaded.items()
+        if (extra := [m for m in models if not any(_same(m, e) for e in expected.get(server, []))])
+    }
+    return IsolationAfter(
+        expected=expected, loaded=loaded, unexpected=unexpected, verified=not unexpected
+    )
+
+
+def describe_unexpected(isolation: IsolationAfter) -> str:
+    """``server a: other:7b (context 4096)``."""
+    return "; ".join(
+        f"server {server}: "
+        + ", ".join(
+            m.name + ("" if m.context_length is None else f" (context {m.context_length})")
+            for m in models
+        )
+        for server, models in isolation.unexpected.items()
+    )
+
+
+__all__ = [
+    "ISOLATION_AFTER",
+    "WORK_MISMATCH",
+    "check_isolation_after",
+    "compare_work",
+    "describe_divergence",
+    "describe_unexpected",
+    "text_sha256",
+]

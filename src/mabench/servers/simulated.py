@@ -10,7 +10,10 @@ tests and the overhead benchmarks check the harness itself.
 
 ``--busy-tokens-pct P`` makes the work depend on concurrency, as a server whose output changes
 with its batch: a generation that overlaps another (in ``parallel`` mode) stops after P % of
-its tokens, with ``done_reason`` "stop" (``finish_reason`` on ``/v1``).
+its tokens, with ``done_reason`` "stop" (``finish_reason`` on ``/v1``). ``--intruder-after N``
+loads a model named ``intruder:latest`` once N generations have been asked for, as another
+client of the server would; ``/api/ps`` lists each loaded model with its ``num_ctx`` (4096
+unless set).
 
 Faults (``--fault``), applied to generation requests after the first ``--fault-after``:
 ``hang`` (accept, never answer), ``stall`` (two tokens, then silence), ``invalid_json``,
@@ -61,6 +64,8 @@ from mabench.measure.openai_api import (
 from mabench.servers.net import LOOPBACK, answers, free_port, wait_until
 from mabench.servers.supervise import stop as stop_process
 
+DEFAULT_NUM_CTX = 4096
+INTRUDER = "intruder:latest"  # the model another client loads (--intruder-after)
 FAULTS = (
     "none",
     "hang",
@@ -95,6 +100,7 @@ class SimSettings:
     timings: bool = False
     api_key: str | None = field(default=None, repr=False)
     busy_tokens_pct: float = 100.0  # tokens a generation overlapping another one generates
+    intruder_after: int | None = None  # generations after which another client loads a model
 
 
 @dataclass
@@ -224,8 +230,13 @@ class SimServer:
     async def ps(self, _: Request) -> Response:
         expires = (datetime.now(UTC) + timedelta(days=365)).isoformat()
         models = [
-            {**_model_entry(m), "expires_at": expires, "size_vram": 0, "context_length": 4096}
-            for m in self.state.loaded
+            {
+                **_model_entry(m),
+                "expires_at": expires,
+                "size_vram": 0,
+                "context_length": runner.get("num_ctx", DEFAULT_NUM_CTX),
+            }
+            for m, runner in self.state.loaded.items()
         ]
         return JSONResponse({"models": models})
 
@@ -279,7 +290,7 @@ class SimServer:
         except ValueError as exc:
             status = exc.status if isinstance(exc, RequestError) else 400
             return _error(status, str(exc))
-        if req.model not in self.settings.models:
+        if req.model not in self.settings.models and req.model not in self.state.loaded:
             return _error(404, f"model '{req.model}' not found")
         if not (req.messages if chat else req.prompt):
             return await self.load_or_unload(req, chat)
@@ -308,6 +319,8 @@ class SimServer:
         """What this request generates, and which fault (if any) it meets."""
         self.state.generations += 1
         settings = self.settings
+        if self.state.generations == settings.intruder_after:
+            self.state.loaded[INTRUDER] = {}
         fault = settings.fault if self.state.generations > settings.fault_after else "none"
         if fault != "none" and settings.fault_once and not _claim(settings.fault_once):
             fault = "none"
@@ -517,6 +530,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "the same work whatever the concurrency)",
     )
     parser.add_argument(
+        "--intruder-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"once N generations were asked for, load {INTRUDER} as another client would",
+    )
+    parser.add_argument(
         "--keep-alive-s",
         type=float,
         default=5.0,
@@ -567,6 +587,7 @@ def main(args: argparse.Namespace) -> int:
         timings=args.timings,
         api_key=_api_key(args.api_key_env),
         busy_tokens_pct=args.busy_tokens_pct,
+        intruder_after=args.intruder_after,
     )
     uvicorn.run(
         build_app(settings),
