@@ -146,6 +146,11 @@ class Study:
         return self.backend["kind"]
 
     @property
+    def used_models(self) -> list[str]:
+        """Every model some config's agents use, sorted."""
+        return sorted({a.model for c in self.configs for a in c.agents})
+
+    @property
     def config_ids(self) -> list[str]:
         return [c.id for c in self.configs]
 

@@ -16,6 +16,7 @@ import pytest
 
 from mabench.config import study_from_dict
 from mabench.measure.errors import ServerSetupError
+from mabench.servers.embedded.registry import embedded_model_path
 from mabench.servers.net import free_port, wait_until
 from mabench.servers.pool import Owner, ServerPool
 
@@ -190,3 +191,28 @@ def test_external_openai_servers_are_checked_through_their_api_and_key(
         external_openai(srv.url, tmp_path).acquire()
     with pytest.raises(ServerSetupError, match="does not answer GET /v1/models"):
         external_openai(f"http://127.0.0.1:{free_port()}", tmp_path).acquire()
+
+
+def test_an_embedded_server_registers_only_the_models_the_study_uses(tmp_path):
+    # Each registered GGUF is hashed before the server answers: a study that uses its own
+    # model registers that one only, not the built-in nor the unused extra model.
+    gguf = embedded_model_path()
+    models = {"mine:1b": str(gguf), "unused:7b": str(gguf)}
+
+    def flags(model: str) -> list[str]:
+        s = study_from_dict(
+            {
+                "study": "embeddedcmd",
+                "model": model,
+                "backend": {"kind": "embedded", "models": models},
+                "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+            }
+        )
+        cmd, _ = ServerPool(s, tmp_path / "state", tmp_path / "logs").command(
+            s.servers[0], "127.0.0.1", 1234
+        )
+        return cmd[cmd.index("--num-thread") + 2 :]
+
+    assert flags("mine:1b") == ["--model", f"mine:1b={gguf}", "--no-builtin"]
+    assert flags("smollm2:135m") == []  # the built-in only
+    assert flags("absent:3b") == []  # nothing used is registered: the check step names it

@@ -40,6 +40,7 @@ from mabench.config import ServerSpec, Study
 from mabench.measure.errors import ServerSetupError
 from mabench.measure.openai_api import MODELS_PATH
 from mabench.measure.records import write_json_atomic
+from mabench.servers.embedded.registry import BUILTIN_ALIASES, BUILTIN_MODEL, normalize_name
 from mabench.servers.net import answers, free_port, is_loopback, port_in_use, status_of
 
 OWNER_ENV = "MABENCH_OWNER_PID"
@@ -398,13 +399,26 @@ class ServerPool:
                 str(port),
             ]
             cmd += ["--num-thread", str(self._threads_per_server())]
-            for name, path in sorted(backend.get("models", {}).items()):
-                cmd += ["--model", f"{name}={(self.study.base_dir / path).resolve()}"]
-            return cmd, env
+            return cmd + self._embedded_models(), env
         env["OLLAMA_HOST"] = f"{host}:{port}"
         if backend.get("ollama_models"):
             env["OLLAMA_MODELS"] = str((self.study.base_dir / backend["ollama_models"]).resolve())
         return [backend["ollama_binary"], "serve"], env
+
+    def _embedded_models(self) -> list[str]:
+        """``--model`` flags for the GGUF files some config uses (``backend.models``), and
+        ``--no-builtin`` unless one uses the built-in model: a server registers (and hashes
+        before it answers) only what the study measures. With none of them used, the built-in
+        stays, so the server starts and the check step names the missing model."""
+        used = {normalize_name(m) for m in self.study.used_models}
+        flags = []
+        for name, path in sorted(self.study.backend.get("models", {}).items()):
+            if normalize_name(name) in used:
+                flags += ["--model", f"{name}={(self.study.base_dir / path).resolve()}"]
+        builtin = {normalize_name(n) for n in (BUILTIN_MODEL, *BUILTIN_ALIASES)}
+        if flags and not used & builtin:
+            flags.append("--no-builtin")
+        return flags
 
     def _start(self, spec: ServerSpec, taken: set[int]) -> ServerProc:
         """Start one server under its watchdog and wait until it answers."""

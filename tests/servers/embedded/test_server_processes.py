@@ -173,3 +173,15 @@ def test_models_file_and_mabench_serve(start_server, tmp_path: Path, model_path:
     with pytest.raises(ollama.ResponseError) as err:
         client.generate(model=MODEL, prompt="Hi")
     assert err.value.status_code == 404
+
+
+def test_models_are_hashed_before_the_server_answers(start_server, server_logs: Path) -> None:
+    # Hashing in the background took CPU from whatever a client measured first: the digests
+    # are logged before uvicorn accepts connections, and /api/tags has them at once.
+    server = start_server("--num-thread", "1", name="hashing")
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        digests = [m["digest"] for m in http.get("/api/tags").json()["models"]]
+    assert all(len(d) == 64 for d in digests)
+    log = (server_logs / "hashing.log").read_text()
+    assert log.index("model digests ready") < log.index("Application startup complete")
+    assert log.index(f"model {MODEL}: sha256 {digests[0]}") < log.index("model digests ready")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -198,9 +197,11 @@ class OllamaRoutes:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # Hash the GGUF files (/api/tags and /api/ps show their digests) before the server
+        # accepts a connection: hashing in the background would take CPU from whatever a
+        # client measures first.
+        await asyncio.to_thread(_hash_models, self.settings.registry)
         self.scheduler.start()
-        # Hash the GGUF files in the background: /api/tags and /api/ps show their digests.
-        threading.Thread(target=_warm_digests, args=(self.settings.registry,), daemon=True).start()
         try:
             yield
         finally:
@@ -244,9 +245,12 @@ def create_app(settings: ServerSettings) -> Starlette:
     return app
 
 
-def _warm_digests(registry: Registry) -> None:
+def _hash_models(registry: Registry) -> None:
+    """Every registered GGUF's sha256, computed now (each is cached on its entry)."""
+    start = time.perf_counter()
     for entry in registry.entries():
         try:
-            _ = entry.digest
+            log.info("model %s: sha256 %s", entry.name, entry.digest)
         except OSError as exc:
             log.warning("cannot hash %s: %s", entry.path, exc)
+    log.info("model digests ready in %.2f s", time.perf_counter() - start)
