@@ -124,19 +124,18 @@ def start_servers_step(study: Study, config_id: str, out: str | Path, paths: Stu
     needs = models_by_server(config)
     checked_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
-        urls = pool.acquire()
+        urls = pool.acquire(config)
         used = {n: urls[n] for n in needs}
         specs = _specs(study)
         timeouts = Timeouts(**study.timeouts)
         clients = open_management_clients(stack, specs, used, timeouts, study.backend_kind)
         apis = {n: s.api for n, s in specs.items()}
-        infos = check_servers(clients, urls, needs, study.backend_kind, apis)
-    procs = pool.processes()
+        threads = {name: proc.threads for name, proc in pool.processes().items()}
+        infos = check_servers(clients, urls, needs, study.backend_kind, apis, threads)
     servers = [
         {
             **vars(info),
             "models": sorted(needs[info.name]),
-            "threads": procs[info.name].threads if info.name in procs else None,
             "started": info.name in pool.started,
         }
         for info in infos
@@ -176,7 +175,7 @@ def unload_step(
     timeouts = Timeouts(**study.timeouts)
     started_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
-        urls = pool.acquire()
+        urls = pool.acquire(study.config(config_id))
         specs = _specs(study)
         clients = open_management_clients(stack, specs, urls, timeouts, study.backend_kind)
         isolation = force_unload(clients)

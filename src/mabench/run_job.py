@@ -61,8 +61,11 @@ def measure(
     config = study.config(config_id)
     try:
         with pool.exclusive():
-            urls = pool.acquire()
-            record = execute_run(study, config_id, run_index, urls, attempt=attempt)
+            urls = pool.acquire(config)
+            threads = {name: proc.threads for name, proc in pool.processes().items()}
+            record = execute_run(
+                study, config_id, run_index, urls, attempt=attempt, threads=threads
+            )
         errors = [c for c in record.calls if c.error is not None]
         if errors:  # execute_run raises on failed calls; this guards the invariant
             raise MabenchError(f"{len(errors)} call(s) failed in a run that did not raise")

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from mabench.config import study_from_dict
+from mabench.measure.environment import available_cpus
 from mabench.measure.errors import ServerSetupError
 from mabench.servers.embedded.registry import embedded_model_path
 from mabench.servers.net import free_port, wait_until
@@ -216,3 +217,53 @@ def test_an_embedded_server_registers_only_the_models_the_study_uses(tmp_path):
     assert flags("mine:1b") == ["--model", f"mine:1b={gguf}", "--no-builtin"]
     assert flags("smollm2:135m") == []  # the built-in only
     assert flags("absent:3b") == []  # nothing used is registered: the check step names it
+
+
+def _server_threads(pool: ServerPool, name: str) -> int:
+    """The --num-thread the server process (the supervisor's child) really runs with."""
+    proc = psutil.Process(pool.processes()[name].pid).children()[0]
+    cmd = proc.cmdline()
+    return int(cmd[cmd.index("--num-thread") + 1])
+
+
+@pytest.mark.timeout(240)
+def test_each_config_gets_the_cpus_divided_among_the_servers_it_uses(tmp_path):
+    # Real embedded servers. A one-server config gets every CPU this process may use; a
+    # two-server config restarts it with half (and starts the second); back to one server,
+    # it gets them all again while the other server stays up, idle.
+    s = study_from_dict(
+        {
+            "study": "threads",
+            "backend": {"kind": "embedded", "startup_timeout_s": 120},
+            "configs": [
+                {
+                    "id": "one",
+                    "scenario": "chimera_homo",
+                    "agents": [
+                        {"name": "x", "workload": "collector", "server": "a"},
+                        {"name": "y", "workload": "insight", "server": "a"},
+                    ],
+                },
+                {"id": "two", "scenario": "chimera_homo"},
+            ],
+        }
+    )
+    cpus = available_cpus()
+    pool = ServerPool(s, tmp_path / "state", tmp_path / "logs")
+    try:
+        assert pool.threads_for(s.config("one")) == cpus
+        assert pool.threads_for(s.config("two")) == max(1, cpus // 2)
+        assert set(pool.acquire(s.config("one"))) == {"a"}
+        assert pool.started == ["a"] and _server_threads(pool, "a") == cpus
+        assert set(pool.acquire(s.config("two"))) == {"a", "b"}
+        restarted = ["a", "b"] if max(1, cpus // 2) != cpus else ["b"]
+        assert pool.started == restarted
+        assert [_server_threads(pool, n) for n in "ab"] == [max(1, cpus // 2)] * 2
+        assert set(pool.acquire(s.config("one"))) == {"a", "b"}  # b: up and idle
+        assert _server_threads(pool, "a") == cpus
+        assert {n: p.threads for n, p in pool.processes().items()} == {
+            "a": cpus,
+            "b": max(1, cpus // 2),
+        }
+    finally:
+        pool.release()

@@ -162,6 +162,11 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "hostname": env.hostname,
         "cpu_model": env.cpu_model,
         "cpu_count": env.cpu_count,
+        "cpus_available": env.cpus_available,
+        "server_threads": ";".join(
+            f"{s.name}={s.threads}" for s in r.topology.servers if s.threads is not None
+        )
+        or None,
         "gpus": ";".join(env.gpus),
         **slurm_columns(env.slurm),
         "server_version": ";".join(sorted({s.version or "" for s in r.topology.servers})),

@@ -167,6 +167,19 @@ RUNS_SCHEMA = pa.schema(
         _f("hostname", pa.string(), "machine that ran the harness"),
         _f("cpu_model", pa.string(), "CPU model"),
         _f("cpu_count", pa.int32(), "logical CPUs"),
+        _f(
+            "cpus_available",
+            pa.int32(),
+            "CPUs the harness process could use: its affinity mask, capped by a cgroup v2 CPU "
+            "quota; null in records of schema 1",
+        ),
+        _f(
+            "server_threads",
+            pa.string(),
+            "llama.cpp threads of each server the run used, e.g. 'a=1;b=1' (embedded; the "
+            "CPUs available divided among the config's servers unless backend.num_thread is "
+            "set); null where the server decided",
+        ),
         _f("gpus", pa.string(), "GPUs seen by nvidia-smi, ';'-joined; empty if none"),
         _f(
             "slurm_job_id", pa.string(), "SLURM_JOB_ID of the job that measured; null outside Slurm"

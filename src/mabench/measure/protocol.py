@@ -103,10 +103,12 @@ def check_servers(
     needs: Mapping[str, set[str]],
     backend: str,
     apis: Mapping[str, str] | None = None,
+    threads: Mapping[str, int | None] | None = None,
 ) -> list[ServerInfo]:
     """Step 1: each server answers, and has every model an agent will ask it for.
 
-    ``apis``: the API each server is measured through (Ollama's when not given)."""
+    ``apis``: the API each server is measured through (Ollama's when not given); ``threads``:
+    the llama.cpp threads each server was started with (recorded as given)."""
     infos = []
     for name, client in clients.items():
         try:
@@ -136,6 +138,7 @@ def check_servers(
                 model_digest=digest,
                 model_size=size,
                 api=(apis or {}).get(name, "ollama"),
+                threads=(threads or {}).get(name),
             )
         )
     return infos
@@ -149,8 +152,10 @@ def execute_run(
     *,
     attempt: int = 1,
     backend: str | None = None,
+    threads: Mapping[str, int | None] | None = None,
 ) -> RunRecord:
-    """Measure one run of ``config_id`` against the servers at ``urls`` (server name → URL)."""
+    """Measure one run of ``config_id`` against the servers at ``urls`` (server name → URL);
+    ``threads``: the llama.cpp threads each server was started with, for the record."""
     config = study.config(config_id)
     missing = sorted({a.server for a in config.agents} - set(urls))
     if missing:
@@ -161,7 +166,7 @@ def execute_run(
     plans = build_plans(study, config, dict(urls), corpus.summary)
     specs = {s.name: s for s in study.servers}
     prepared = prepare_servers(
-        config, plans, urls, timeouts, backend or study.backend_kind, servers=specs
+        config, plans, urls, timeouts, backend or study.backend_kind, servers=specs, threads=threads
     )
     order = study.phase_order_for(run_index)
     measured = measure_phases(config, plans, order, timeouts, label=f"{config_id} run {run_index}")
@@ -262,6 +267,7 @@ def prepare_servers(
     timeouts: Timeouts,
     backend: str,
     servers: Mapping[str, ServerSpec] | None = None,
+    threads: Mapping[str, int | None] | None = None,
 ) -> PreparedServers:
     """Steps 1-3 of the protocol, on every server at ``urls``, through Ollama's API wherever
     the server speaks it (:mod:`mabench.measure.apis`); ``servers``: the study's servers."""
@@ -271,7 +277,7 @@ def prepare_servers(
     with ExitStack() as stack:
         clients = open_management_clients(stack, specs, urls, timeouts, backend)
         # 1. every server answers and has the model
-        infos = check_servers({n: clients[n] for n in needs}, urls, needs, backend, apis)
+        infos = check_servers({n: clients[n] for n in needs}, urls, needs, backend, apis, threads)
         # 2. forced unload everywhere (idle servers too: they must not hold memory or CPU)
         isolation = force_unload(clients, verify_timeout_s=min(timeouts.load_s, 60.0))
         if not isolation.verified:

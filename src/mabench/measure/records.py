@@ -184,6 +184,8 @@ class ServerInfo:
     model_digest: str | None = None
     model_size: int | None = None
     api: str = "ollama"
+    #: llama.cpp threads the pool started it with (embedded); None: the server decides
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,8 @@ class Environment:
     mabench_version: str
     #: the Slurm job the run was measured in; None outside Slurm and in records written before
     slurm: SlurmJob | None = None
+    #: CPUs the harness process may use (affinity, cgroup quota); None in schema version 1
+    cpus_available: int | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ helpers (``net``), the simulated Ollama server with exact, known timing (``simul
 the embedded Ollama-compatible llama.cpp server (``embedded``).
 
 May import: :mod:`mabench.config`, and from ``measure`` only the API contracts
-(``measure.ollama_api``, ``measure.openai_api``), the typed errors (``measure.errors``) and the atomic JSON writer
-(``measure.records``). Never imports ``analysis`` or ``datasets``.
+(``measure.ollama_api``, ``measure.openai_api``), the typed errors (``measure.errors``), the
+atomic JSON writer (``measure.records``) and the CPUs this process may use
+(``measure.environment``). Never imports ``analysis`` or ``datasets``.
 """

@@ -9,7 +9,12 @@ watchdog), stops them. A state file records who owns which server processes, so 
   each PID still is the very process that was started (create time), never a foreign one;
 - a port taken by another program is an error before any run (or a free port, when
   ``backend.port_fallback`` allows it);
-- a server that died mid-study (crash, OOM, kill) is restarted for the next run.
+- a server that died mid-study (crash, OOM, kill) is restarted for the next run;
+- each config's servers run with the llama.cpp threads that config needs (embedded,
+  ``num_thread: auto``): the CPUs this process may use divided among the servers the
+  *config* uses, so a one-server config is not measured on half the machine; a server
+  running with another thread count is restarted. Servers a config does not use may stay up
+  idle (they are still unloaded before its runs).
 
 Pool state is per host (``pool-<host>.json``): on a cluster, each node starts, checks and
 stops only its own servers and never inspects or signals a PID that another host recorded.
@@ -36,7 +41,8 @@ from pathlib import Path
 
 import psutil
 
-from mabench.config import ServerSpec, Study
+from mabench.config import ConfigSpec, ServerSpec, Study
+from mabench.measure.environment import available_cpus
 from mabench.measure.errors import ServerSetupError
 from mabench.measure.openai_api import MODELS_PATH
 from mabench.measure.records import write_json_atomic
@@ -287,44 +293,68 @@ class ServerPool:
         state = self._read()
         return {} if state is None else state[1]
 
-    def acquire(self, names: list[str] | None = None) -> dict[str, str]:
-        """URLs of the study's servers (``names``: only these must be up), starting them if needed."""
-        wanted = [s for s in self.study.servers if names is None or s.name in names]
+    def acquire(self, config: ConfigSpec | None = None) -> dict[str, str]:
+        """URLs of the servers ``config`` uses, up with the threads it needs (started or
+        restarted if not), plus the study's other servers that already run (idle). Without a
+        config: every server of the study, the CPUs divided among all of them."""
+        used = None if config is None else {a.server for a in config.agents}
+        wanted = [s for s in self.study.servers if used is None or s.name in used]
         self.started = []
         if self.study.backend_kind == "external":
             return self._check_external(wanted)
+        threads = self.threads(len(wanted))
         with self._locked():
-            state = self._read()
-            servers: dict[str, ServerProc] = {}
-            if state is not None:
-                owner, servers = state
-                if owner != self.owner:
-                    if owner.alive():
-                        raise ServerSetupError(
-                            f"the servers of study {self.study.name!r} belong to a running process, "
-                            f"{owner.describe()}; wait for it to finish or stop it ({self.state_path})"
-                        )
-                    print(
-                        f"mabench: stopping {len(servers)} stale server(s) left by dead process {owner.pid}",
-                        file=sys.stderr,
-                    )
-                    _stop_trees(servers.values())
-                    servers = {}
+            servers = self._own_state()
             for spec in wanted:
-                current = servers.get(spec.name)
-                if current is not None and current.alive() and answers(current.url):
-                    continue
-                if current is not None:
-                    print(
-                        f"mabench: server {spec.name!r} ({current.url}) is down; restarting it",
-                        file=sys.stderr,
-                    )
-                    _stop_trees([current])
-                servers[spec.name] = self._start(spec, taken={s.port for s in servers.values()})
-                self.started.append(spec.name)
-                self._write(servers)
+                if self._ensure(servers, spec, threads):
+                    self.started.append(spec.name)
+                    self._write(servers)
             self._write(servers)
-            return {s.name: servers[s.name].url for s in wanted}
+            idle = {
+                name: s.url
+                for name, s in servers.items()
+                if name not in {w.name for w in wanted} and s.alive() and answers(s.url)
+            }
+            return {**{s.name: servers[s.name].url for s in wanted}, **idle}
+
+    def _own_state(self) -> dict[str, ServerProc]:
+        """This owner's servers; a live foreign owner is an error, a dead one's are stopped."""
+        state = self._read()
+        if state is None:
+            return {}
+        owner, servers = state
+        if owner == self.owner:
+            return servers
+        if owner.alive():
+            raise ServerSetupError(
+                f"the servers of study {self.study.name!r} belong to a running process, "
+                f"{owner.describe()}; wait for it to finish or stop it ({self.state_path})"
+            )
+        print(
+            f"mabench: stopping {len(servers)} stale server(s) left by dead process {owner.pid}",
+            file=sys.stderr,
+        )
+        _stop_trees(servers.values())
+        return {}
+
+    def _ensure(
+        self, servers: dict[str, ServerProc], spec: ServerSpec, threads: int | None
+    ) -> bool:
+        """Make ``spec``'s server run with ``threads``; True if it was (re)started."""
+        current = servers.get(spec.name)
+        if current is not None:
+            up = current.alive() and answers(current.url)
+            if up and current.threads == threads:
+                return False
+            why = "is down" if not up else f"runs {current.threads} threads, not {threads}"
+            print(
+                f"mabench: server {spec.name!r} ({current.url}) {why}; restarting it",
+                file=sys.stderr,
+            )
+            _stop_trees([current])
+        taken = {s.port for name, s in servers.items() if name != spec.name}
+        servers[spec.name] = self._start(spec, taken, threads)
+        return True
 
     def preflight(self) -> list[str]:
         """Problems that would stop the servers from starting or answering, found before any
@@ -374,18 +404,26 @@ class ServerPool:
             urls[spec.name] = url
         return urls
 
-    def _threads_per_server(self) -> int:
+    def threads(self, servers: int) -> int | None:
+        """llama.cpp threads of each server when ``servers`` of them are measured together
+        (embedded): ``backend.num_thread``, or with ``auto`` the CPUs this process may use
+        divided among them, at least 1. None for other backends (the server decides)."""
+        if self.study.backend_kind != "embedded":
+            return None
         setting = self.study.backend["num_thread"]
         if setting != "auto":
             return int(setting)
-        return max(1, (os.cpu_count() or 1) // len(self.study.servers))
+        return max(1, available_cpus() // max(1, servers))
 
-    def threads(self) -> int | None:
-        """llama.cpp threads each started server gets (embedded), or None (the server decides)."""
-        return self._threads_per_server() if self.study.backend_kind == "embedded" else None
+    def threads_for(self, config: ConfigSpec) -> int | None:
+        """The threads each server of ``config`` gets (see :meth:`threads`)."""
+        return self.threads(len({a.server for a in config.agents}))
 
-    def command(self, spec: ServerSpec, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-        """The server command line and environment for one server of this study's backend."""
+    def command(
+        self, spec: ServerSpec, host: str, port: int, threads: int | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The server command line and environment for one server of this study's backend
+        (``threads``: llama.cpp threads of an embedded server, default all servers')."""
         backend = self.study.backend
         env = dict(os.environ)
         if backend["kind"] == "embedded":
@@ -398,7 +436,9 @@ class ServerPool:
                 "--port",
                 str(port),
             ]
-            cmd += ["--num-thread", str(self._threads_per_server())]
+            if threads is None:
+                threads = self.threads(len(self.study.servers))
+            cmd += ["--num-thread", str(threads)]
             return cmd + self._embedded_models(), env
         env["OLLAMA_HOST"] = f"{host}:{port}"
         if backend.get("ollama_models"):
@@ -420,7 +460,7 @@ class ServerPool:
             flags.append("--no-builtin")
         return flags
 
-    def _start(self, spec: ServerSpec, taken: set[int]) -> ServerProc:
+    def _start(self, spec: ServerSpec, taken: set[int], threads: int | None) -> ServerProc:
         """Start one server under its watchdog and wait until it answers."""
         host = self.study.backend["host"]
         if not is_loopback(host):
@@ -429,7 +469,7 @@ class ServerPool:
                 file=sys.stderr,
             )
         port = self._port_for(spec, host, taken)
-        cmd, env = self.command(spec, host, port)
+        cmd, env = self.command(spec, host, port, threads)
         log_path = self.log_dir / f"{spec.name}.log"
         proc = self._spawn_supervised(spec, cmd, env, log_path)
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -440,7 +480,7 @@ class ServerPool:
             proc.pid,
             psutil.Process(proc.pid).create_time(),
             str(log_path),
-            self.threads(),
+            threads,
         )
         self._wait_ready(handle, proc, cmd)
         return handle
