@@ -259,3 +259,62 @@ def test_openai_sampling_options_are_accepted():
         openai_study(configs=[{"id": "c1", "scenario": "chimera_homo", "options": options}])
     )
     assert study.config("c1").agent_options("insight").temperature == 0.8
+
+
+def test_ollama_servers_get_their_concurrency_settings_set():
+    ollama = {"backend": {"kind": "ollama"}}
+    study = study_from_dict(minimal(**ollama))
+    assert study.server_settings("a") == {
+        "OLLAMA_NUM_PARALLEL": "1",
+        "OLLAMA_MAX_LOADED_MODELS": "1",  # each server holds one model in every config
+        "OLLAMA_KEEP_ALIVE": "-1",
+    }
+    assert study.server_settings_source == "set"
+    two_models = {
+        "agents": [
+            {"name": "x", "workload": "collector", "server": "a"},
+            {"name": "y", "workload": "insight", "server": "a", "model": "other:1b"},
+        ]
+    }
+    study = study_from_dict(minimal(**ollama, **two_models))
+    assert study.server_settings("a")["OLLAMA_MAX_LOADED_MODELS"] == "2"
+    explicit = {"kind": "ollama", "num_parallel": 4, "max_loaded_models": 3, "keep_alive": "10m"}
+    assert study_from_dict(minimal(backend=explicit)).server_settings("b") == {
+        "OLLAMA_NUM_PARALLEL": "4",
+        "OLLAMA_MAX_LOADED_MODELS": "3",
+        "OLLAMA_KEEP_ALIVE": "10m",
+    }
+    assert study_from_dict(minimal()).server_settings("a") == {}  # embedded
+
+
+def test_external_servers_declare_their_settings_and_the_fingerprint_keeps_without():
+    servers = [
+        {"name": "a", "url": "http://10.0.0.5:11434", "settings": {"OLLAMA_NUM_PARALLEL": 4}},
+        {"name": "b", "url": "http://10.0.0.6:11434", "settings": {"flash_attention": True}},
+    ]
+    study = study_from_dict(minimal(backend={"kind": "external"}, servers=servers))
+    assert study.server_settings("a") == {"OLLAMA_NUM_PARALLEL": "4"}
+    assert study.server_settings("b") == {"flash_attention": "true"}
+    assert study.server_settings_source == "declared"
+    fingerprint = study.measurement_fingerprint("c1")["servers"]
+    assert fingerprint[0]["settings"] == {"OLLAMA_NUM_PARALLEL": "4"}
+    plain = study_from_dict(minimal()).measurement_fingerprint("c1")["servers"]
+    assert plain == [
+        {"name": "a", "port": None, "url": None},
+        {"name": "b", "port": None, "url": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"servers": [{"name": "a", "settings": {"x": 1}}, {"name": "b"}]}, "servers[0].settings"),
+        ({"backend": {"kind": "embedded", "num_parallel": 2}}, "backend.num_parallel"),
+        ({"backend": {"kind": "ollama", "keep_alive": "soon"}}, "backend.keep_alive"),
+        ({"backend": {"kind": "ollama", "num_parallel": 0}}, "backend.num_parallel"),
+    ],
+)
+def test_misplaced_or_bad_server_settings_are_named(change, key):
+    with pytest.raises(ConfigError) as info:
+        study_from_dict(minimal(**change))
+    assert key in str(info.value)

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from mabench.measure.ollama_api import Options, OptionsError
+from mabench.measure.ollama_api import KeepAlive, Options, OptionsError, RequestError
 from mabench.measure.openai_api import OPTION_FIELDS, unsupported_options
 
 BUNDLED_PROMPTS = "measure/prompts"
@@ -65,6 +65,8 @@ class ServerSpec:
     url: str | None = None  # external servers only
     api: str = "ollama"  # the API the agents are measured through: ollama or openai
     api_key_env: str | None = None  # the environment variable holding the API key
+    #: external servers only: their concurrency settings as the config declares them
+    settings: dict[str, str] = field(default_factory=dict)
 
     def api_key(self) -> str | None:
         """The API key from the environment (None when the server takes none).
@@ -82,13 +84,16 @@ class ServerSpec:
         return key
 
     def fingerprint(self) -> dict[str, Any]:
-        """What of the server a measurement depends on (the API only when not the default,
-        so studies measured before it existed keep their config hashes)."""
+        """What of the server a measurement depends on (the API only when not the default, the
+        declared settings only when there are some, so studies measured before either existed
+        keep their config hashes)."""
         out: dict[str, Any] = {"name": self.name, "port": self.port, "url": self.url}
         if self.api != "ollama":
             out["api"] = self.api
         if self.api_key_env is not None:
             out["api_key_env"] = self.api_key_env
+        if self.settings:
+            out["settings"] = self.settings
         return out
 
 
@@ -166,6 +171,28 @@ class Study:
             if s.name == name:
                 return s
         raise ConfigError(f"study {self.name!r} has no server {name!r}")
+
+    def server_settings(self, name: str) -> dict[str, str]:
+        """Server ``name``'s concurrency settings: for ``ollama``, the environment the pool
+        starts it with (OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE); for
+        ``external``, what the config declares (``servers[].settings``); none for
+        ``embedded`` (one request per model at a time, by construction)."""
+        if self.backend_kind == "external":
+            return dict(self.server(name).settings)
+        if self.backend_kind != "ollama":
+            return {}
+        most = max((len(_models_per_server(c).get(name, ())) for c in self.configs), default=1)
+        return {
+            "OLLAMA_NUM_PARALLEL": str(self.backend.get("num_parallel", 1)),
+            "OLLAMA_MAX_LOADED_MODELS": str(self.backend.get("max_loaded_models", max(1, most))),
+            "OLLAMA_KEEP_ALIVE": str(self.backend.get("keep_alive", -1)),
+        }
+
+    @property
+    def server_settings_source(self) -> str | None:
+        """``set`` (the pool set them), ``declared`` (the config says so; nothing observed
+        them) or None (no settings)."""
+        return {"ollama": "set", "external": "declared"}.get(self.backend_kind)
 
     def phase_order_for(self, run_index: int) -> list[str]:
         """The measured phases of one run, in order (``alternate`` flips with the run index)."""
@@ -370,6 +397,7 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
     for i, config in enumerate(configs):
         _check_openai_agents(config, f"configs[{i}]", servers, data["endpoint"])
     _check_extra_models(backend, base_dir)
+    _check_ollama_settings(backend)
     return Study(
         name=data["study"],
         description=data["description"],
@@ -420,8 +448,20 @@ def _build_servers(items: list[dict[str, Any]], kind: str) -> tuple[ServerSpec, 
     return tuple(servers)
 
 
+def _models_per_server(config: ConfigSpec) -> dict[str, set[str]]:
+    models: dict[str, set[str]] = {}
+    for agent in config.agents:
+        models.setdefault(agent.server, set()).add(agent.model)
+    return models
+
+
 def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
     """One server entry: external servers are given by url, started ones by port."""
+    if s.get("settings") and kind != "external":
+        raise ConfigError(
+            f"{where}.settings: only external servers declare settings (backend.kind is "
+            f"{kind}); mabench sets and records those of the servers it starts"
+        )
     if kind == "external":
         if not s.get("url"):
             raise ConfigError(f"{where}.url: backend.kind is external, so every server needs a url")
@@ -444,7 +484,12 @@ def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
         url=(s.get("url") or None),
         api=s.get("api", "ollama"),
         api_key_env=s.get("api_key_env"),
+        settings={str(k): _setting_text(v) for k, v in (s.get("settings") or {}).items()},
     )
+
+
+def _setting_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _build_workloads(items: dict[str, Any], base_dir: Path) -> dict[str, Workload]:
@@ -565,6 +610,24 @@ def _check_extra_models(backend: dict[str, Any], base_dir: Path) -> None:
             )
         if not (base_dir / path).is_file():
             raise ConfigError(f"backend.models.{name}: GGUF file {base_dir / path} does not exist")
+
+
+OLLAMA_SETTINGS = ("num_parallel", "max_loaded_models", "keep_alive")
+
+
+def _check_ollama_settings(backend: dict[str, Any]) -> None:
+    for key in OLLAMA_SETTINGS:
+        if key in backend and backend["kind"] != "ollama":
+            raise ConfigError(
+                f"backend.{key}: a setting of the ollama backend (backend.kind is "
+                f"{backend['kind']}); remove it, or declare an external server's settings "
+                "in servers[].settings"
+            )
+    if "keep_alive" in backend:
+        try:
+            KeepAlive.parse(backend["keep_alive"])
+        except RequestError as exc:
+            raise ConfigError(f"backend.keep_alive: {exc.message}") from None
 
 
 def _corpus_settings(corpus: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -264,3 +264,23 @@ def test_a_model_another_client_loaded_during_the_phases_flags_the_run(sim_serve
         ("intruder:latest", 4096)
     ]
     assert record.validity.work.matched  # the work itself was the same
+
+
+def test_the_record_keeps_each_servers_declared_settings(sim_server):
+    s = sim_server(ttft_ms=10, token_ms=2)
+    study = study_from_dict(
+        {
+            "study": "settings-test",
+            "backend": {"kind": "external"},
+            "servers": [{"name": "s", "url": s.url, "settings": {"OLLAMA_NUM_PARALLEL": 1}}],
+            "agents": [{"name": "x", "workload": "collector", "server": "s"}],
+            "workloads": {
+                "collector": {"calls": [{"prompt": "collector_analyse.md.j2", "num_predict": 2}]}
+            },
+            "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        }
+    )
+    (server,) = execute_run(study, "c1", 1, {"s": s.url}, threads={"s": None}).topology.servers
+    assert server.settings == {"OLLAMA_NUM_PARALLEL": "1"}
+    assert server.settings_source == "declared"
+    assert server.threads is None

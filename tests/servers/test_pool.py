@@ -72,6 +72,24 @@ def test_start_reuse_release(tmp_path):
     assert (tmp_path / "logs" / "a.log").read_text().count("starting:") == 1
 
 
+def test_ollama_servers_start_with_the_concurrency_settings_the_record_shows(tmp_path):
+    s = study(num_parallel=2, keep_alive="10m")
+    pool = ServerPool(s, tmp_path / "state", tmp_path / "logs")
+    pool.acquire()
+    try:
+        for name, proc in pool.processes().items():
+            env = psutil.Process(proc.pid).children()[0].environ()  # the `ollama serve`
+            wanted = s.server_settings(name)
+            assert wanted == {
+                "OLLAMA_NUM_PARALLEL": "2",
+                "OLLAMA_MAX_LOADED_MODELS": "1",
+                "OLLAMA_KEEP_ALIVE": "10m",
+            }
+            assert {k: env.get(k) for k in wanted} == wanted
+    finally:
+        pool.release()
+
+
 def test_a_live_foreign_owner_is_refused(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

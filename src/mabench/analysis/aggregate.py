@@ -167,6 +167,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
             f"{s.name}={s.threads}" for s in r.topology.servers if s.threads is not None
         )
         or None,
+        **_server_settings_columns(r),
         "gpus": ";".join(env.gpus),
         **slurm_columns(env.slurm),
         "server_version": ";".join(sorted({s.version or "" for s in r.topology.servers})),
@@ -180,6 +181,19 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
 def _ms(ns: int | None) -> float | None:
     """Nanoseconds as milliseconds; None (a duration the server did not report) stays None."""
     return None if ns is None else ns / 1e6
+
+
+def _server_settings_columns(r: RunRecord) -> dict[str, Any]:
+    servers = [s for s in r.topology.servers if s.settings]
+    settings = "; ".join(
+        f"{s.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(s.settings.items()))
+        for s in servers
+    )
+    sources = sorted({s.settings_source for s in servers if s.settings_source})
+    return {
+        "server_settings": settings or None,
+        "server_settings_source": ";".join(sources) or None,
+    }
 
 
 def _validity_columns(r: RunRecord) -> dict[str, Any]:

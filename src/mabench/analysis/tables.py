@@ -180,6 +180,18 @@ RUNS_SCHEMA = pa.schema(
             "CPUs available divided among the config's servers unless backend.num_thread is "
             "set); null where the server decided",
         ),
+        _f(
+            "server_settings",
+            pa.string(),
+            "concurrency settings of each server the run used, e.g. 'a: OLLAMA_KEEP_ALIVE=-1, "
+            "OLLAMA_NUM_PARALLEL=1; b: ...'; null when none were set or declared",
+        ),
+        _f(
+            "server_settings_source",
+            pa.string(),
+            "'set' (mabench started the servers with them: ollama) or 'declared' (the config "
+            "says so, nothing observed them: external); null without settings",
+        ),
         _f("gpus", pa.string(), "GPUs seen by nvidia-smi, ';'-joined; empty if none"),
         _f(
             "slurm_job_id", pa.string(), "SLURM_JOB_ID of the job that measured; null outside Slurm"

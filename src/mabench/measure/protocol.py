@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,7 +196,10 @@ def execute_run(
             request_timeout_s=timeouts.request_s,
             seed=study.seed,
         ),
-        topology=Topology(servers=prepared.servers, agents=[p.info for p in plans]),
+        topology=Topology(
+            servers=[with_settings(study, s) for s in prepared.servers],
+            agents=[p.info for p in plans],
+        ),
         isolation=prepared.isolation,
         loads=load_records(plans, prepared.loaded, measured.warmup),
         phases=measured.phases,
@@ -220,6 +223,13 @@ def isolation_after(
     with ExitStack() as stack:
         clients = open_management_clients(stack, servers, urls, timeouts, backend)
         return check_isolation_after(dict(expected), loaded_entries(clients, "validity"))
+
+
+def with_settings(study: Study, server: ServerInfo) -> ServerInfo:
+    """``server`` with its concurrency settings: set by the pool (ollama) or declared."""
+    settings = study.server_settings(server.name)
+    source = study.server_settings_source if settings else None
+    return replace(server, settings=settings, settings_source=source)
 
 
 def check_validity(

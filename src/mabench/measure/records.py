@@ -186,6 +186,10 @@ class ServerInfo:
     api: str = "ollama"
     #: llama.cpp threads the pool started it with (embedded); None: the server decides
     threads: int | None = None
+    #: concurrency settings (OLLAMA_NUM_PARALLEL, ...) and whether mabench ``set`` them
+    #: (ollama) or the config ``declared`` them (external: not observed); schema 2
+    settings: dict[str, str] = field(default_factory=dict)
+    settings_source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -441,6 +441,7 @@ class ServerPool:
             cmd += ["--num-thread", str(threads)]
             return cmd + self._embedded_models(), env
         env["OLLAMA_HOST"] = f"{host}:{port}"
+        env.update(self.study.server_settings(spec.name))
         if backend.get("ollama_models"):
             env["OLLAMA_MODELS"] = str((self.study.base_dir / backend["ollama_models"]).resolve())
         return [backend["ollama_binary"], "serve"], env
