@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mabench.config import ConfigError, load_study, study_from_dict
+from mabench.config import ConfigError, config_schema, load_study, study_from_dict
+from mabench.measure.ollama_api import Options
 
 ROOT = Path(__file__).resolve().parents[1]
 TR110 = ROOT / "src" / "mabench" / "datasets" / "data" / "tr110"
@@ -120,6 +121,37 @@ BAD = [
         "workloads.w.calls[0].prompt",
     ),
     ({"report": {"reference": ["tr999"]}}, "report.reference[0]"),
+    # one server under two names: a "dedicated" topology that is really shared
+    (
+        {
+            "backend": {"kind": "external"},
+            "servers": [
+                {"name": "a", "url": "http://127.0.0.1:11434"},
+                {"name": "b", "url": "http://localhost:11434"},
+            ],
+        },
+        "servers[1].url: http://localhost:11434 is the same server as 'a'",
+    ),
+    (
+        {
+            "backend": {"kind": "external"},
+            "servers": [
+                {"name": "a", "url": "http://10.0.0.5:11434"},
+                {"name": "b", "url": "http://10.0.0.5:11434/"},
+            ],
+        },
+        "servers[1].url",
+    ),
+    (
+        {
+            "backend": {"kind": "external"},
+            "servers": [
+                {"name": "a", "url": "http://127.0.0.1"},
+                {"name": "b", "url": "http://127.0.0.1:80"},
+            ],
+        },
+        "servers[1].url",
+    ),
 ]
 
 
@@ -154,6 +186,24 @@ BAD_CONFIGS = [
     ),
     ([{"id": "c 1", "scenario": "chimera_homo"}], "configs[0].id"),
     ([], "configs"),
+    *(
+        ([{"id": "c1", "scenario": "chimera_homo", "options": {"insight": {k: v}}}], f"insight.{k}")
+        for k, v in [
+            ("num_thread", -2),
+            ("num_ctx", 0),
+            ("num_batch", -1),
+            ("num_gpu", -2),
+            ("temperature", -0.1),
+            ("top_p", 1.5),
+            ("top_p", -0.1),
+            ("min_p", 2),
+            ("typical_p", 1.01),
+            ("top_k", -1),
+            ("repeat_penalty", -1),
+            ("repeat_last_n", -2),
+            ("stop", [1]),
+        ]
+    ),
 ]
 
 
@@ -318,3 +368,9 @@ def test_misplaced_or_bad_server_settings_are_named(change, key):
     with pytest.raises(ConfigError) as info:
         study_from_dict(minimal(**change))
     assert key in str(info.value)
+
+
+def test_the_schema_gives_every_option_a_type_and_range():
+    options = config_schema()["$defs"]["options"]["properties"]
+    assert sorted(options) == sorted(Options.known_keys())
+    assert all("type" in spec or "oneOf" in spec for spec in options.values())

@@ -10,11 +10,13 @@ import copy
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -445,7 +447,39 @@ def _build_servers(items: list[dict[str, Any]], kind: str) -> tuple[ServerSpec, 
                 )
             seen_ports[spec.port] = spec.name
         servers.append(spec)
+    if kind == "external":
+        _check_distinct_endpoints(servers)
     return tuple(servers)
+
+
+def endpoints(url: str) -> set[tuple[str, int]]:
+    """The (address, port) pairs ``url`` reaches: its host resolved (``localhost`` is
+    127.0.0.1 and ::1), or the host name itself where it does not resolve here."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return {(host, port)}
+    return {(str(info[4][0]), port) for info in infos} or {(host, port)}
+
+
+def _check_distinct_endpoints(servers: list[ServerSpec]) -> None:
+    """Two names for one server would make a 'dedicated' topology really shared."""
+    seen: list[tuple[ServerSpec, set[tuple[str, int]]]] = []
+    for i, spec in enumerate(servers):
+        mine = endpoints(spec.url or "")
+        for other, theirs in seen:
+            common = sorted(mine & theirs)
+            if common:
+                address, port = common[0]
+                raise ConfigError(
+                    f"servers[{i}].url: {spec.url} is the same server as {other.name!r} "
+                    f"({other.url}): both reach {address} port {port}, so agents on the two "
+                    "would share one server; give each server its own address or port"
+                )
+        seen.append((spec, mine))
 
 
 def _models_per_server(config: ConfigSpec) -> dict[str, set[str]]:

@@ -117,6 +117,26 @@ CASES = [
     ),
     ("unknown reference dataset", _set("report", {"reference": ["tr999"]}), "report.reference"),
     (
+        "negative num_thread",
+        _set("configs.0.options", {"insight": {"num_thread": -1}}),
+        "configs[0].options.insight.num_thread",
+    ),
+    (
+        "temperature below 0",
+        _set("configs.0.options", {"collector": {"temperature": -0.5}}),
+        "configs[0].options.collector.temperature",
+    ),
+    (
+        "top_p above 1",
+        _set("configs.0.options", {"insight": {"top_p": 1.2}}),
+        "configs[0].options.insight.top_p",
+    ),
+    (
+        "one server under two names (localhost and 127.0.0.1)",
+        _set("servers.1.url", "http://localhost:9"),
+        "servers[1].url: http://localhost:9 is the same server as 'a'",
+    ),
+    (
         "missing prompt file",
         _set("workloads", {"w": {"calls": [{"prompt": "nope.j2", "num_predict": 4}]}}),
         "workloads.w.calls[0].prompt",
@@ -139,5 +159,5 @@ def test_bad_config_is_rejected_before_any_job(tmp_path, change, key):
     assert "Select jobs to execute" not in output
 
 
-def test_there_are_at_least_twenty_cases():
-    assert len(CASES) >= 20
+def test_there_are_at_least_thirty_cases():
+    assert len(CASES) >= 30
