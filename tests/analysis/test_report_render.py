@@ -152,6 +152,21 @@ def test_full_report_leads_with_true_efficiency(full_study) -> None:
     assert "figures/topology_comparison.png" in text
 
 
+def test_validity_section_shows_reloads_both_efficiencies_and_flagged_runs(full_study) -> None:
+    text = _section(_text(full_study), "Measurement validity")
+    per_config, flagged = _tables(text)
+    rows = {r[0]: dict(zip(per_config[0], r, strict=True)) for r in per_config[2:]}
+    shared = rows["test108s"]  # the synthetic shared server reloads 2x alone, 4x concurrently
+    assert (shared["Solo reloads"], shared["Concurrent reloads"]) == ("2.00", "4.00")
+    assert float(shared["True eff. excl. load (%)"]) > float(shared["True eff. (%)"])
+    assert rows["test001"]["True eff. excl. load (%)"] == rows["test001"]["True eff. (%)"]
+    runs = read_table(full_study / "tables" / "runs.parquet", "runs").to_pandas()
+    first = runs[runs["phase_order"] == "solo,concurrent"]
+    assert f"mean true efficiency {md.fmt_pct(first['true_efficiency'].mean())} over" in text
+    assert [r[:4] for r in flagged[2:]] == [["test004", "2", "`work_mismatch`", "`insight:1`"]]
+    assert "1 of 30 runs generated a different eval_count" in text
+
+
 def test_model_text_is_escaped(full_study) -> None:
     text = _text(full_study)
     assert "<script>" not in text

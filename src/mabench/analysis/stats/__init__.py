@@ -19,6 +19,8 @@ Owns, by concern:
 - ``latency``: P50/P90/P95/P99/max of TTFT, inter-token latency, time per output token and
   end-to-end latency per phase; goodput against the study's TTFT and TPOT targets;
 - ``advice``: recommendations, SLO checks, the cost model, limitations;
+- ``validity``: reloads inside the measured phases beside both true efficiencies, the runs
+  the checks after the phases flagged, and true efficiency by phase order;
 - ``provenance``: settings, methodology fields, input hashes, the coverage table, the
   :class:`Statistics` container and the stats folder (writing, reading, the headline);
 - ``compute``: :func:`compute_statistics` and :func:`run`, which assemble the above.

@@ -62,7 +62,13 @@ METHODOLOGY_FIELDS = (
     "phase_order",
     "n_agents",
     "n_servers",
+    "cpus_available",
+    "server_threads",
+    "server_settings",
+    "server_settings_source",
     "isolation_verified",
+    "isolation_after_verified",
+    "work_matched",
 )
 
 
@@ -150,6 +156,8 @@ class Statistics:
     coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # simulated CI coverage
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # values not finite, per metric
     isolation_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)  # configs without unload
+    validity: pd.DataFrame = field(default_factory=pd.DataFrame)  # reloads, work, phase order
+    flagged_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # runs a check flagged
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 

@@ -34,6 +34,7 @@ RUN_METRICS: dict[str, str] = {
     "true_efficiency": "%",
     "seed_speedup": "x",
     "true_speedup": "x",
+    "true_efficiency_excl_load": "%",
     "concurrent_wall_s": "s",
     "solo_sum_s": "s",
     "coordination_overhead_ms": "ms",

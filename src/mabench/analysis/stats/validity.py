@@ -1,0 +1,72 @@
+"""Measurement validity per config and overall: reloads inside the measured phases with true
+efficiency with and without them, the runs whose two phases did different work or whose
+servers held something unexpected afterwards (and a list of every flagged run), and mean true
+efficiency by phase order (solo first vs concurrent first), whose gap shows drift.
+
+Descriptive only: means of per-run values that :mod:`mabench.measure.metrics` computed and
+the aggregate step put in ``runs.parquet``; null where a source did not record them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mabench.analysis.stats.summaries import _flag
+
+#: run columns averaged per config (null where a source did not record them)
+VALIDITY_MEANS = (
+    "true_efficiency",
+    "true_efficiency_excl_load",
+    "solo_reloads",
+    "concurrent_reloads",
+    "solo_reload_s",
+    "concurrent_reload_s",
+)
+SOLO_FIRST, CONCURRENT_FIRST = "solo,concurrent", "concurrent,solo"
+
+
+def _validity_row(g: pd.DataFrame) -> dict[str, Any]:
+    """Means of the validity columns, flagged runs, and true efficiency by phase order."""
+    row: dict[str, Any] = {"n_runs": len(g)}
+    for col in VALIDITY_MEANS:
+        values = pd.to_numeric(g[col], errors="coerce") if col in g else pd.Series(dtype=float)
+        row[col] = values.mean() if values.notna().any() else None
+    for col, name in (("work_matched", "work"), ("isolation_after_verified", "isolation_after")):
+        checked = _flag(g[col]).dropna() if col in g else pd.Series(dtype="boolean")
+        row[f"{name}_checked"] = len(checked)
+        row[f"{name}_failed"] = int((~checked).sum())
+    order = g["phase_order"] if "phase_order" in g else pd.Series(None, index=g.index)
+    true = pd.to_numeric(g["true_efficiency"], errors="coerce")
+    for phases, prefix in ((SOLO_FIRST, "solo_first"), (CONCURRENT_FIRST, "concurrent_first")):
+        values = true[(order == phases).to_numpy()].dropna()
+        row[f"n_{prefix}"] = len(values)
+        row[f"true_efficiency_{prefix}"] = values.mean() if len(values) else None
+    first, last = row["true_efficiency_solo_first"], row["true_efficiency_concurrent_first"]
+    row["phase_order_gap_pp"] = None if first is None or last is None else first - last
+    return row
+
+
+def validity(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config and overall: mean reloads per run and phase with their time, true
+    efficiency with and without the loads, runs whose work differed between the phases or
+    whose servers held something unexpected afterwards, and mean true efficiency by phase
+    order (solo first vs concurrent first), whose gap shows drift."""
+    rows = [{"level": "overall", "group": "all", **_validity_row(runs)}]
+    for cid, g in runs.groupby("config_id", sort=True):
+        rows.append({"level": "config", "group": cid, **_validity_row(g)})
+    return pd.DataFrame(rows)
+
+
+def flagged_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run a check after its phases flagged, with what the check found."""
+    columns = ["config_id", "run_index", "validity_flags", "work_diverged", "true_efficiency"]
+    if "validity_flags" not in runs:
+        return pd.DataFrame(columns=columns)
+    flags = runs["validity_flags"].fillna("").astype(str)
+    picked = runs.loc[flags != "", [c for c in columns if c in runs]]
+    return picked.sort_values(["config_id", "run_index"], kind="stable").reset_index(drop=True)
+
+
+__all__ = ["flagged_runs", "validity"]
