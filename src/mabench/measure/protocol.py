@@ -40,7 +40,6 @@ from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import (
     CONCURRENT,
     CallRecord,
-    ErrorInfo,
     Isolation,
     IsolationAfter,
     LoadRecord,
@@ -50,16 +49,8 @@ from mabench.measure.records import (
     ServerInfo,
     Span,
     Topology,
-    Validity,
 )
-from mabench.measure.validity import (
-    ISOLATION_AFTER,
-    WORK_MISMATCH,
-    check_isolation_after,
-    compare_work,
-    describe_divergence,
-    describe_unexpected,
-)
+from mabench.measure.validity import check_isolation_after, check_validity
 
 log = logging.getLogger(__name__)
 
@@ -230,33 +221,6 @@ def with_settings(study: Study, server: ServerInfo) -> ServerInfo:
     settings = study.server_settings(server.name)
     source = study.server_settings_source if settings else None
     return replace(server, settings=settings, settings_source=source)
-
-
-def check_validity(
-    calls: Sequence[CallRecord], after: IsolationAfter, on_work_mismatch: str
-) -> Validity:
-    """The checks after the measured phases (see :mod:`mabench.measure.validity`); a failed
-    one flags the run, or fails it where the study says so."""
-    work = compare_work(calls)
-    flags = []
-    if not work.matched:
-        where = describe_divergence(work)
-        if on_work_mismatch == "fail":
-            message = (
-                f"the solo and the concurrent phase did different work: {where}; the study "
-                "sets on_work_mismatch: fail (flag records such a run and marks it instead)"
-            )
-            info = ErrorInfo(kind=WORK_MISMATCH, message=message, phase="validity")
-            raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
-        log.warning("the two phases did different work: %s (run flagged)", where)
-        flags.append(WORK_MISMATCH)
-    if not after.verified:
-        log.warning(
-            "after the measured phases the servers held what no agent loaded: %s (run flagged)",
-            describe_unexpected(after),
-        )
-        flags.append(ISOLATION_AFTER)
-    return Validity(work=work, flags=flags, isolation_after=after)
 
 
 @dataclass(frozen=True)

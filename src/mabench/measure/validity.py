@@ -10,25 +10,33 @@
   phases lists only what the agents' own loads left there (step 3: model and context
   length). Anything else means another client, or a leftover, shared a server while it was
   measured.
+
+:func:`check_validity` makes both checks of a run and turns the failed ones into its flags.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
+from mabench.measure.errors import RunFailed
 from mabench.measure.records import (
     CONCURRENT,
     SOLO,
     CallRecord,
+    ErrorInfo,
     IsolationAfter,
     PsModel,
+    Validity,
     WorkCheck,
     WorkComparison,
 )
 
 WORK_MISMATCH = "work_mismatch"
 ISOLATION_AFTER = "isolation_after"
+
+log = logging.getLogger(__name__)
 
 
 def text_sha256(text: str) -> str:
@@ -134,10 +142,38 @@ def describe_unexpected(isolation: IsolationAfter) -> str:
     )
 
 
+def check_validity(
+    calls: Sequence[CallRecord], after: IsolationAfter, on_work_mismatch: str
+) -> Validity:
+    """Both checks of one run; each failed one adds its flag, and a work mismatch fails the
+    run instead (:class:`RunFailed`) when the study says ``on_work_mismatch: fail``."""
+    work = compare_work(calls)
+    flags = []
+    if not work.matched:
+        where = describe_divergence(work)
+        if on_work_mismatch == "fail":
+            message = (
+                f"the solo and the concurrent phase did different work: {where}; the study "
+                "sets on_work_mismatch: fail (flag records such a run and marks it instead)"
+            )
+            info = ErrorInfo(kind=WORK_MISMATCH, message=message, phase="validity")
+            raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
+        log.warning("the two phases did different work: %s (run flagged)", where)
+        flags.append(WORK_MISMATCH)
+    if not after.verified:
+        log.warning(
+            "after the measured phases the servers held what no agent loaded: %s (run flagged)",
+            describe_unexpected(after),
+        )
+        flags.append(ISOLATION_AFTER)
+    return Validity(work=work, flags=flags, isolation_after=after)
+
+
 __all__ = [
     "ISOLATION_AFTER",
     "WORK_MISMATCH",
     "check_isolation_after",
+    "check_validity",
     "compare_work",
     "describe_divergence",
     "describe_unexpected",
