@@ -254,7 +254,9 @@ def report_settings(study: Study) -> dict[str, Any]:
             "per run: every server answers and has the model; forced unload of every model on "
             "every server, verified by /api/ps; each agent's model loaded with its options, "
             "then one unmeasured one-token warm-up call per agent; solo phase (each agent "
-            f"alone, one after another) and concurrent phase (all agents at once); {phases}"
+            f"alone, one after another) and concurrent phase (all agents at once); {phases}; "
+            "then the checks: the same work in both phases (on a mismatch: "
+            f"{study.on_work_mismatch}), and every server holding only what the agents loaded"
         ),
         "Runs per config": str(study.runs),
         "Backend": f"{study.backend_kind} ({len(study.servers)} servers)",

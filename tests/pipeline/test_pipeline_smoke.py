@@ -34,6 +34,12 @@ def test_every_output_exists(smoke_dir):
             assert record.isolation.verified
             assert record.metrics.true_efficiency is not None
             assert all(c.error is None and c.server_metrics.eval_count > 0 for c in record.calls)
+            # the conditions the run proves: its servers' threads, its CPUs, its checks
+            assert record.environment.cpus_available >= 1
+            assert all(s.threads is not None for s in record.topology.servers)
+            assert record.validity.isolation_after.verified
+            assert record.validity.flags == [] and record.validity.work.matched
+            assert all(c.reconnects == 0 for c in record.calls)
             assert (out / "logs" / "runs" / cid / f"run_{run}.log").is_file()
     for table in ("runs", "agents", "calls", "failures"):
         assert (out / "tables" / f"{table}.parquet").is_file()
