@@ -138,6 +138,19 @@ def test_tr110_report_content(tr110_study) -> None:
     assert "single topology" in _section(text, "Topology and coordinator comparison")
 
 
+def test_summary_counts_the_same_reference_claims_as_the_reference_section(tr110_study) -> None:
+    text = _text(tr110_study)
+    summary = _section(text, "Executive summary")
+    said = re.search(r"(\d+) of (\d+) numbers quoted from its text disagree with its own", summary)
+    shown = re.search(
+        r"disagrees with its own data in (\d+) of (\d+) checked statements",
+        _section(text, "Reference comparison"),
+    )
+    assert said and shown and said.groups() == shown.groups()
+    assert re.search(r"(\d+) of (\d+) it quotes about TR110 disagree", summary)
+    assert "| configs in the study | " in text and "| Configurations | 27 | n/a | 27 |" in text
+
+
 def test_full_report_leads_with_true_efficiency(full_study) -> None:
     text = _text(full_study)
     summary = _section(text, "Executive summary")
@@ -247,6 +260,8 @@ def test_markdown_formatting() -> None:
     assert md.fmt_ci(1, None) == "n/a" and md.fmt_ci(1, 2, 1) == "[1.0, 2.0]"
     assert md.fmt_p(0.0001) == "< 0.001" and md.fmt_p(0.04123) == "0.041"
     assert md.fmt_signed(1.234, 1) == "+1.2"
+    assert md.fmt_value(27.0, "count3") == "27" and md.fmt_value(-25.0, "count3") == "-25"
+    assert md.fmt_value(98.9342, "count3") == "98.934" and md.fmt_value(None, "count3") == "n/a"
     assert md.fmt_code("a`b|c") == "`a'b\\|c`"
     assert md.md_escape("a_b*c") == "a\\_b\\*c"
     assert md.md_table([], [("A", "a", "text")]) == "_No rows._"

@@ -84,6 +84,14 @@ def fmt_num(value: Any, digits: int = 2) -> Markup:
     return Markup(text)
 
 
+def fmt_count_or_num(value: Any, digits: int = 2) -> Markup:
+    """A whole number as an integer (a count: 27, not 27.000), any other as ``fmt_num``."""
+    x = _finite(value)
+    if x is not None and float(x).is_integer():
+        return fmt_int(x)
+    return fmt_num(value, digits)
+
+
 def fmt_signed(value: Any, digits: int = 2) -> Markup:
     x = _finite(value)
     if x is None:
@@ -142,8 +150,9 @@ def fmt_money(value: Any, digits: int = 2) -> Markup:
 def fmt_value(value: Any, spec: str = "text") -> Markup:
     """Format one value by a short spec.
 
-    ``text`` (escaped), ``code``, ``int``, ``num<d>``, ``pct<d>``, ``signed<d>``, ``money<d>``,
-    ``p`` (p-value), ``bool``.
+    ``text`` (escaped), ``code``, ``int``, ``num<d>``, ``count<d>`` (whole numbers as integers,
+    others as ``num<d>``: for columns that mix counts and measures), ``pct<d>``, ``signed<d>``,
+    ``money<d>``, ``p`` (p-value), ``bool``.
     """
     if spec == "text":
         return md_escape(value)
@@ -155,12 +164,13 @@ def fmt_value(value: Any, spec: str = "text") -> Markup:
         return fmt_p(value)
     if spec == "bool":
         return fmt_bool(value)
-    match = re.fullmatch(r"(num|pct|signed|money)(\d)", spec)
+    match = re.fullmatch(r"(num|count|pct|signed|money)(\d)", spec)
     if not match:
         raise ValueError(f"unknown format spec {spec!r}")
     kind, digits = match.group(1), int(match.group(2))
     func: Callable[[Any, int], Markup] = {
         "num": fmt_num,
+        "count": fmt_count_or_num,
         "pct": fmt_pct,
         "signed": fmt_signed,
         "money": fmt_money,
@@ -228,6 +238,7 @@ __all__ = [
     "fmt_bool",
     "fmt_ci",
     "fmt_code",
+    "fmt_count_or_num",
     "fmt_int",
     "fmt_money",
     "fmt_num",
