@@ -301,3 +301,20 @@ def test_tr110_conclusions_rest_on_config_means(tr110_study) -> None:
     assert "intraclass correlation of seed efficiency (%) between runs of one config is 0.77" in (
         _section(text, "Methodology")
     )
+
+
+def test_outliers_table_shows_the_twenty_furthest_and_points_to_all(full_study, tmp_path) -> None:
+    d = tmp_path / "full"
+    shutil.copytree(full_study, d)
+    path = d / "stats" / "outliers.parquet"
+    one = pd.read_parquet(path).iloc[[0]]
+    many = pd.concat([one] * 45, ignore_index=True)
+    many["run_index"] = range(1, 46)
+    many["distance"] = [float(i) for i in range(1, 46)]
+    many.to_parquet(path)
+    report.build(d, {"reference": ["tr114"], "study": "full", "title": "full report"})
+    block = _section(_text(d), "Worst outliers")
+    assert "45 runs lie outside the IQR fences" in block
+    assert "(the 20 furthest; all 45 are in `stats/outliers.parquet`)" in block
+    shown = next(t for t in _tables(block) if t[0][:3] == ["Config", "Scenario", "Run"])
+    assert [r[2] for r in shown[2:]] == [str(i) for i in range(45, 25, -1)]
