@@ -4,8 +4,9 @@ Owns the API contracts (``ollama_api``, ``openai_api``), the timed transport and
 (``transport``; ``client`` for Ollama's API and the bases all clients share, with ``arrivals``:
 when each piece of text arrived; ``openai_client``; ``apis`` picks a server's client), agents
 as workloads (``agents``, ``corpus``), how agents run
-together (``coordinators``), the run protocol (``protocol``, ``isolation``), the metrics of
-one run (``metrics``), the run record and its schema check (``records``, ``schema_check``),
+together (``coordinators``), the run protocol (``protocol``, ``isolation``), what a run proves
+about its own conditions after its phases (``validity``: same work, reloads, what the servers
+held), the metrics of one run (``metrics``), the run record and its schema check (``records``, ``schema_check``),
 the machine a run ran on (``environment``; its Slurm job: ``slurm``) and the typed errors
 (``errors``).
 
