@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from mabench import doctor
 from mabench.measure.ollama_api import Message, Options, OptionsError
+from mabench.servers.embedded import cli
 from mabench.servers.embedded.gguf import GGUFError, format_parameter_count, read_header
 from mabench.servers.embedded.launch import ServerProcess, ServerStartError
 from mabench.servers.embedded.registry import Registry, RegistryError, normalize_name
@@ -143,3 +146,29 @@ def test_a_reload_is_timed_whole(model_path: Path) -> None:
     assert elapsed - load_ns < 20_000_000
     assert scheduler._ensure_loaded(slot, second) == 0  # same options: reused, no load
     slot.unload()
+
+
+def test_served_connections_send_without_waiting_for_acks() -> None:
+    """The listening socket says TCP, so asyncio (as uvicorn serves it) turns Nagle off on
+    every accepted connection: an answer written in two sends never waits for the client's
+    delayed ACK (~40 ms per request and per streamed chunk)."""
+    sock = cli._bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            conn = transport.get_extra_info("socket")
+            seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def accept_one() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            while not seen:
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(asyncio.wait_for(accept_one(), 10))
+    assert seen and seen[0] != 0

@@ -190,7 +190,11 @@ def _build_registry(args: argparse.Namespace) -> Registry:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio disables Nagle (TCP_NODELAY) only on sockets whose proto
+    # says TCP, and accepted connections inherit the listener's. Without it every answer
+    # written in two sends (headers, then body or each streamed chunk) waits for the
+    # client's delayed ACK: about 40 ms per management request, and streamed tokens held back.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
