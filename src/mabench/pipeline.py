@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 
 from mabench import progress
-from mabench.analysis.tables import FAILURES_SCHEMA, to_table, write_table
 from mabench.config import ServerSpec, Study, study_from_dict
 from mabench.measure.apis import open_management_clients
 from mabench.measure.client import Timeouts
@@ -292,11 +291,6 @@ def _api_methodology(study: Study) -> dict[str, str]:
             "the load went through it on every server"
         )
     return {"APIs": text}
-
-
-def write_empty_failures(path: str | Path) -> None:
-    """A failures table with no rows (imported studies record no attempts)."""
-    write_table(to_table([], FAILURES_SCHEMA), path)
 
 
 def pull_step(study: Study, out: str | Path, paths: StudyPaths) -> None:

@@ -444,3 +444,8 @@ def describe(name: str) -> str:
         doc = (fld.metadata or {}).get(b"description", b"").decode()
         lines.append(f"| `{fld.name}` | {fld.type} | {doc} |")
     return "\n".join(lines)
+
+
+def write_empty_failures(path: str | Path) -> None:
+    """A failures table with no rows (imported studies record no attempts)."""
+    write_table(to_table([], FAILURES_SCHEMA), path)
