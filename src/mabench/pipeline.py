@@ -103,8 +103,10 @@ def script_logging(
 
 
 def load(config: Mapping[str, Any]) -> Study:
-    """The typed study of a job's ``snakemake.config`` (its paths are already absolute)."""
-    return study_from_dict(dict(config), source="config")
+    """The typed study of a job's ``snakemake.config`` (its paths are already absolute; the
+    Snakefile checked it against the schema when the workflow was parsed, so that check is
+    not repeated in every job)."""
+    return study_from_dict(dict(config), source="config", schema_checked=True)
 
 
 def pool_for(study: Study, paths: StudyPaths) -> ServerPool:

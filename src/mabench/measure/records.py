@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-import jsonschema
-
 from mabench.measure.schema_check import compile_check
 
 SCHEMA_VERSION = 2
@@ -423,6 +421,10 @@ def _fast_check() -> Callable[[Any], bool]:
 
 @cache
 def _reference_validator() -> Any:
+    # Lazy: a valid record never needs jsonschema (~55 ms to import), and a run job, which
+    # writes one valid record, should not pay for it.
+    import jsonschema
+
     return jsonschema.Draft202012Validator(record_schema())
 
 
