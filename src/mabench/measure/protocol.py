@@ -6,7 +6,8 @@
 3. load each agent's model with its options (load time recorded; a server that speaks only
    the OpenAI API loads it with a one-token completion and no load time is known), then one
    tiny unmeasured warm-up call per agent, which also opens the agent's connection for the
-   whole run;
+   whole run (servers load, and agents on servers of their own warm up, at the same time;
+   agents sharing a server load and warm up one after another, in roster order);
 4. solo phase: each agent alone, one after another;
 5. concurrent phase: all agents at once;
 6. checks of what was measured (:mod:`mabench.measure.validity`): both phases did the same
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -268,17 +270,42 @@ def load_agent_models(
     clients: Mapping[str, SyncClient], plans: Sequence[AgentPlan]
 ) -> tuple[list[LoadResult], dict[str, list[PsModel]]]:
     """Step 3: each agent's load, and every /api/ps entry the loads left on each server whose
-    API lists its loaded models."""
-    loaded, expected = [], {name: [] for name, c in clients.items() if can_unload(c)}
+    API lists its loaded models.
+
+    Servers load at the same time, one thread each (loads are unmeasured, and each server is
+    its own process); the agents of one server load one after another, in roster order, so
+    what each server holds afterwards is what its last agent loaded, as before."""
+    by_server: dict[str, list[int]] = {}
+    for i, plan in enumerate(plans):
+        by_server.setdefault(plan.info.server, []).append(i)
+    expected = {name: [] for name, c in clients.items() if can_unload(c)}
+    with ThreadPoolExecutor(max_workers=max(1, len(by_server)), thread_name_prefix="load") as ex:
+        futures = {
+            server: ex.submit(_load_on_server, clients[server], [plans[i] for i in idx], expected)
+            for server, idx in by_server.items()
+        }
+    loaded: list[LoadResult | None] = [None] * len(plans)
+    for server, idx in by_server.items():
+        for i, result in zip(idx, futures[server].result(), strict=True):
+            loaded[i] = result
+    return [r for r in loaded if r is not None], expected
+
+
+def _load_on_server(
+    client: SyncClient, plans: Sequence[AgentPlan], expected: dict[str, list[PsModel]]
+) -> list[LoadResult]:
+    """One server's loads, one after another; each adds what /api/ps then lists to
+    ``expected[server]`` (only this thread writes that entry)."""
+    results = []
     for plan in plans:
         server = plan.info.server
-        loaded.append(load_agent_model(clients[server], plan))
+        results.append(load_agent_model(client, plan))
         if server not in expected:
             continue
-        for entry in loaded_entries({server: clients[server]}, "load")[server]:
+        for entry in loaded_entries({server: client}, "load")[server]:
             if entry not in expected[server]:
                 expected[server].append(entry)
-    return loaded, expected
+    return results
 
 
 def load_agent_model(client: SyncClient, plan: AgentPlan) -> LoadResult:
@@ -309,9 +336,14 @@ def measure_phases(
     path up, unmeasured, then run the measured phases in ``order``."""
     clock = Clock()
     phases, spans, calls = [], [], []
+    # Agents on servers of their own warm up at the same time (unmeasured; each server its own
+    # process); agents that share a server warm up one after another in roster order, so the
+    # options each server holds when the measured phases start are always the same.
+    servers = [p.info.server for p in plans]
+    own_servers = len(set(servers)) == len(servers)
     with open_coordinator(config.coordinator, timeouts) as coordinator:
         warm = coordinator.run_phase(
-            [warmup_plan(p) for p in plans], WARMUP, concurrent=False, clock=Clock()
+            [warmup_plan(p) for p in plans], WARMUP, concurrent=own_servers, clock=Clock()
         )
         for phase in order:
             log.info("%s: %s phase", label, phase)
