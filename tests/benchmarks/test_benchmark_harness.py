@@ -84,3 +84,34 @@ def test_ttft_accuracy_drives_the_openai_path() -> None:
     medians += [entry["harness"][c]["all_calls"]["median"] for c in ("asyncio", "threads")]
     assert all(-1.0 < m < p["ttft_ms"] for m in medians), medians
     assert entry["harness"]["asyncio"]["all_calls"]["n"] == 2 * p["phases"]
+
+
+def test_the_full_study_is_derived_term_by_term_from_a_sample() -> None:
+    from benchmarks.pipeline_overhead import full_study
+
+    per_run = [
+        {"config_id": c, "run_index": r, "load_s": 0.2, "warmup_s": 0.1}
+        for c in ("a", "b")
+        for r in (1, 2)
+    ]
+    sample = {
+        "wall_s": 60.0,
+        "records": 4,
+        "per_run": per_run,
+        "jobs": [{"rule": "run", "wall_s": 11.0}] * 4 + [{"rule": "unload", "wall_s": 1.0}] * 2,
+        "breakdown_s": {
+            "measured phases": 40.0,
+            "run job start-up/teardown": 2.0,
+            "execute_run outside the phases": 2.0,
+            "start_servers jobs (server start excluded)": 1.0,
+            "unload jobs": 2.0,
+        },
+    }
+    fs = full_study(sample, {"configs": 27, "runs_per_config": 5})
+    # per run 10 s measured + 1 s outside; per config 1.5 s; once 60 - 44 - 3 = 13 s
+    assert fs["runs"] == 135 and fs["per_config_s"] == 1.5 and fs["once_s"] == 13.0
+    assert fs["wall_s"] == pytest.approx(135 * 11 + 27 * 1.5 + 13)
+    assert fs["measured_share_pct"] == pytest.approx(100 * 1350 / fs["wall_s"])
+    assert sum(fs["outside_per_run_breakdown_s"].values()) == pytest.approx(1.0)
+    # the agents' load and warm-up walls are reported, not added (they may overlap)
+    assert fs["load_and_warmup_agent_walls_s"] == pytest.approx({"loads": 0.2, "warm-ups": 0.1})
