@@ -86,6 +86,18 @@ def test_ttft_accuracy_drives_the_openai_path() -> None:
     assert entry["harness"]["asyncio"]["all_calls"]["n"] == 2 * p["phases"]
 
 
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_many_agents_measures_concurrent_phases(coordinator: str) -> None:
+    from benchmarks.many_agents import QUICK, measure
+
+    p = {**QUICK, "phases": 1}
+    with servers("ideal", 8, p["ttft_ms"], p["token_ms"]) as fleet:
+        (row,) = measure(fleet, 8, coordinator, p, profile=False)
+    # the ideal servers' timing is exact, so no phase can be shorter than one agent alone
+    assert row["wall_minus_ideal_ms"] >= 0 and row["efficiency_lower_bound"] <= 100.0
+    assert row["ttft_error_ms"]["n"] == 8 * p["calls"]
+
+
 def test_the_full_study_is_derived_term_by_term_from_a_sample() -> None:
     from benchmarks.pipeline_overhead import full_study
 
