@@ -6,9 +6,11 @@ of the test suite. Each benchmark module has ``run(quick: bool) -> Result``.
 
 BENCHMARKS = (
     "harness_overhead",
+    "many_agents",
     "ttft_accuracy",
     "server_overhead",
     "analysis_scale",
     "pipeline_overhead",
+    "memory",
     "slurm_overhead",
 )
