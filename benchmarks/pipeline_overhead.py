@@ -471,10 +471,15 @@ def summarise(res: Result, order: list[str], samples: dict[str, list[dict[str, A
         }
     res.details["summary"] = summary_by
     after = summary_by["after"]
-    how = (
-        f"derived from {after['samples']} sample(s) of the full study "
-        f"({SAMPLE_RUNS} runs of the first config of each scenario): "
-        f"{samples['after'][0]['full_study']['derivation']}"
+    how = "; ".join(
+        f"{which} ({(sm['commit'] or '')[:7]}): full study {sm['full_study_wall_min']:.1f} min, "
+        f"{sm['full_study_measured_share_pct']:.1f} % measured"
+        for which, sm in sorted(summary_by.items(), key=lambda kv: kv[0] != "before")
+    )
+    how += (
+        f" (median of {after['samples']}; derived from samples of the full study, "
+        f"{SAMPLE_RUNS} runs of the first config of each scenario: runs x (measured + outside "
+        "per run) + configs x (start_servers + unload jobs) + once)"
     )
     res.goal(
         "measured phases, share of the full study's wall time (embedded backend)",
