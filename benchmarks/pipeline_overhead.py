@@ -12,7 +12,7 @@ aggregate, statistics, figures and report. Its wall time is split into:
 * ``execute_run outside the phases``: the rest of ``execute_run``: server checks, forced
   unload and its verification, the loads and warm-up calls, what the servers hold after the
   loads and after the phases, metrics, environment capture (the agents' load and warm-up walls
-  are reported beside it; from commit a4fb28d on they overlap across servers);
+  are reported beside it; from commit 74442ad on they overlap across servers);
 * ``run job start-up/teardown``: a run job's process lifetime outside ``execute_run``
   (interpreter and imports, Snakemake's script preamble, config validation, server pool,
   writing the record);
@@ -244,7 +244,7 @@ def analyse(
     out = {
         "measured phases": measured,
         # checks, forced unload, loads, warm-ups, checks after the phases, metrics; the
-        # agents' load and warm-up walls are in per_run (they overlap from commit a4fb28d on:
+        # agents' load and warm-up walls are in per_run (they overlap from commit 74442ad on:
         # servers load, and agents on servers of their own warm up, at the same time)
         "execute_run outside the phases": er_total - measured,
         "run job start-up/teardown": run_jobs_s - er_total,
@@ -395,7 +395,7 @@ def full_study(a: dict[str, Any], size: dict[str, int]) -> dict[str, Any]:
         "outside_per_run_s": outside_run,
         "outside_per_run_breakdown_s": per_run,
         # Σ of the agents' load and warm-up walls per run, inside "execute_run outside the
-        # phases"; not additive from commit a4fb28d on (they overlap across servers)
+        # phases"; not additive from commit 74442ad on (they overlap across servers)
         "load_and_warmup_agent_walls_s": agent_walls,
         "per_config_s": per_config,
         "once_s": once,
