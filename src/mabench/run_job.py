@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mabench.config import Study
-from mabench.measure.errors import MabenchError, OllamaError, RunFailed
+from mabench.measure.errors import MabenchError, RunFailed, ServerCallError
 from mabench.measure.protocol import execute_run
 from mabench.measure.records import RunRecord, write_json_atomic, write_record
 from mabench.servers.pool import ServerPool
@@ -28,7 +28,7 @@ def failure_report(
     info = None
     if isinstance(exc, RunFailed):
         info = vars(exc.info)
-    elif isinstance(exc, OllamaError):
+    elif isinstance(exc, ServerCallError):
         info = vars(exc.info())
     return {
         "kind": "mabench.failure",

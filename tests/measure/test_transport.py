@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mabench.measure.errors import OllamaError, ProtocolError, ServerHTTPError, ServerTimeoutError
+from mabench.measure.errors import (
+    ProtocolError,
+    ServerCallError,
+    ServerHTTPError,
+    ServerTimeoutError,
+)
 from mabench.measure.transport import (
     SSE,
     AsyncConnection,
@@ -191,34 +196,34 @@ class Lines:
 BODY = json_body({"model": "m", "prompt": "héllo", "stream": True})
 
 
-def run_sync(url: str, n: int, read_s: float = 5.0) -> list[Lines | OllamaError]:
+def run_sync(url: str, n: int, read_s: float = 5.0) -> list[Lines | ServerCallError]:
     """``n`` calls on one connection: each call's lines, or the error it raised."""
     conn = SyncConnection(url, 2.0, read_s)
-    results: list[Lines | OllamaError] = []
+    results: list[Lines | ServerCallError] = []
     try:
         for _ in range(n):
             sink = Lines()
             try:
                 conn.stream("/api/generate", BODY, sink, "solo")
                 results.append(sink)
-            except OllamaError as exc:
+            except ServerCallError as exc:
                 results.append(exc)
         return results
     finally:
         conn.close()
 
 
-def run_async(url: str, n: int, read_s: float = 5.0) -> list[Lines | OllamaError]:
-    async def go() -> list[Lines | OllamaError]:
+def run_async(url: str, n: int, read_s: float = 5.0) -> list[Lines | ServerCallError]:
+    async def go() -> list[Lines | ServerCallError]:
         conn = AsyncConnection(url, 2.0, read_s)
-        results: list[Lines | OllamaError] = []
+        results: list[Lines | ServerCallError] = []
         try:
             for _ in range(n):
                 sink = Lines()
                 try:
                     await conn.stream("/api/generate", BODY, sink, "solo")
                     results.append(sink)
-                except OllamaError as exc:
+                except ServerCallError as exc:
                     results.append(exc)
             return results
         finally:
@@ -227,7 +232,7 @@ def run_async(url: str, n: int, read_s: float = 5.0) -> list[Lines | OllamaError
     return asyncio.run(go())
 
 
-def only(results: list[Lines | OllamaError]) -> Lines | OllamaError:
+def only(results: list[Lines | ServerCallError]) -> Lines | ServerCallError:
     (result,) = results
     return result
 

@@ -18,7 +18,7 @@ from mabench.config import AgentSpec, ConfigSpec, ServerSpec, Study
 from mabench.measure import arrivals
 from mabench.measure.apis import AsyncClient, SyncClient
 from mabench.measure.client import CallResult
-from mabench.measure.errors import OllamaError, RunFailed
+from mabench.measure.errors import RunFailed, ServerCallError
 from mabench.measure.ollama_api import Metrics
 from mabench.measure.openai_client import CompletionMetrics
 from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
@@ -136,7 +136,7 @@ def _record(
     prompt: str,
     clock: Clock,
     result: CallResult | None = None,
-    error: OllamaError | None = None,
+    error: ServerCallError | None = None,
     t_sent: int | None = None,
 ) -> CallRecord:
     common = dict(
@@ -206,7 +206,7 @@ def server_metrics(m: Metrics | CompletionMetrics) -> ServerMetrics:
     )
 
 
-def _failed(plan: AgentPlan, phase: str, index: int, exc: OllamaError) -> RunFailed:
+def _failed(plan: AgentPlan, phase: str, index: int, exc: ServerCallError) -> RunFailed:
     info = exc.info()
     info = type(info)(**{**vars(info), "phase": phase})
     return RunFailed(
@@ -260,7 +260,7 @@ async def run_agent_async(
         while True:
             try:
                 result = await client.call(**call)
-            except OllamaError as exc:
+            except ServerCallError as exc:
                 raise _failed(plan, phase, index, exc) from exc
             index, call = steps.send(result)
     except StopIteration as done:
@@ -274,7 +274,7 @@ def run_agent_sync(plan: AgentPlan, client: SyncClient, phase: str, clock: Clock
         while True:
             try:
                 result = client.call(**call)
-            except OllamaError as exc:
+            except ServerCallError as exc:
                 raise _failed(plan, phase, index, exc) from exc
             index, call = steps.send(result)
     except StopIteration as done:

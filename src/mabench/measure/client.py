@@ -23,8 +23,8 @@ import httpx
 
 from mabench.measure.arrivals import TokenArrivals
 from mabench.measure.errors import (
-    OllamaError,
     ProtocolError,
+    ServerCallError,
     ServerConnectError,
     ServerHTTPError,
     ServerStreamError,
@@ -229,8 +229,8 @@ class _StreamParser(StreamBookkeeping):
         return self.call_result(metrics, self.final.get("done_reason"), t_done)
 
 
-def _translate(exc: Exception, url: str, phase: str | None, timeout_s: float) -> OllamaError:
-    if isinstance(exc, OllamaError):
+def _translate(exc: Exception, url: str, phase: str | None, timeout_s: float) -> ServerCallError:
+    if isinstance(exc, ServerCallError):
         return exc
     if isinstance(exc, httpx.TimeoutException):
         return ServerTimeoutError(

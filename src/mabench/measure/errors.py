@@ -9,14 +9,14 @@ class MabenchError(Exception):
     """Base class of every error the harness raises on purpose."""
 
 
-class OllamaError(MabenchError):
-    """A call to an Ollama-compatible server failed.
+class ServerCallError(MabenchError):
+    """A call to an inference server failed, through either API (Ollama's or OpenAI's).
 
     ``kind`` is a stable machine-readable cause (``connect``, ``timeout``, ``http``,
     ``server``, ``protocol``); ``phase`` is the protocol step or measured phase it happened in.
     """
 
-    kind = "ollama"
+    kind = "call"
 
     def __init__(
         self,
@@ -40,32 +40,32 @@ class OllamaError(MabenchError):
         )
 
 
-class ServerConnectError(OllamaError):
+class ServerConnectError(ServerCallError):
     """Nothing answers at the URL (server down, wrong port)."""
 
     kind = "connect"
 
 
-class ServerTimeoutError(OllamaError):
+class ServerTimeoutError(ServerCallError):
     """The server stopped sending for longer than the configured timeout."""
 
     kind = "timeout"
 
 
-class ServerHTTPError(OllamaError):
+class ServerHTTPError(ServerCallError):
     """The server answered with an error status and (usually) ``{"error": ...}``."""
 
     kind = "http"
 
 
-class ServerStreamError(OllamaError):
-    """The server reported an error inside the stream (an NDJSON ``{"error": ...}`` line)."""
+class ServerStreamError(ServerCallError):
+    """The server reported an error inside the stream (an NDJSON or SSE ``{"error": ...}``)."""
 
     kind = "server"
 
 
-class ProtocolError(OllamaError):
-    """The answer does not follow the Ollama API: invalid JSON, truncated stream, no metrics."""
+class ProtocolError(ServerCallError):
+    """The answer does not follow the server's API: invalid JSON, truncated stream, no metrics."""
 
     kind = "protocol"
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from mabench.measure.apis import SyncClient, can_unload
 from mabench.measure.client import OllamaClient
-from mabench.measure.errors import OllamaError, RunFailed
+from mabench.measure.errors import RunFailed, ServerCallError
 from mabench.measure.records import Isolation, PsModel
 
 
@@ -44,7 +44,7 @@ def loaded_entries(clients: Mapping[str, SyncClient], step: str) -> dict[str, li
             for name, c in clients.items()
             if can_unload(c)
         }
-    except OllamaError as exc:
+    except ServerCallError as exc:
         info = exc.info()
         raise RunFailed(
             f"/api/ps failed on {exc.url}: {exc.message}",
@@ -75,7 +75,7 @@ def _unload_and_verify(clients: Mapping[str, OllamaClient], verify_timeout_s: fl
         while any(after.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
             after = loaded_models(clients)
-    except OllamaError as exc:
+    except ServerCallError as exc:
         info = exc.info()
         raise RunFailed(
             f"forced unload failed on {exc.url}: {exc.message}",

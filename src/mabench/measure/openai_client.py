@@ -36,7 +36,7 @@ from mabench.measure.client import (
     SyncClientBase,
     Timeouts,
 )
-from mabench.measure.errors import OllamaError, ProtocolError, ServerStreamError
+from mabench.measure.errors import ProtocolError, ServerCallError, ServerStreamError
 from mabench.measure.ollama_api import Options
 from mabench.measure.openai_api import (
     CHAT_PATH,
@@ -184,7 +184,7 @@ class _OpenAIRequests:
         """Errors whose message quotes the API key are raised with the key cut out."""
         try:
             yield
-        except OllamaError as exc:
+        except ServerCallError as exc:
             if not self._secret or self._secret not in exc.message:
                 raise
             message = exc.message.replace(self._secret, "[API key]")

@@ -36,7 +36,7 @@ from mabench.measure.apis import SyncClient, can_unload, inventory, open_managem
 from mabench.measure.client import LoadResult, Timeouts
 from mabench.measure.coordinators import PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
-from mabench.measure.errors import IsolationError, OllamaError, RunFailed, ServerSetupError
+from mabench.measure.errors import IsolationError, RunFailed, ServerCallError, ServerSetupError
 from mabench.measure.isolation import force_unload, loaded_entries
 from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import (
@@ -76,7 +76,7 @@ def find_model(tags: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     return None
 
 
-def _step_failed(step: str, exc: OllamaError) -> RunFailed:
+def _step_failed(step: str, exc: ServerCallError) -> RunFailed:
     info = exc.info()
     info = type(info)(**{**vars(info), "phase": step})
     return RunFailed(f"{step} failed on {exc.url}: {exc.message}", info)
@@ -106,7 +106,7 @@ def check_servers(
     for name, client in clients.items():
         try:
             version, tags = inventory(client)
-        except OllamaError as exc:
+        except ServerCallError as exc:
             raise _step_failed("check", exc) from exc
         digest = size = None
         for model in sorted(needs.get(name, ())):
@@ -311,7 +311,7 @@ def _load_on_server(
 def load_agent_model(client: SyncClient, plan: AgentPlan) -> LoadResult:
     try:
         return client.load(plan.info.model, plan.info.options, keep_alive=-1)
-    except OllamaError as exc:
+    except ServerCallError as exc:
         raise _step_failed("load", exc) from exc
 
 
