@@ -318,3 +318,14 @@ def test_outliers_table_shows_the_twenty_furthest_and_points_to_all(full_study, 
     assert "(the 20 furthest; all 45 are in `stats/outliers.parquet`)" in block
     shown = next(t for t in _tables(block) if t[0][:3] == ["Config", "Scenario", "Run"])
     assert [r[2] for r in shown[2:]] == [str(i) for i in range(45, 25, -1)]
+
+
+def test_every_heading_stands_after_a_blank_line(full_study, tr110_study) -> None:
+    for study in (full_study, tr110_study):
+        lines = _text(study).splitlines()
+        glued = [
+            f"{i}: {line}"
+            for i, line in enumerate(lines)
+            if line.startswith("#") and i > 0 and lines[i - 1].strip()
+        ]
+        assert not glued, (study.name, glued[:3])
