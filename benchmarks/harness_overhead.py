@@ -34,6 +34,14 @@ The OpenAI path: the same runs with every server measured through the OpenAI API
 transport), against the same ideal servers, which speak it on the same exact timing; same
 goals (``details.openai``, goals named "OpenAI API").
 
+The peers (``details.peers``, :mod:`benchmarks.peers`): the same agents, in the same run, on
+the same ideal servers, streamed by the clients the field uses (aiohttp, httpx async and sync,
+the official ``ollama`` AsyncClient with ``asyncio.gather``) beside ours (both coordinators):
+warm-up, solo phase, concurrent phase, true efficiency from the same formula, for N = 2, 16
+and 64; the clients' order rotates and reverses from run to run (A/B alternation). The peers'
+workload is shorter than the main sweep's (fewer tokens per call, same token rate), so that
+the solo phase of 64 agents fits: efficiency losses are relative to it, the ms are not.
+
 Before and after: the first full run (commit 976db66) measured the harness when it streamed
 through httpx with new clients per phase; that result file is kept in
 ``benchmarks/results/before/`` and compared in ``benchmarks/README.md``.
@@ -47,6 +55,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks import peers
 from benchmarks.common import Result, log, servers, summary
 
 TITLE = "Harness overhead: true efficiency on ideal parallel servers"
@@ -65,6 +74,10 @@ FULL = {
     # the OpenAI path, on the ideal servers
     "openai_ns": [2, 16],
     "openai_runs": {2: 5, 16: 3},
+    # the peers beside ours: 6 clients x (N + 1) x the peer workload's A (0.45 s) per run
+    "peer_ns": [2, 16, 64],
+    "peer_runs": {2: 4, 16: 3, 64: 2},
+    "peer_num_predict": 6,
 }
 QUICK = {
     "ns": [1, 2, 4],
@@ -77,6 +90,9 @@ QUICK = {
     "sim_runs": {2: 1},
     "openai_ns": [2],
     "openai_runs": {2: 1},
+    "peer_ns": [2],
+    "peer_runs": {2: 1},
+    "peer_num_predict": 4,
 }
 PROMPTS = ["collector_analyse.md.j2", "collector_report.md.j2", "insight_insights.md.j2"]
 GOALS = {2: 99.8, 16: 99.5}  # true efficiency (%) at N agents
@@ -225,6 +241,79 @@ def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, 
     return table
 
 
+def peer_sweep(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every client of :mod:`benchmarks.peers` on the same ideal servers, N by N; in each run
+    the clients take turns in :func:`peers.order_of_run`'s order."""
+    from mabench.measure.agents import build_plans
+
+    q = {**p, "num_predict": p["peer_num_predict"]}
+    rows = []
+    with servers("ideal", max(p["peer_ns"]), q["ttft_ms"], q["token_ms"]) as fleet:
+        for n in p["peer_ns"]:
+            urls = {f"s{i:02d}": u for i, u in enumerate(fleet.urls[:n])}
+            study = make_study(urls, "asyncio", q)
+            plans = build_plans(study, study.config("c1"), urls, "corpus")
+            for r in range(1, p["peer_runs"][n] + 1):
+                for client in peers.order_of_run(r):
+                    row = peers.run_client(client, plans, q["ttft_ms"])
+                    row.update(run_index=r, load_avg_1m=os.getloadavg()[0])
+                    rows.append(row)
+                    log(
+                        f"harness_overhead [peers] N={n:2d} {client:12s} run {r}: "
+                        f"loss {row['efficiency_loss']:.3f} %, wall-solo "
+                        f"{row['wall_minus_solo_ms']:.1f} ms, TTFT error "
+                        f"{row['concurrent_ttft_error_ms_median']:.2f} ms"
+                    )
+    return rows
+
+
+PEER_METRICS = (
+    "efficiency_loss",
+    "true_efficiency",
+    "wall_minus_solo_ms",
+    "coordination_overhead_ms",
+    "concurrent_ttft_error_ms_median",
+    "solo_ttft_error_ms_median",
+    "client_cpu_s",
+)
+
+
+def peer_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per N and client: each metric's median and spread over the runs."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["n"], row["client"]), []).append(row)
+    order = {c: i for i, c in enumerate(peers.CLIENTS)}
+    table = []
+    for (n, client), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        entry: dict[str, Any] = {"n": n, "client": client}
+        for m in PEER_METRICS:
+            entry[m] = summary([g[m] for g in group if g.get(m) is not None])
+        table.append(entry)
+    return table
+
+
+def _peer_goals(res: Result, table: list[dict[str, Any]]) -> None:
+    """Per N: our better coordinator's median loss is no more than the best peer's."""
+    for n in sorted({e["n"] for e in table}):
+        ours = {e["client"]: e for e in table if e["n"] == n and e["client"] in peers.OURS}
+        theirs = {e["client"]: e for e in table if e["n"] == n and e["client"] in peers.PEERS}
+        if not ours or not theirs:
+            continue
+        best_ours = min(ours, key=lambda c: ours[c]["efficiency_loss"]["median"])
+        best_peer = min(theirs, key=lambda c: theirs[c]["efficiency_loss"]["median"])
+        o, t = ours[best_ours]["efficiency_loss"], theirs[best_peer]["efficiency_loss"]
+        res.goal(
+            f"true-efficiency loss, N={n}, ours vs the best peer",
+            o["median"],
+            "<=",
+            t["median"],
+            "%",
+            f"{best_ours} median of {o['n']} runs (min {o['min']}, max {o['max']}); best peer "
+            f"{best_peer} (min {t['min']}, max {t['max']}); shorter workload, see details.peers",
+        )
+
+
 def _goals(res: Result, summary: list[dict[str, Any]], label: str) -> None:
     """The goals of one sweep's summary: true efficiency (``GOALS``) and the coordination
     overhead at N = 2; ``label`` ends each goal's name (", OpenAI API")."""
@@ -281,6 +370,17 @@ def run(quick: bool = False) -> Result:
     summary_openai = _group(openai, ("n", "coordinator"))
     res.details["openai"] = {"summary": summary_openai, "runs": openai}
     _goals(res, summary_openai, ", OpenAI API")
+    peer_rows = peer_sweep(p)
+    peer_table = peer_summary(peer_rows)
+    a_peer = ideal_agent_s({**p, "num_predict": p["peer_num_predict"]})
+    res.details["peers"] = {"ideal_agent_s": a_peer, "summary": peer_table, "runs": peer_rows}
+    _peer_goals(res, peer_table)
+    res.notes.append(
+        f"Peers (details.peers): clients {', '.join(peers.CLIENTS)}; peer workload A = "
+        f"{a_peer:.3f} s ({p['calls']} calls x (ttft {p['ttft_ms']:g} ms + "
+        f"{p['peer_num_predict'] - 1} x {p['token_ms']:g} ms)); efficiency loss = 100 - true "
+        "efficiency, relative to it."
+    )
     res.notes.append(
         f"Ideal agent time A = {a_s:.3f} s ({p['calls']} calls x (ttft {p['ttft_ms']:g} ms + "
         f"{p['num_predict'] - 1} x {p['token_ms']:g} ms)); efficiency goals are relative to it."

@@ -24,6 +24,11 @@ Two paths per server:
   solo phase of one agent and two calls. ``asyncio`` uses the async client, ``threads`` the
   sync one.
 
+The peers (``details.peers``, :mod:`benchmarks.peers`): on the ideal server, through the
+Ollama API, the ``client`` path's rotation also calls one persistent client of each library
+the field uses (aiohttp, httpx async and sync, the official ``ollama`` AsyncClient), TTFT from
+right before the library's call to its first non-empty text chunk.
+
 The OpenAI path: both paths again on the ideal server, through the OpenAI API (streamed
 ``/v1/chat/completions`` read as Server-Sent Events; TTFT at the first content delta, after
 the role-only chunk the server sends at once), with the same goal (``details.openai``).
@@ -37,6 +42,7 @@ import socket
 import time
 from typing import Any
 
+from benchmarks import peers
 from benchmarks.common import Result, log, servers, summary
 
 TITLE = "TTFT accuracy: client TTFT minus the server's known time to first token"
@@ -101,17 +107,25 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
 
     api = p.get("api", "ollama")
     endpoint = "chat" if api == "openai" else "generate"
-    kinds = ["async", "sync", "raw"]
+    with_peers = bool(p.get("peers"))
+    kinds = ["async", "sync", "raw"] + (list(peers.PEERS) if with_peers else [])
     errors: dict[str, list[float]] = {k: [] for k in kinds}
     opts = {"num_predict": p["num_predict"]}
     server = ServerSpec("s", url=url, api=api)
     with asyncio.Runner() as runner, make_sync_client(server, url, Timeouts()) as sync_client:
         async_client = runner.run(_make(_async_client, server))
+        others = peers.SequentialPeers(runner, url) if with_peers else None
+        request = peers.Request(endpoint, MODEL, PROMPT, None, opts)
         sync_client.load(MODEL)
 
         def one(kind: str) -> float:
             if kind == "raw":
                 return raw_ttft_ms(port, p["num_predict"], api)
+            if others is not None and kind in peers.PEERS:
+                ttft = others.call(kind, request).ttft_ms
+                if ttft is None:
+                    raise RuntimeError(f"{kind}: no text from {url}")
+                return ttft
             if kind == "async":
                 r = runner.run(async_client.call(endpoint, MODEL, PROMPT, options=opts))
             else:
@@ -125,6 +139,8 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
             for kind in kinds[j:] + kinds[:j]:
                 errors[kind].append(one(kind) - p["ttft_ms"])
         runner.run(async_client.aclose())
+        if others is not None:
+            others.close()
     return errors
 
 
@@ -232,13 +248,38 @@ def _goals(res: Result, ideal: dict[str, Any], label: str) -> None:
         )
 
 
+def _peer_goal(res: Result, ideal: dict[str, Any]) -> None:
+    """Ours (the better of the async and sync client) against the best peer, same server."""
+    client = ideal["client"]
+    best_ours = min(("async", "sync"), key=lambda k: client[k]["median"])
+    best_peer = min(peers.PEERS, key=lambda k: client[k]["median"])
+    o, t = client[best_ours], client[best_peer]
+    res.goal(
+        "median TTFT error, ours vs the best peer (sequential calls)",
+        o["median"],
+        "<=",
+        t["median"],
+        "ms",
+        f"ours {best_ours} client, {o['n']} calls, p99 {o['p99']} ms; best peer {best_peer}, "
+        f"p99 {t['p99']} ms; ideal server, calls rotated through all clients",
+    )
+
+
 def run(quick: bool = False) -> Result:
     p = dict(QUICK if quick else FULL)
     res = Result("ttft_accuracy", TITLE)
     res.details["parameters"] = p
-    per_server = {kind: measure_server(kind, p) for kind in ("ideal", "sim")}
+    per_server = {
+        "ideal": measure_server("ideal", {**p, "peers": True}),
+        "sim": measure_server("sim", p),
+    }
     res.details["servers"] = per_server
     _goals(res, per_server["ideal"], "")
+    _peer_goal(res, per_server["ideal"])
+    res.details["peers"] = {
+        "clients": list(peers.PEERS),
+        "client": {k: per_server["ideal"]["client"][k] for k in ("async", "sync", *peers.PEERS)},
+    }
     openai = measure_server("ideal", {**p, "api": "openai"})
     res.details["openai"] = {"ideal": openai}
     _goals(res, openai, ", OpenAI API")
