@@ -278,7 +278,9 @@ def run(quick: bool = False) -> Result:
     _peer_goal(res, per_server["ideal"])
     res.details["peers"] = {
         "clients": list(peers.PEERS),
-        "client": {k: per_server["ideal"]["client"][k] for k in ("async", "sync", *peers.PEERS)},
+        "client": {
+            k: per_server["ideal"]["client"][k] for k in ("async", "sync", *peers.PEERS, "raw")
+        },
     }
     openai = measure_server("ideal", {**p, "api": "openai"})
     res.details["openai"] = {"ideal": openai}

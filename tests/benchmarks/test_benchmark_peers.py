@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import peers
 from benchmarks.common import servers
+from benchmarks.readme import PEERS_END, PEERS_START, render_peers
 from mabench.measure.agents import build_plans
 from mabench.measure.client import _call_body
 
@@ -81,3 +82,10 @@ def test_harness_overhead_puts_the_peers_beside_ours() -> None:
     (goal,) = res.goals
     best_peer = min(e["efficiency_loss"]["median"] for e in table if e["client"] in peers.PEERS)
     assert goal.target == best_peer and goal.name.startswith("true-efficiency loss, N=2")
+    doc = {"benchmark": "harness_overhead", "details": {"peers": {"ideal_agent_s": 0.1}}}
+    doc["details"]["peers"]["summary"] = table
+    rendered = render_peers([doc]).splitlines()
+    assert rendered[0] == PEERS_START and rendered[-1] == PEERS_END
+    assert [line.split(" | ")[1] for line in rendered if line.startswith("| 2 |")] == list(
+        peers.CLIENTS
+    )
