@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from statistics import median
 from typing import Any
 
@@ -52,7 +52,7 @@ import ollama
 
 from mabench.measure.agents import AgentPlan, Clock, warmup_plan
 from mabench.measure.client import Timeouts
-from mabench.measure.coordinators import PhaseOutcome, open_coordinator
+from mabench.measure.coordinators import PhaseOutcome, open_coordinator, release_together
 from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import CONCURRENT, SOLO, Span
 
@@ -318,28 +318,10 @@ def _phase_threads(
         t0 = time.perf_counter_ns()
         runs = [_agent_sync(p, a) for p, a in zip(plans, agents, strict=True)]
         return Phase(t0, time.perf_counter_ns(), runs)
-    results: list[AgentRun | None] = [None] * len(plans)
-    errors: list[BaseException] = []
-    started: list[int] = []
-    gate = threading.Barrier(len(plans) + 1, action=lambda: started.append(time.perf_counter_ns()))
-
-    def work(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = _agent_sync(plans[i], agents[i])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(plans))]
-    for t in threads:
-        t.start()
-    gate.wait()
-    for t in threads:
-        t.join()
-    t1 = time.perf_counter_ns()
-    if errors:
-        raise errors[0]
-    return Phase(started[0], t1, [r for r in results if r is not None])
+    # the threads coordinator's own release, so that only the client differs
+    works = [partial(_agent_sync, p, a) for p, a in zip(plans, agents, strict=True)]
+    t0, t1, runs = release_together(works, time.perf_counter_ns, [p.name for p in plans])
+    return Phase(t0, t1, runs)
 
 
 def _run_async_peer(kind: str, plans: Sequence[AgentPlan]) -> tuple[Phase, Phase]:

@@ -59,6 +59,7 @@ import psutil
 import yaml
 
 from benchmarks.common import ROOT, WORK_DIR, Result, log
+from mabench.measure.metrics import NS, union_s
 
 TITLE = "Pipeline overhead: the full study's wall time inside vs outside measured phases"
 #: the sample of the full study: the first config of each scenario, this many runs each
@@ -186,18 +187,6 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def _union(intervals: list[tuple[float, float]]) -> float:
-    total, end = 0.0, None
-    for a, b in sorted(intervals):
-        if end is None or a > end:
-            total += b - a
-            end = b
-        elif b > end:
-            total += b - end
-            end = b
-    return total
-
-
 def analyse(
     t_launch: float, t_exit: float, jobs: list[dict[str, Any]], servers: dict, records: list[dict]
 ) -> dict[str, Any]:
@@ -238,7 +227,10 @@ def analyse(
         rule: sum(j["end"] - j["start"] for j in jobs if j["rule"] == rule)
         for rule in sorted({j["rule"] for j in jobs} - {"run", "unload", "start_servers"})
     }
-    covered = _union([(j["start"], j["end"]) for j in jobs])
+    origin = min((j["start"] for j in jobs), default=0.0)  # ns of epoch seconds lose precision
+    covered = union_s(
+        [(int((j["start"] - origin) * NS), int((j["end"] - origin) * NS)) for j in jobs]
+    )
     first = min((j["start"] for j in jobs), default=t_exit)
     last = max((j["end"] for j in jobs), default=t_exit)
     out = {

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from mabench.measure.agents import AgentOutcome, AgentPlan, Clock, run_agent_async, run_agent_sync
 from mabench.measure.apis import AsyncClient, SyncClient, async_client, sync_client
@@ -29,6 +31,7 @@ from mabench.measure.errors import RunFailed
 from mabench.measure.records import CallRecord, Span
 
 COORDINATORS = ("asyncio", "threads")
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,38 +141,53 @@ class ThreadsCoordinator(Coordinator):
             ]
             return _collect(phase, t0, clock.now(), outcomes)
 
-        results: list[AgentOutcome | None] = [None] * len(plans)
-        errors: list[BaseException] = []
-        started: list[int] = []
-        # The barrier's action runs once every thread has arrived and before any is released:
-        # the phase starts then, so no agent can send before the phase's start.
-        gate = threading.Barrier(len(plans) + 1, action=lambda: started.append(clock.now()))
-
-        def work(i: int) -> None:
-            gate.wait()
-            try:
-                results[i] = run_agent_sync(plans[i], clients[i], phase, clock)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=work, args=(i,), name=f"agent-{p.name}", daemon=True)
-            for i, p in enumerate(plans)
+        works = [
+            partial(run_agent_sync, p, c, phase, clock) for p, c in zip(plans, clients, strict=True)
         ]
-        for t in threads:
-            t.start()
-        gate.wait()
-        for t in threads:
-            t.join()
-        t1 = clock.now()
-        if errors:
-            raise errors[0]
-        return _collect(phase, started[0], t1, [r for r in results if r is not None])
+        t0, t1, outcomes = release_together(works, clock.now, [f"agent-{p.name}" for p in plans])
+        return _collect(phase, t0, t1, outcomes)
 
     def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for c in clients:
             c.close()
+
+
+def release_together(
+    works: Sequence[Callable[[], T]], now: Callable[[], int], names: Sequence[str]
+) -> tuple[int, int, list[T]]:
+    """Run each of ``works`` in its own thread, all released at once by one barrier; return
+    the phase's start and end (``now()``) and the works' results, in order.
+
+    The barrier's action runs once every thread has arrived and before any is released: the
+    phase starts then, so no work can begin before the phase's start. The first failure is
+    raised once every thread has ended.
+    """
+    results: list[T | None] = [None] * len(works)
+    errors: list[BaseException] = []
+    started: list[int] = []
+    gate = threading.Barrier(len(works) + 1, action=lambda: started.append(now()))
+
+    def work(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = works[i]()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(i,), name=name, daemon=True)
+        for i, name in enumerate(names)
+    ]
+    for t in threads:
+        t.start()
+    gate.wait()
+    for t in threads:
+        t.join()
+    t1 = now()
+    if errors:
+        raise errors[0]
+    return started[0], t1, [r for r in results if r is not None]
 
 
 def open_coordinator(kind: str, timeouts: Timeouts) -> Coordinator:
