@@ -112,6 +112,18 @@ def test_a_server_that_never_answers_times_out_and_is_retried(tmp_path, fake_oll
     assert not (tmp_path / "results" / "rel" / "runs" / "c1" / "run_1.json").exists()
 
 
+def default_signal_dispositions() -> None:
+    """In the child, before exec: SIGINT and SIGTERM as a terminal's foreground job has them.
+
+    A shell without job control starts background commands with SIGINT ignored (POSIX), and
+    an ignored signal stays ignored across exec: a suite started as `make test &` from a
+    script would hand Snakemake an ignored SIGINT, and Snakemake would measure on through
+    it. Restoring the defaults makes the test about Snakemake and the workflow, not about
+    how the suite was started."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
     tmp_path, fake_ollama, sig
@@ -135,6 +147,7 @@ def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
         env={**os.environ, **env_slow},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=default_signal_dispositions,
     )
     try:
         logs = tmp_path / "results" / "rel" / "logs" / "runs" / "c1"
