@@ -9,7 +9,7 @@ from pathlib import Path
 from benchmarks.synthetic_records import make_record
 from mabench.config import study_from_dict
 from mabench.progress import Progress, line, report_run
-from mabench.servers.pool import OWNER_ENV
+from mabench.servers.ownership import OWNER_ENV
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 STUDY = study_from_dict(

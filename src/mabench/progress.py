@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mabench.config import Study
 from mabench.measure.records import RunRecord
-from mabench.servers.pool import OWNER_ENV
+from mabench.servers.ownership import OWNER_ENV
 
 __all__ = ["Progress", "report_run"]
 

@@ -15,15 +15,8 @@ import psutil
 import pytest
 
 from mabench.config import study_from_dict
-from mabench.servers.pool import (
-    OWNER_ENV,
-    OWNER_SCOPE_ENV,
-    Owner,
-    ServerPool,
-    ServerProc,
-    claim_ownership,
-    owner_scope,
-)
+from mabench.servers.ownership import OWNER_ENV, OWNER_SCOPE_ENV, claim_ownership, owner_scope
+from mabench.servers.pool import Owner, ServerPool, ServerProc
 
 
 @pytest.fixture

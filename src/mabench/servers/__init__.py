@@ -1,6 +1,7 @@
 """The inference servers a study measures: starting, sharing and stopping them.
 
-Owns the server pool of a study (``pool``: lazy start, ownership, stale and foreign servers),
+Owns the server pool of a study (``pool``: lazy start, stale and foreign servers; which
+process owns them: ``ownership``),
 the watchdog that never lets a server outlive its owner (``supervise``), loopback networking
 helpers (``net``), the simulated Ollama server with exact, known timing (``simulated``) and
 the embedded Ollama-compatible llama.cpp server (``embedded``).

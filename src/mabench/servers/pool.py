@@ -48,33 +48,7 @@ from mabench.measure.openai_api import MODELS_PATH
 from mabench.measure.records import write_json_atomic
 from mabench.servers.embedded.registry import BUILTIN_ALIASES, BUILTIN_MODEL, normalize_name
 from mabench.servers.net import answers, free_port, is_loopback, port_in_use, status_of
-
-OWNER_ENV = "MABENCH_OWNER_PID"
-#: where the PID in ``MABENCH_OWNER_PID`` means that process: ``<host>/<Slurm job id>``
-OWNER_SCOPE_ENV = "MABENCH_OWNER_SCOPE"
-
-
-def owner_scope() -> str:
-    """This host and the Slurm job this process runs in (empty outside Slurm)."""
-    return f"{socket.gethostname()}/{os.environ.get('SLURM_JOB_ID', '')}"
-
-
-def claim_ownership(*, invocation: bool) -> None:
-    """Make this process the owner of the servers its jobs start (the Snakefile calls it).
-
-    The invocation the user started always claims. Any other Snakemake (a job's own, inside a
-    cluster job) claims only when no process of its host and Slurm job has: in a cluster job the
-    first Snakemake (the job's batch step) owns the servers, so the job steps that run a
-    config's start-up, unload and runs share them, and they stop when the job ends.
-    """
-    if (
-        not invocation
-        and os.environ.get(OWNER_ENV)
-        and os.environ.get(OWNER_SCOPE_ENV) == owner_scope()
-    ):
-        return
-    os.environ[OWNER_ENV] = str(os.getpid())
-    os.environ[OWNER_SCOPE_ENV] = owner_scope()
+from mabench.servers.ownership import claimed_owner_pid
 
 
 @dataclass(frozen=True)
@@ -91,13 +65,12 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         """The Snakemake that owns this process's servers (``MABENCH_OWNER_PID``, set by the
-        Snakefile, see :func:`claim_ownership`) or this process. A PID claimed on another host
+        Snakefile, see :func:`mabench.servers.ownership.claim_ownership`) or this process. A PID claimed on another host
         or in another Slurm job names no process here and is never looked up."""
-        env = os.environ.get(OWNER_ENV)
-        scope = os.environ.get(OWNER_SCOPE_ENV)
-        if env and scope in (None, owner_scope()):
-            with suppress(ValueError, psutil.Error):
-                return cls.of(int(env))
+        claimed = claimed_owner_pid()
+        if claimed is not None:
+            with suppress(psutil.Error):
+                return cls.of(claimed)
         return cls.of(os.getpid())
 
     def alive(self) -> bool:
