@@ -1,12 +1,16 @@
 """Rule `run`: measure one config x run into one run record (mabench.run_job)."""
 
-from mabench import pipeline
+from mabench.jobs.client import run_job
+from mabench.jobs.request import JobRequest
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with pipeline.script_logging(sm.log[0]):
-    study = pipeline.load(sm.config)
-    paths = pipeline.StudyPaths.of(study.name)
-    attempt = int(sm.resources.attempt)
-    pipeline.run_step(
-        study, sm.wildcards.config, int(sm.wildcards.run), sm.output[0], paths, attempt
+run_job(
+    JobRequest(
+        kind="run",
+        config=dict(sm.config),
+        wildcards=dict(sm.wildcards.items()),
+        output=list(sm.output),
+        log=list(sm.log),
+        attempt=int(sm.resources.attempt),
     )
+)

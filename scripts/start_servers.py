@@ -1,9 +1,15 @@
 """Rule `start_servers`: start (or reuse) the study's servers and describe a config's servers."""
 
-from mabench import pipeline
+from mabench.jobs.client import run_job
+from mabench.jobs.request import JobRequest
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with pipeline.script_logging(sm.log[0]):
-    study = pipeline.load(sm.config)
-    paths = pipeline.StudyPaths.of(study.name)
-    pipeline.start_servers_step(study, sm.wildcards.config, sm.output[0], paths)
+run_job(
+    JobRequest(
+        kind="start_servers",
+        config=dict(sm.config),
+        wildcards=dict(sm.wildcards.items()),
+        output=list(sm.output),
+        log=list(sm.log),
+    )
+)

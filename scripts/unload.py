@@ -1,9 +1,16 @@
 """Rule `unload`: forced unload of every model on every server before a config's runs."""
 
-from mabench import pipeline
+from mabench.jobs.client import run_job
+from mabench.jobs.request import JobRequest
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with pipeline.script_logging(sm.log[0]):
-    study = pipeline.load(sm.config)
-    paths = pipeline.StudyPaths.of(study.name)
-    pipeline.unload_step(study, sm.wildcards.config, sm.output[0], paths, sm.input.servers)
+run_job(
+    JobRequest(
+        kind="unload",
+        config=dict(sm.config),
+        wildcards=dict(sm.wildcards.items()),
+        input=dict(sm.input.items()),
+        output=list(sm.output),
+        log=list(sm.log),
+    )
+)

@@ -1,8 +1,20 @@
 """mabench: how much real speedup do concurrent LLM agents get, and where does it go?"""
 
-from importlib.metadata import PackageNotFoundError, version
+from functools import cache
 
-try:
-    __version__ = version("mabench")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+
+@cache
+def _version() -> str:
+    # importlib.metadata costs a rule script ~15 ms to import: only when the version is read
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mabench")
+    except PackageNotFoundError:  # running from a source tree without installation
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'mabench' has no attribute {name!r}")

@@ -21,6 +21,7 @@ import httpx
 
 from mabench import progress
 from mabench.config import ServerSpec, Study, study_from_dict
+from mabench.jobs.launch import stop_host
 from mabench.measure.apis import open_management_clients
 from mabench.measure.client import Timeouts
 from mabench.measure.isolation import force_unload
@@ -324,5 +325,8 @@ def pull_step(study: Study, out: str | Path, paths: StudyPaths) -> None:
 
 
 def release_servers(study: Study, paths: StudyPaths) -> int:
-    """Stop the study's servers if this invocation owns them (Snakefile onsuccess/onerror)."""
-    return pool_for(study, paths).release()
+    """Stop the study's servers and the job host if this invocation owns them (Snakefile
+    onsuccess/onerror)."""
+    pool = pool_for(study, paths)
+    stop_host(pool.owner.pid)
+    return pool.release()
