@@ -19,6 +19,11 @@ from mabench.measure.client import OllamaClient
 from mabench.measure.errors import RunFailed, ServerCallError
 from mabench.measure.records import Isolation, PsModel
 
+#: /api/ps polls after an unload: 5 ms, doubling up to 100 ms (a poll costs a local server
+#: about 1 ms; a server that unloads in 20 ms is seen empty after ~35 ms, not 100 ms)
+POLL_FIRST_S = 0.005
+POLL_MAX_S = 0.1
+
 
 def loaded_models(clients: Mapping[str, OllamaClient]) -> dict[str, list[str]]:
     return {
@@ -72,8 +77,10 @@ def _unload_and_verify(clients: Mapping[str, OllamaClient], verify_timeout_s: fl
                 clients[name].unload(model)
         deadline = time.monotonic() + verify_timeout_s
         after = loaded_models(clients)
+        pause_s = POLL_FIRST_S
         while any(after.values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(pause_s)
+            pause_s = min(2 * pause_s, POLL_MAX_S)
             after = loaded_models(clients)
     except ServerCallError as exc:
         info = exc.info()
