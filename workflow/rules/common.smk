@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from mabench.config import ConfigError, absolutize, study_from_dict
 from mabench.pipeline import StudyPaths, pool_for, release_servers, report_settings
-from mabench.analysis.report import template_files
+from mabench.analysis.templates import template_files
 from mabench.servers.ownership import claim_ownership
 
 # Relative paths in a study file (prompts, GGUF files, corpus) are relative to that file;

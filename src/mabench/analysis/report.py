@@ -34,8 +34,7 @@ from mabench.analysis import markdown as md
 from mabench.analysis import plots
 from mabench.analysis.hosts import HOSTS_FILE, MIXED_FILE, HostStrata, read_host_strata
 from mabench.analysis.stats import Statistics, headline, load_statistics, resolve_settings
-
-TEMPLATE = "technical_report.md.j2"
+from mabench.analysis.templates import TEMPLATE, default_template_dir, template_files
 
 #: Section headings the report always contains (level-2 headings, in order).
 SECTIONS: tuple[str, ...] = (
@@ -92,24 +91,6 @@ LABELS: dict[str, str] = {
     "server_tps": "server tok/s",
     "client_decode_tps": "client decode tok/s",
 }
-
-
-def default_template_dir() -> Path:
-    """``$MABENCH_REPORT_TEMPLATES``, else ``./report``, else the project checkout's
-    ``report/`` (beside ``src/``)."""
-    env = os.environ.get("MABENCH_REPORT_TEMPLATES")
-    candidates = [Path(env)] if env else []
-    candidates += [Path.cwd() / "report", Path(__file__).resolve().parents[3] / "report"]
-    for c in candidates:
-        if (c / TEMPLATE).exists():
-            return c
-    raise FileNotFoundError(f"no {TEMPLATE} in {', '.join(map(str, candidates))}")
-
-
-def template_files(template_dir: str | Path | None = None) -> list[Path]:
-    """Every template and caption file (inputs of the report rule)."""
-    d = Path(template_dir) if template_dir else default_template_dir()
-    return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix in {".j2", ".rst"})
 
 
 # ---------------------------------------------------------------------------------------------
