@@ -126,16 +126,18 @@ class Host:
             self.serve_once(timeout_s=1.0)
 
     def serve_once(self, timeout_s: float) -> None:
-        conns = {c.conn.fileno(): c for c in self.children.values()}
-        watched = [self.listener.fileno(), *self.children, *conns]
-        readable, _, _ = select.select(watched, [], [], timeout_s)
-        for fd in readable:
-            if fd == self.listener.fileno():
-                self.accept()
-            elif fd in self.children:
-                self.report_exit(self.children.pop(fd))
-            elif fd in conns:
-                self.client_gone(conns[fd])
+        # a client's end is watched until it is found gone (EOF stays readable)
+        waiting = {c.conn.fileno(): c for c in self.children.values() if c.kill_at is None}
+        watched = [self.listener.fileno(), *self.children, *waiting]
+        readable = set(select.select(watched, [], [], timeout_s)[0])
+        for pidfd in readable & set(self.children):  # exits first: their sockets close
+            child = self.children.pop(pidfd)
+            waiting.pop(child.conn.fileno(), None)
+            self.report_exit(child)
+        for fd in readable & set(waiting):
+            self.client_gone(waiting[fd])
+        if self.listener.fileno() in readable:
+            self.accept()
         self.kill_overdue()
 
     def accept(self) -> None:
@@ -193,14 +195,32 @@ class Host:
                 child.kill_at = float("inf")
 
     def stop_children(self) -> None:
+        """The host is stopping: end every job still running (SIGTERM, then SIGKILL)."""
         for child in self.children.values():
-            os.kill(child.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + GRACE_S
         for child in self.children.values():
-            while time.monotonic() < deadline and os.waitpid(child.pid, os.WNOHANG) == (0, 0):
+            while not _reaped(child.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if os.waitpid(child.pid, os.WNOHANG) == (0, 0):
+            if not _reaped(child.pid):
                 os.kill(child.pid, signal.SIGKILL)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) != (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def can_watch_children() -> bool:
+    """Whether children can be waited for with ``select`` (pidfds: Linux 5.3 and later)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def listen(where: str) -> socket.socket | None:
@@ -224,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     where = address(args.owner_pid)
     if where is None:
         _say(f"owner {args.owner_pid} is gone")
+        return 1
+    if not can_watch_children():
+        _say("this kernel has no pidfd_open (Linux < 5.3): jobs run in their own processes")
         return 1
     listener = listen(where)
     if listener is None:
