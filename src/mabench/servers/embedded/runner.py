@@ -427,11 +427,16 @@ class Runner:
             "frequency_penalty": sampling.frequency_penalty,
             "presence_penalty": sampling.presence_penalty,
         }
-        llm._sampler = llm._init_sampler(**sampler_args)
+        llm._sampler = sampler = llm._init_sampler(**sampler_args)
         try:
             return self._run(tokens, sampling, emit, cancelled)
         finally:
+            # Free the native chain now: llama-cpp-python's LlamaSampler is a reference cycle
+            # (its free callback holds it), so dropping it leaves the chain and its candidate
+            # buffer (n_vocab entries, 0.6 MB for SmolLM2) to the cyclic GC's next full
+            # collection, and dozens of them piled up between two (benchmarks/memory.py).
             llm._sampler = None
+            sampler.close()
 
     def _run(self, tokens, sampling, emit, cancelled) -> GenerationResult:
         llama_cpp, llm = self._llama_cpp, self.llm
