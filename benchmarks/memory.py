@@ -10,12 +10,12 @@ peak RSS (``VmHWM`` of ``/proc/<pid>/status``).
 Goal, derived from what the server holds: the model's weights (mmapped) and one context (KV
 cache, compute buffers) are allocated at load; the first requests fill what is sized once
 (the allocator's heaps at their working size, Python's and the template's caches: measured,
-RSS settles within the first ~100 requests); a request adds only its prompt, its tokens, its
+the last step of RSS came at request 50 at N = 2, 112 at N = 16); a request adds only its prompt, its tokens, its
 sampler and its answer, freed when it ends. So after the warm-up the server must not grow with
 the requests it served: median RSS of the last third of the rounds after the warm-up minus
 that of the first third ≤ 2 MB, at N = 2 and at N = 16. The thirds' middles are 427 requests
 apart, so a request that kept anything it holds (its scope and answer, a few KB; its sampler,
-0.6 MB) would exceed it, while the allocator's steps (0.1-0.6 MB) stay under it. A plateau
+0.6 MB) would exceed it, while the allocator's steps (under 1 MB each) stay under it. A plateau
 passes, a leak does not; the least-squares slope over the same rounds (MB per 1000 requests)
 is reported beside it. The statistic the goal used before (≤ 10 MB, the same thirds over the
 first 240 requests after load, warm-up included) stays in the details.
