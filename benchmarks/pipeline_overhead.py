@@ -15,7 +15,8 @@ aggregate, statistics, figures and report. Its wall time is split into:
   are reported beside it; from commit 74442ad on they overlap across servers);
 * ``run job start-up/teardown``: a run job's process lifetime outside ``execute_run``
   (interpreter and imports, Snakemake's script preamble, config validation, server pool,
-  writing the record);
+  writing the record; from commit 25f31c3 on: the rule script's client, and the job host's
+  fork of the child that runs the step, see :mod:`mabench.jobs`);
 * ``server start``: supervisor process created → server answers ``GET /`` (inside the first
   ``start_servers`` job);
 * ``start_servers jobs`` and ``unload jobs`` (per config), server start excluded;
