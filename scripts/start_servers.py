@@ -3,13 +3,4 @@
 from mabench.jobs.client import run_job
 from mabench.jobs.request import JobRequest
 
-sm = snakemake  # noqa: F821 (injected by Snakemake)
-run_job(
-    JobRequest(
-        kind="start_servers",
-        config=dict(sm.config),
-        wildcards=dict(sm.wildcards.items()),
-        output=list(sm.output),
-        log=list(sm.log),
-    )
-)
+run_job(JobRequest.of_rule("start_servers", snakemake))  # noqa: F821 (injected by Snakemake)

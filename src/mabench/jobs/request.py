@@ -40,6 +40,21 @@ class JobRequest:
         if self.kind not in KINDS:
             raise ValueError(f"unknown job kind {self.kind!r}; one of {', '.join(KINDS)}")
 
+    @classmethod
+    def of_rule(cls, kind: str, job: Any) -> JobRequest:
+        """The request of a rule script's job: ``job`` is the ``snakemake`` object Snakemake
+        gives the script (its named inputs, wildcards and lists of files, its config, and the
+        ``attempt`` resource where the rule declares one)."""
+        return cls(
+            kind=kind,
+            config=dict(job.config),
+            wildcards=dict(job.wildcards.items()),
+            input=dict(job.input.items()),
+            output=list(job.output),
+            log=list(job.log),
+            attempt=int(job.resources.get("attempt", 1)),
+        )
+
     def encode(self) -> bytes:
         return frame(asdict(self))
 
