@@ -514,6 +514,123 @@ class SyncConnection(_Connection):
         self._settle(outcome)
 
 
+class _Answer:
+    """One request's answer as it arrives over an :class:`_AnswerProtocol`: each received
+    piece goes to the answer's ``_exchange`` steps at once, and ``done`` resolves with the
+    outcome, the error, or :data:`_NOTHING` (a reused connection ended before any byte).
+
+    The read timeout is one timer per answer, re-armed only when it fires early: "no byte
+    for ``read_s``" without a timer per read.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sink: LineSink,
+        where: tuple[str, str | None],
+        t_sent: int,
+        read_s: float,
+        reused: bool,
+    ) -> None:
+        self.loop = loop
+        self.done: asyncio.Future = loop.create_future()
+        self._sink, self._where, self._t_sent = sink, where, t_sent
+        self._read_s = read_s
+        self._reused = reused
+        self._steps: Generator | None = None
+        self._last = loop.time()
+        self._timer = loop.call_at(self._last + read_s, self._check_idle)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes of the answer, or ``b""``: the peer closed."""
+        if self.done.done():
+            return  # the peer closed after the answer
+        if self._steps is None:
+            if not data and self._reused:
+                self._settle(_NOTHING)
+                return
+            self._steps = _start(self._sink, *self._where, self._t_sent)
+        self._last = self.loop.time()
+        try:
+            self._steps.send(data)
+        except StopIteration as end:
+            self._settle(end.value)
+        except Exception as exc:
+            self._settle(exc)
+
+    def broken(self, exc: Exception) -> None:
+        """The connection failed: before any byte (a reset of an idle kept-alive connection)
+        it is the peer closing; after, the answer is broken."""
+        if self._steps is None and isinstance(exc, _STALE):
+            self.feed(b"")
+        elif not self.done.done():
+            self._settle(exc)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _check_idle(self) -> None:
+        due = self._last + self._read_s
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._check_idle)
+        elif not self.done.done():
+            self._settle(TimeoutError())
+
+    def _settle(self, result: object) -> None:
+        self._timer.cancel()
+        if isinstance(result, Exception):
+            self.done.set_exception(result)
+        else:
+            self.done.set_result(result)
+
+
+#: what a reused connection's answer resolves to when the server had closed it while idle
+_NOTHING = object()
+
+
+class _AnswerProtocol(asyncio.Protocol):
+    """One asyncio connection's receiving side: bytes go straight to the answer in flight,
+    inside the event loop's read callback. A ``StreamReader`` read under ``asyncio.timeout``
+    cost a task wake-up, a buffer and a timer per streamed chunk, about twice the CPU; with
+    every agent's tokens arriving at the same instants that became the harness's own latency
+    from ~64 concurrent streams (``benchmarks/README.md``, many agents)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.closed: asyncio.Future = loop.create_future()
+        self.answer: _Answer | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    @property
+    def usable(self) -> bool:
+        """Open, and nothing arrived that no request asked for."""
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer is None or self.answer.done.done():
+            self.transport.close()  # type: ignore[union-attr]  # bytes nobody asked for
+            return
+        self.answer.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.answer is not None:
+            self.answer.feed(b"")
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.answer is not None:
+            if exc is None:
+                self.answer.feed(b"")
+            else:
+                self.answer.broken(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 class AsyncConnection(_Connection):
     """One asyncio keep-alive connection to one server (the asyncio coordinator)."""
 
@@ -525,79 +642,72 @@ class AsyncConnection(_Connection):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(base_url, connect_s, read_s, headers)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._proto: _AnswerProtocol | None = None
 
     async def aclose(self) -> None:
-        if self._writer is not None:
-            writer, self._writer, self._reader = self._writer, None, None
-            writer.close()
-            with contextlib.suppress(OSError):  # the peer may already be gone
-                await writer.wait_closed()
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+            await proto.closed
 
     def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = self._reader = None
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
 
-    async def _open(self, phase: str | None) -> asyncio.StreamReader:
+    async def _open(self, phase: str | None) -> _AnswerProtocol:
         t = self.target
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(t.connect_s):
-                reader, writer = await asyncio.open_connection(
+                _, proto = await loop.create_connection(
+                    lambda: _AnswerProtocol(loop),
                     t.host,
                     t.port,
                     ssl=_tls_context() if t.tls else None,
                     server_hostname=t.host if t.tls else None,
-                    limit=READ_SIZE,
                 )
         except OSError as exc:  # TimeoutError included
             raise t.connect_failed(exc, phase) from exc
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader, self._writer = reader, writer
+        proto.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        self._proto = proto
         self.opened += 1
-        return reader
+        return proto
 
-    async def _recv(self, reader: asyncio.StreamReader) -> bytes:
-        async with asyncio.timeout(self.target.read_s):
-            return await reader.read(READ_SIZE)
-
-    async def _attempt(
-        self, request: bytes, phase: str | None
-    ) -> tuple[asyncio.StreamReader, int, bytes]:
-        reader = self._reader or await self._open(phase)
+    async def _ask(
+        self, request: bytes, sink: LineSink, where: tuple[str, str | None]
+    ) -> Outcome | object:
+        """Send ``request`` and wait for its answer (or :data:`_NOTHING`, see :class:`_Answer`)."""
+        reused = self._proto is not None and self._proto.usable
+        proto = self._proto if reused else await self._open(where[1])
+        loop = asyncio.get_running_loop()
         t_sent = time.perf_counter_ns()
-        with contextlib.suppress(*_STALE):
-            self._writer.write(request)  # type: ignore[union-attr]
-            return reader, t_sent, await self._recv(reader)
-        return reader, t_sent, b""
-
-    async def _send(
-        self, request: bytes, phase: str | None
-    ) -> tuple[asyncio.StreamReader, int, bytes]:
-        """As :meth:`SyncConnection._send`."""
-        reused = self._reader is not None
-        reader, t_sent, first = await self._attempt(request, phase)
-        if first or not reused:
-            return reader, t_sent, first
-        self._drop()
-        return await self._attempt(request, phase)
+        answer = _Answer(loop, sink, where, t_sent, self.target.read_s, reused)
+        proto.answer = answer  # type: ignore[union-attr]
+        try:
+            proto.transport.write(request)  # type: ignore[union-attr]
+            return await answer.done
+        finally:
+            answer.cancel()
+            proto.answer = None  # type: ignore[union-attr]
 
     async def stream(
         self, path: str, body: bytes, sink: LineSink, phase: str | None, accept: str = NDJSON
     ) -> None:
-        """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``."""
+        """POST ``body`` to ``path`` and feed the streamed answer's lines to ``sink``.
+
+        A kept-alive connection that the server closed while idle answers nothing: it is
+        reopened and the request sent again, once (as :meth:`SyncConnection._send`)."""
         url = self.target.base_url + path
+        request = self.target.request(path, body, accept)
         with self._guard(url, phase):
-            reader, t_sent, data = await self._send(self.target.request(path, body, accept), phase)
-            steps = _start(sink, url, phase, t_sent)
-            try:
-                while True:
-                    steps.send(data)
-                    data = await self._recv(reader)
-            except StopIteration as done:
-                outcome = done.value
-        self._settle(outcome)
+            outcome = await self._ask(request, sink, (url, phase))
+            if outcome is _NOTHING:
+                self._drop()
+                outcome = await self._ask(request, sink, (url, phase))
+        self._settle(outcome)  # type: ignore[arg-type]
 
 
 def json_body(payload: object) -> bytes:
