@@ -284,3 +284,46 @@ def test_the_record_keeps_each_servers_declared_settings(sim_server):
     assert server.settings == {"OLLAMA_NUM_PARALLEL": "1"}
     assert server.settings_source == "declared"
     assert server.threads is None
+
+
+@pytest.mark.parametrize("coordinator", ["asyncio", "threads"])
+def test_no_garbage_collection_runs_inside_a_measured_phase(sim_server, coordinator, monkeypatch):
+    # With a collection forced after every allocation, collections happen throughout the run
+    # (loads, warm-up, checks) but none between a measured phase's start and its end.
+    import gc
+    import time
+
+    from mabench.measure import protocol
+
+    clocks: list[protocol.Clock] = []
+
+    class Recorded(protocol.Clock):
+        def __init__(self) -> None:
+            super().__init__()
+            clocks.append(self)
+
+    monkeypatch.setattr(protocol, "Clock", Recorded)
+    servers = {f"s{i}": sim_server(ttft_ms=20, token_ms=5).url for i in range(2)}
+    study = _study(servers, [("a0", "s0"), ("a1", "s1")], coordinator, num_predict=4)
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(time.perf_counter_ns())
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(seen)
+    gc.set_threshold(1)
+    try:
+        record = execute_run(study, "c1", 1, servers)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(seen)
+    assert gc.isenabled()
+    origin = clocks[0].origin  # the run's clock: every record time is relative to it
+    assert collections, "the forced collections never ran: the test measures nothing"
+    measured = [p for p in record.phases if p.phase in ("solo", "concurrent")]
+    assert len(measured) == 2
+    for phase in measured:
+        inside = [t for t in collections if phase.t_start_ns <= t - origin <= phase.t_end_ns]
+        assert inside == [], f"{len(inside)} collections inside the {phase.phase} phase"

@@ -17,7 +17,7 @@ import jinja2
 from mabench.config import AgentSpec, ConfigSpec, ServerSpec, Study
 from mabench.measure import arrivals
 from mabench.measure.apis import AsyncClient, SyncClient
-from mabench.measure.client import CallResult
+from mabench.measure.client import CallResult, PreparedCall
 from mabench.measure.errors import RunFailed, ServerCallError
 from mabench.measure.ollama_api import Metrics
 from mabench.measure.openai_client import CompletionMetrics
@@ -217,22 +217,41 @@ def _failed(plan: AgentPlan, phase: str, index: int, exc: ServerCallError) -> Ru
     )
 
 
+@dataclass(frozen=True)
+class CallDone:
+    """One call of an agent as it ended: its index, the prompt sent and the client's result."""
+
+    index: int
+    prompt: str
+    result: CallResult
+
+
 @dataclass
 class AgentOutcome:
-    calls: list[CallRecord]
+    """One agent's phase: its calls' results and its span. The call records are built from
+    them once the phase's clock has stopped (:meth:`records`), so that no agent's stream
+    waits for another agent's bookkeeping."""
+
+    plan: AgentPlan
+    phase: str
+    done: list[CallDone]
     span: Span
+
+    def records(self, clock: Clock) -> list[CallRecord]:
+        return [
+            _record(self.plan, c.index, self.phase, c.prompt, clock, c.result) for c in self.done
+        ]
 
 
 def _agent_steps(
-    plan: AgentPlan, phase: str, clock: Clock
-) -> Generator[tuple[int, dict[str, Any]], CallResult, AgentOutcome]:
+    plan: AgentPlan, phase: str
+) -> Generator[tuple[int, dict[str, Any]], CallResult, list[CallDone]]:
     """One agent's calls, I/O-free: yields each call's index and arguments, is sent its result.
 
     Each prompt sees the previous answer, so the calls run strictly one after another.
     """
-    calls: list[CallRecord] = []
+    calls: list[CallDone] = []
     previous = ""
-    t_start = clock.now()
     for i in range(len(plan.calls)):
         prompt = plan.prompt(i, previous)
         result = yield (
@@ -246,36 +265,56 @@ def _agent_steps(
                 "phase": phase,
             },
         )
-        calls.append(_record(plan, i, phase, prompt, clock, result))
+        calls.append(CallDone(i, prompt, result))
         previous = result.text
-    return AgentOutcome(calls, Span(phase, plan.name, t_start, clock.now()))
+    return calls
 
 
-async def run_agent_async(
-    plan: AgentPlan, client: AsyncClient, phase: str, clock: Clock
-) -> AgentOutcome:
-    steps = _agent_steps(plan, phase, clock)
+@dataclass
+class ReadyAgent:
+    """An agent of one phase with its first call prepared (rendered, encoded, parser made):
+    :func:`ready` makes it before the phase's clock starts, and the agent's span starts when
+    it sends that call, so neither phase measures the building of an agent's first request."""
+
+    plan: AgentPlan
+    phase: str
+    steps: Generator[tuple[int, dict[str, Any]], CallResult, list[CallDone]]
+    index: int
+    first: PreparedCall
+
+
+def ready(plan: AgentPlan, client: AsyncClient | SyncClient, phase: str) -> ReadyAgent:
+    """``plan``'s agent for ``phase`` with its first call prepared by ``client``."""
+    steps = _agent_steps(plan, phase)
+    index, call = next(steps)
+    return ReadyAgent(plan, phase, steps, index, client.prepare(**call))
+
+
+async def run_agent_async(agent: ReadyAgent, client: AsyncClient, clock: Clock) -> AgentOutcome:
+    plan, phase, steps, index, call = agent.plan, agent.phase, agent.steps, agent.index, agent.first
+    t_start = clock.now()
     try:
-        index, call = next(steps)
         while True:
             try:
-                result = await client.call(**call)
+                result = await client.send(call)
             except ServerCallError as exc:
                 raise _failed(plan, phase, index, exc) from exc
-            index, call = steps.send(result)
+            index, kwargs = steps.send(result)
+            call = client.prepare(**kwargs)
     except StopIteration as done:
-        return done.value
+        return AgentOutcome(plan, phase, done.value, Span(phase, plan.name, t_start, clock.now()))
 
 
-def run_agent_sync(plan: AgentPlan, client: SyncClient, phase: str, clock: Clock) -> AgentOutcome:
-    steps = _agent_steps(plan, phase, clock)
+def run_agent_sync(agent: ReadyAgent, client: SyncClient, clock: Clock) -> AgentOutcome:
+    plan, phase, steps, index, call = agent.plan, agent.phase, agent.steps, agent.index, agent.first
+    t_start = clock.now()
     try:
-        index, call = next(steps)
         while True:
             try:
-                result = client.call(**call)
+                result = client.send(call)
             except ServerCallError as exc:
                 raise _failed(plan, phase, index, exc) from exc
-            index, call = steps.send(result)
+            index, kwargs = steps.send(result)
+            call = client.prepare(**kwargs)
     except StopIteration as done:
-        return done.value
+        return AgentOutcome(plan, phase, done.value, Span(phase, plan.name, t_start, clock.now()))

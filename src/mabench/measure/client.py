@@ -31,7 +31,14 @@ from mabench.measure.errors import (
     ServerTimeoutError,
 )
 from mabench.measure.ollama_api import Metrics
-from mabench.measure.transport import AsyncConnection, SyncConnection, error_message, json_body
+from mabench.measure.transport import (
+    NDJSON,
+    AsyncConnection,
+    LineSink,
+    SyncConnection,
+    error_message,
+    json_body,
+)
 
 if TYPE_CHECKING:  # the OpenAI client builds on this module
     from mabench.measure.openai_client import CompletionMetrics
@@ -43,6 +50,7 @@ __all__ = [
     "ClientBase",
     "LoadResult",
     "OllamaClient",
+    "PreparedCall",
     "StreamBookkeeping",
     "SyncClientBase",
     "Timeouts",
@@ -76,6 +84,23 @@ class CallResult:
     arrivals_ns: tuple[int, ...] = ()
     #: connections the call opened: 0 when it reused the agent's open connection
     reconnects: int = 0
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """One streamed call, built and ready to leave: a client's ``prepare`` makes it (the
+    request's bytes and its parser) and ``send`` sends it, once. The coordinators prepare each
+    agent's first call before the phase starts, so that a phase's requests leave as soon as
+    their agents are released, not one request's building after another."""
+
+    path: str
+    body: bytes
+    #: what the transport feeds the answer's lines to (the parser, or the SSE framing over it)
+    sink: LineSink
+    #: the parser that keeps the call's timestamps and text (``result()``)
+    parser: StreamBookkeeping
+    phase: str | None
+    accept: str = NDJSON
 
 
 @dataclass(frozen=True)
@@ -397,6 +422,23 @@ class _OllamaRequests:
 
     base_url: str
 
+    def prepare(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        *,
+        system: str | None = None,
+        options: dict[str, Any] | None = None,
+        keep_alive: float | str = -1,
+        phase: str | None = None,
+    ) -> PreparedCall:
+        """One streamed chat or generate call, built and not sent (see :class:`PreparedCall`)."""
+        path, body, parser = self._streamed(
+            endpoint, model, prompt, system, options, keep_alive, phase
+        )
+        return PreparedCall(path, body, parser, parser, phase)
+
     def _streamed(
         self,
         endpoint: str,
@@ -467,13 +509,24 @@ class AsyncOllamaClient(_OllamaRequests, AsyncClientBase):
         phase: str | None = None,
     ) -> CallResult:
         """One streamed chat or generate call, timed on the client."""
-        path, body, parser = self._streamed(
-            endpoint, model, prompt, system, options, keep_alive, phase
+        return await self.send(
+            self.prepare(
+                endpoint,
+                model,
+                prompt,
+                system=system,
+                options=options,
+                keep_alive=keep_alive,
+                phase=phase,
+            )
         )
+
+    async def send(self, call: PreparedCall) -> CallResult:
+        """Send a call made by :meth:`prepare` and read its streamed answer."""
         opened = self._conn.opened
-        await self._conn.stream(path, body, parser, phase)
-        parser.reconnects = self._conn.opened - opened
-        return parser.result()
+        await self._conn.stream(call.path, call.body, call.sink, call.phase, call.accept)
+        call.parser.reconnects = self._conn.opened - opened
+        return call.parser.result()  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,10 +585,21 @@ class OllamaClient(_OllamaRequests, SyncClientBase):
         phase: str | None = None,
     ) -> CallResult:
         """One streamed chat or generate call, timed on the client."""
-        path, body, parser = self._streamed(
-            endpoint, model, prompt, system, options, keep_alive, phase
+        return self.send(
+            self.prepare(
+                endpoint,
+                model,
+                prompt,
+                system=system,
+                options=options,
+                keep_alive=keep_alive,
+                phase=phase,
+            )
         )
+
+    def send(self, call: PreparedCall) -> CallResult:
+        """Send a call made by :meth:`prepare` and read its streamed answer."""
         opened = self._conn.opened
-        self._conn.stream(path, body, parser, phase)
-        parser.reconnects = self._conn.opened - opened
-        return parser.result()
+        self._conn.stream(call.path, call.body, call.sink, call.phase, call.accept)
+        call.parser.reconnects = self._conn.opened - opened
+        return call.parser.result()  # type: ignore[attr-defined]

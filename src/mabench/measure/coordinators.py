@@ -8,6 +8,11 @@
   phase's clock is read by the barrier's action, after every thread arrived and before any is
   released, so no agent's first request precedes its phase's start.
 
+Garbage collection is paused while a phase runs (as ``timeit`` does): a full collection walks
+every object the process holds, and one in the middle of a concurrent phase stalls every
+agent's stream at once. Objects still go when their last reference does; only reference cycles
+made during a phase wait until it ends.
+
 A coordinator lives for one run: each agent's client (and its keep-alive connection) is made
 once, opened by the unmeasured warm-up call and reused by every measured phase, so no phase
 measures connection set-up. Both return the same :class:`PhaseOutcome`, so the run record
@@ -17,14 +22,23 @@ does not depend on the choice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
-from mabench.measure.agents import AgentOutcome, AgentPlan, Clock, run_agent_async, run_agent_sync
+from mabench.measure.agents import (
+    AgentOutcome,
+    AgentPlan,
+    Clock,
+    ready,
+    run_agent_async,
+    run_agent_sync,
+)
 from mabench.measure.apis import AsyncClient, SyncClient, async_client, sync_client
 from mabench.measure.client import Timeouts
 from mabench.measure.errors import RunFailed
@@ -41,11 +55,13 @@ class PhaseOutcome:
     calls: list[CallRecord]
 
 
-def _collect(phase: str, t0: int, t1: int, outcomes: Sequence[AgentOutcome]) -> PhaseOutcome:
+def _collect(
+    phase: str, t0: int, t1: int, outcomes: Sequence[AgentOutcome], clock: Clock
+) -> PhaseOutcome:
     return PhaseOutcome(
         phase=Span(phase, None, t0, t1),
         agent_spans=[o.span for o in outcomes],
-        calls=[c for o in outcomes for c in o.calls],
+        calls=[c for o in outcomes for c in o.records(clock)],
     )
 
 
@@ -57,6 +73,13 @@ class Coordinator:
 
     def run_phase(
         self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    ) -> PhaseOutcome:
+        """Run ``plans`` one after another or all at once, with the collector paused."""
+        with gc_paused():
+            return self._run(plans, phase, concurrent, clock)
+
+    def _run(
+        self, plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock
     ) -> PhaseOutcome:
         raise NotImplementedError
 
@@ -83,8 +106,8 @@ class AsyncioCoordinator(Coordinator):
             self._clients[plan.name] = async_client(plan.server, plan.url, self.timeouts)
         return self._clients[plan.name]
 
-    def run_phase(
-        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    def _run(
+        self, plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock
     ) -> PhaseOutcome:
         return self._runner.run(self._phase(plans, phase, concurrent, clock))
 
@@ -95,21 +118,22 @@ class AsyncioCoordinator(Coordinator):
         if not concurrent:
             t0 = clock.now()
             outcomes = [
-                await run_agent_async(p, c, phase, clock)
+                await run_agent_async(ready(p, c, phase), c, clock)
                 for p, c in zip(plans, clients, strict=True)
             ]
-            return _collect(phase, t0, clock.now(), outcomes)
+            return _collect(phase, t0, clock.now(), outcomes, clock)
+        agents = [ready(p, c, phase) for p, c in zip(plans, clients, strict=True)]
         t0 = clock.now()
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(run_agent_async(p, c, phase, clock))
-                    for p, c in zip(plans, clients, strict=True)
+                    tg.create_task(run_agent_async(a, c, clock))
+                    for a, c in zip(agents, clients, strict=True)
                 ]
         except* RunFailed as group:
             raise group.exceptions[0] from None
         t1 = clock.now()
-        return _collect(phase, t0, t1, [t.result() for t in tasks])
+        return _collect(phase, t0, t1, [t.result() for t in tasks], clock)
 
     def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -130,27 +154,41 @@ class ThreadsCoordinator(Coordinator):
             self._clients[plan.name] = sync_client(plan.server, plan.url, self.timeouts)
         return self._clients[plan.name]
 
-    def run_phase(
-        self, plans: Sequence[AgentPlan], phase: str, *, concurrent: bool, clock: Clock
+    def _run(
+        self, plans: Sequence[AgentPlan], phase: str, concurrent: bool, clock: Clock
     ) -> PhaseOutcome:
         clients = [self._client(p) for p in plans]
         if not concurrent:
             t0 = clock.now()
             outcomes = [
-                run_agent_sync(p, c, phase, clock) for p, c in zip(plans, clients, strict=True)
+                run_agent_sync(ready(p, c, phase), c, clock)
+                for p, c in zip(plans, clients, strict=True)
             ]
-            return _collect(phase, t0, clock.now(), outcomes)
+            return _collect(phase, t0, clock.now(), outcomes, clock)
 
         works = [
-            partial(run_agent_sync, p, c, phase, clock) for p, c in zip(plans, clients, strict=True)
+            partial(run_agent_sync, ready(p, c, phase), c, clock)
+            for p, c in zip(plans, clients, strict=True)
         ]
         t0, t1, outcomes = release_together(works, clock.now, [f"agent-{p.name}" for p in plans])
-        return _collect(phase, t0, t1, outcomes)
+        return _collect(phase, t0, t1, outcomes, clock)
 
     def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for c in clients:
             c.close()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection inside the block (the collector's state is restored after)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def release_together(

@@ -32,6 +32,7 @@ from mabench.measure.client import (
     AsyncClientBase,
     CallResult,
     LoadResult,
+    PreparedCall,
     StreamBookkeeping,
     SyncClientBase,
     Timeouts,
@@ -190,6 +191,20 @@ class _OpenAIRequests:
             message = exc.message.replace(self._secret, "[API key]")
             raise type(exc)(message, url=exc.url, phase=exc.phase, status=exc.status) from None
 
+    def prepare(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        *,
+        system: str | None = None,
+        options: dict[str, Any] | None = None,
+        phase: str | None = None,
+    ) -> PreparedCall:
+        """One streamed chat completion, built and not sent (see :class:`PreparedCall`)."""
+        body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        return PreparedCall(CHAT_PATH, body, SSEFraming(parser), parser, phase, SSE)
+
     def _streamed(
         self,
         endpoint: str,
@@ -261,12 +276,18 @@ class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
         phase: str | None = None,
     ) -> CallResult:
         """One streamed chat completion, timed on the client."""
-        body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        prepared = self.prepare(
+            endpoint, model, prompt, system=system, options=options, phase=phase
+        )
+        return await self.send(prepared)
+
+    async def send(self, call: PreparedCall) -> CallResult:
+        """Send a call made by :meth:`prepare` and read its streamed answer."""
         opened = self._conn.opened
         with self._secret_kept():
-            await self._conn.stream(CHAT_PATH, body, SSEFraming(parser), phase, accept=SSE)
-            parser.reconnects = self._conn.opened - opened
-            return parser.result()
+            await self._conn.stream(call.path, call.body, call.sink, call.phase, call.accept)
+            call.parser.reconnects = self._conn.opened - opened
+            return call.parser.result()  # type: ignore[attr-defined]
 
 
 class OpenAIClient(_OpenAIRequests, SyncClientBase):
@@ -303,9 +324,15 @@ class OpenAIClient(_OpenAIRequests, SyncClientBase):
         phase: str | None = None,
     ) -> CallResult:
         """One streamed chat completion, timed on the client."""
-        body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
+        prepared = self.prepare(
+            endpoint, model, prompt, system=system, options=options, phase=phase
+        )
+        return self.send(prepared)
+
+    def send(self, call: PreparedCall) -> CallResult:
+        """Send a call made by :meth:`prepare` and read its streamed answer."""
         opened = self._conn.opened
         with self._secret_kept():
-            self._conn.stream(CHAT_PATH, body, SSEFraming(parser), phase, accept=SSE)
-            parser.reconnects = self._conn.opened - opened
-            return parser.result()
+            self._conn.stream(call.path, call.body, call.sink, call.phase, call.accept)
+            call.parser.reconnects = self._conn.opened - opened
+            return call.parser.result()  # type: ignore[attr-defined]
