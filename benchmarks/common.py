@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -269,6 +270,7 @@ class IdealServers:
             str(ttft_ms),
             "--token-ms",
             str(token_ms),
+            "--busy-poll",
         ]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -279,6 +281,12 @@ class IdealServers:
         self.ports: list[int] = json.loads(line)["ports"]
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
         self.pids = [self.proc.pid]
+
+    def lateness(self) -> dict[str, Any]:
+        """How late the servers wrote their chunks since the last ask (ms: median, p99, max)."""
+        with urllib.request.urlopen(f"{self.urls[0]}/ideal/lateness", timeout=10) as r:
+            data = json.load(r)
+        return {k: summary([us / 1000 for us in v]) for k, v in data.items()}
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -16,7 +16,12 @@ written for the opposite goal, so that what is left is the harness:
   (its last byte), token i at ``ttft + i * token``, the final chunk right after the last
   token; deadlines are absolute (no drift) and the event loop uses ``select()``, whose
   timeout has microsecond resolution (epoll rounds timeouts up to whole milliseconds);
-* perfectly parallel: requests never wait for each other.
+* perfectly parallel: requests never wait for each other;
+* awake: with ``--busy-poll`` (how the benchmarks start it) the loop polls instead of sleeping,
+  so a request is read within µs of its sending, not after a virtual CPU woke up
+  (:class:`BusyPollSelector`);
+* accountable: ``GET /ideal/lateness`` tells how late it wrote its chunks since the last ask
+  (:class:`Lateness`), so a benchmark reports the reference's own error beside the harness's.
 
 It speaks the subset of the Ollama API that ``mabench.measure.protocol.execute_run`` uses: ``GET /``,
 ``/api/version``, ``/api/tags``, ``/api/ps``, ``POST /api/show``, ``/api/generate`` and
@@ -61,6 +66,33 @@ class Settings:
         self.default_tokens = default_tokens
         self.token_ms = token_ms
         self.ttft_ms = ttft_ms
+
+
+class Lateness:
+    """How late this process wrote its timed chunks (µs after their deadline), all ports
+    together: ``GET /ideal/lateness`` returns those since the last ask and starts afresh, so
+    a benchmark can tell the reference's own lateness from the harness's."""
+
+    def __init__(self) -> None:
+        self.first: list[int] = []
+        self.all: list[int] = []
+        self.last: list[int] = []
+
+    def add(self, late_s: float, first: bool, last: bool) -> None:
+        us = round(late_s * 1e6)
+        self.all.append(us)
+        if first:
+            self.first.append(us)
+        if last:
+            self.last.append(us)
+
+    def take(self) -> dict[str, list[int]]:
+        out = {"first": self.first, "all": self.all, "last": self.last}
+        self.__init__()
+        return out
+
+
+LATENESS = Lateness()
 
 
 class ServerState:
@@ -215,6 +247,8 @@ class IdealProtocol(asyncio.Protocol):
             write(_response("200 OK", json.dumps({"details": _entry(MODEL)["details"]}).encode()))
         elif path in ("/api/generate", "/api/chat"):
             self.generation(json.loads(body or b"{}"), chat=path == "/api/chat", arrived=arrived)
+        elif path == "/ideal/lateness":
+            write(_response("200 OK", json.dumps(LATENESS.take()).encode()))
         elif path == "/v1/models":
             models = {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
             write(_response("200 OK", json.dumps(models).encode()))
@@ -285,28 +319,31 @@ class IdealProtocol(asyncio.Protocol):
         self.schedule(chunks, tail, arrived)
 
     def schedule(self, chunks: list[bytes], tail: bytes, arrived: float) -> None:
-        """Write chunk i at ``ttft + i * token`` after ``arrived``, the tail with the last."""
-        s = self.settings
+        """Write chunk i at ``ttft + i * token`` after ``arrived``, the tail with the last.
+
+        One timer per stream at a time: each chunk's write schedules the next, so the event
+        loop's heap holds N timers, not N x tokens, and a request's arrival costs one push."""
         self.busy = True
         # loop.time() is time.monotonic(); convert the perf_counter arrival to it once.
         t0 = arrived + self.loop.time() - time.perf_counter()
-        last = len(chunks) - 1
-        for i, data in enumerate(chunks):
-            self.loop.call_at(
-                t0 + s.ttft_s + i * s.token_s,
-                self._emit,
-                data + tail if i == last else data,
-                i == last,
-            )
+        self._next(chunks, tail, t0 + self.settings.ttft_s, 0)
 
-    def _emit(self, data: bytes, last: bool) -> None:
+    def _next(self, chunks: list[bytes], tail: bytes, t_first: float, i: int) -> None:
+        due = t_first + i * self.settings.token_s
+        self.loop.call_at(due, self._emit, chunks, tail, t_first, i, due)
+
+    def _emit(self, chunks: list[bytes], tail: bytes, t_first: float, i: int, due: float) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(data)
-        if last:
-            self.busy = False
-            if self.buf:
-                self.data_received(b"")
+        last = i == len(chunks) - 1
+        self.transport.write(chunks[i] + tail if last else chunks[i])
+        LATENESS.add(self.loop.time() - due, i == 0, last)
+        if not last:
+            self._next(chunks, tail, t_first, i + 1)
+            return
+        self.busy = False
+        if self.buf:
+            self.data_received(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -326,19 +363,39 @@ async def serve(n: int, settings: Settings, host: str = "127.0.0.1") -> None:
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
+class BusyPollSelector(selectors.SelectSelector):
+    """``select()`` that never sleeps: it polls until a socket is ready or the timeout is over.
+
+    On this VM a process asleep in ``select()`` takes 0.1 to several ms to run again when a
+    request arrives (its virtual CPU halted), and the harness would be charged for it as TTFT
+    error and late tokens: at 64 agents the server read requests 0.7-2.8 ms (median) after the
+    client sent them, 0.02-0.03 ms when polling. Polling costs one core, which on 2 cores
+    leaves the harness the other: all a single-threaded (or GIL-bound) harness uses anyway.
+    """
+
+    def select(self, timeout: float | None = None) -> list:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ready = super().select(0)
+            if ready or (end is not None and time.monotonic() >= end):
+                return ready
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--servers", type=int, default=1)
     p.add_argument("--ttft-ms", type=float, default=100.0)
     p.add_argument("--token-ms", type=float, default=10.0)
     p.add_argument("--tokens", type=int, default=16, help="tokens when num_predict is unset")
+    p.add_argument(
+        "--busy-poll", action="store_true", help="never sleep (see BusyPollSelector; one core)"
+    )
     args = p.parse_args(argv)
+    selector = BusyPollSelector if args.busy_poll else selectors.SelectSelector
     settings = Settings(args.ttft_ms, args.token_ms, args.tokens)
     # select(): microsecond timeouts (epoll's are rounded up to whole milliseconds).
     with (
-        asyncio.Runner(
-            loop_factory=lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())
-        ) as r,
+        asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector())) as r,
         contextlib.suppress(KeyboardInterrupt),
     ):
         r.run(serve(args.servers, settings))

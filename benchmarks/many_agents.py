@@ -67,6 +67,7 @@ def measure(fleet, n: int, coord: str, p: dict[str, Any], profile: bool) -> list
     me = psutil.Process()
     with open_coordinator(coord, Timeouts()) as c:
         c.run_phase([warmup_plan(x) for x in plans], "warmup", concurrent=False, clock=Clock())
+        fleet.lateness()  # from here on: each phase's own
         # with ``profile``, one more phase under pyinstrument: reported, not in the summary
         for i in range(p["phases"] + (1 if profile else 0)):
             cpu0 = sum(me.cpu_times()[:2])
@@ -83,6 +84,7 @@ def measure(fleet, n: int, coord: str, p: dict[str, Any], profile: bool) -> list
                 (PROFILES / f"many-agents-n{n}-{coord}.txt").write_text(
                     prof.output_text(unicode=False, color=False, show_all=False)
                 )
+            late = fleet.lateness()
             wall = (out.phase.t_end_ns - out.phase.t_start_ns) / 1e9
             ttft = [x.client_ttft_ns / 1e6 - p["ttft_ms"] for x in out.calls if x.client_ttft_ns]
             longest = max(s.t_end_ns - s.t_start_ns for s in out.agent_spans) / 1e9
@@ -98,6 +100,8 @@ def measure(fleet, n: int, coord: str, p: dict[str, Any], profile: bool) -> list
                     "coordination_overhead_ms": (wall - longest) * 1e3,
                     "ttft_error_ms": summary(ttft),
                     "harness_cpu_s": sum(me.cpu_times()[:2]) - cpu0,
+                    # the reference's own error: how late the ideal servers wrote the chunks
+                    "server_lateness_ms": late,
                     "load_avg_1m": os.getloadavg()[0],
                 }
             )
@@ -106,7 +110,8 @@ def measure(fleet, n: int, coord: str, p: dict[str, Any], profile: bool) -> list
                 f"many_agents N={n:3d} {coord:7s} phase {i + 1}: efficiency >= "
                 f"{r['efficiency_lower_bound']:.3f} %, wall - A {r['wall_minus_ideal_ms']:.1f} ms, "
                 f"TTFT error median {r['ttft_error_ms'].get('median')} ms, "
-                f"harness CPU {r['harness_cpu_s']:.2f} s"
+                f"harness CPU {r['harness_cpu_s']:.2f} s, server lateness median "
+                f"{late['all'].get('median')} max {late['all'].get('max')} ms"
             )
             time.sleep(0.2)
     return rows
