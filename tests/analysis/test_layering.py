@@ -33,3 +33,17 @@ def test_analysis_never_imports_datasets_or_servers() -> None:
             or m in ("mabench.legacy", "mabench.pipeline")
         )
         assert not bad, f"{path.relative_to(ANALYSIS)} imports {bad}"
+
+
+def test_the_report_reads_statistics_and_figures_without_scipy_or_matplotlib() -> None:
+    # The report job renders from saved files: importing it must not pay for the libraries
+    # that only computing statistics (scipy) and drawing figures (matplotlib) need.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, mabench.analysis.report, mabench.analysis.stats as s; s.load_statistics; "
+        "print(sorted(m for m in ('scipy', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

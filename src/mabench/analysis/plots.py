@@ -3,13 +3,12 @@
 :func:`make_figures` draws every figure whose data exists and skips the others with a reason
 (for example the run timeline for TR110, which recorded no per-call times). It writes
 ``figures.json`` beside the PNGs: one entry per figure in :data:`FIGURES` with its status
-(``made`` or ``skipped``), title, file and reason, which the report reads. Each figure has a
-caption file ``report/captions/<name>.rst`` for ``snakemake --report``.
+(``made`` or ``skipped``), title, file and reason, which the report reads
+(:mod:`mabench.analysis.figures`, which needs no matplotlib). Each figure has a caption file ``report/captions/<name>.rst`` for ``snakemake --report``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from mabench.analysis.figures import FIGURES, read_manifest, write_manifest
 from mabench.analysis.stats import (
     Statistics,
     load_statistics,
@@ -30,20 +30,6 @@ from mabench.analysis.stats import (
     primary_metric,
     read_tables,
 )
-
-#: figure name -> title (names are the PNG stems and the caption file stems)
-FIGURES: dict[str, str] = {
-    "efficiency_distribution": "Distribution of run efficiency",
-    "config_efficiency": "Mean efficiency per config with the 95 % t-interval of its runs",
-    "speedup_by_scenario": "Speedup by scenario",
-    "seed_vs_true": "Seed formula vs true efficiency, per run",
-    "ttft_split": "Time to first token and its server-side split",
-    "agent_throughput": "Per-agent throughput, solo vs concurrent",
-    "slowdown": "Per-agent slowdown (concurrent wall / solo wall)",
-    "run_timeline": "Timeline of one run: when each agent's calls ran",
-    "topology_comparison": "Efficiency by topology",
-    "latency": "Latency distributions per call, solo vs concurrent",
-}
 
 SEED_COLOR, TRUE_COLOR = "#8c8c8c", "#1f77b4"
 DPI = 110
@@ -477,24 +463,8 @@ def make_figures(
                 made.append(path)
                 entry.update(status="made", file=path.name, note=note)
             manifest.append(entry)
-    (out / "figures.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_manifest(out, manifest)
     return made
-
-
-def read_manifest(figures_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(figures_dir) / "figures.json"
-    if not path.exists():
-        return [
-            {
-                "name": n,
-                "title": t,
-                "status": "skipped",
-                "file": None,
-                "note": "figures were not generated",
-            }
-            for n, t in FIGURES.items()
-        ]
-    return json.loads(path.read_text())
 
 
 def run(

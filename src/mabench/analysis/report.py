@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from markupsafe import Markup
 
 from mabench.analysis import markdown as md
-from mabench.analysis import plots
+from mabench.analysis.figures import read_manifest
 from mabench.analysis.hosts import HOSTS_FILE, MIXED_FILE, HostStrata, read_host_strata
 from mabench.analysis.stats import Statistics, headline, load_statistics, resolve_settings
 from mabench.analysis.templates import TEMPLATE, default_template_dir, template_files
@@ -278,7 +278,7 @@ def _figures(
     """The figures manifest with captions and paths relative to the report's folder."""
     figures = []
     if figures_dir is not None:
-        for entry in plots.read_manifest(figures_dir):
+        for entry in read_manifest(figures_dir):
             e = dict(entry)
             e["caption"] = _caption(template_dir, e["name"])
             if e.get("file"):

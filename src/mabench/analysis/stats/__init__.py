@@ -30,34 +30,55 @@ Never imports a dataset module (:mod:`mabench.datasets`): the caller builds the 
 comparisons and the legacy reanalysis and passes them in as :class:`LegacyData`.
 """
 
-from mabench.analysis.stats.compute import compute_statistics, run
-from mabench.analysis.stats.estimators import (
-    cliffs_delta,
-    cliffs_magnitude,
-    compare_two,
-    describe,
-    holm,
-    iqr_fences,
-    t_interval,
-    wilson_ci,
-)
-from mabench.analysis.stats.provenance import (
-    DEFAULT_SETTINGS,
-    LegacyData,
-    Statistics,
-    headline,
-    load_statistics,
-    read_tables,
-    resolve_settings,
-    write_statistics,
-)
-from mabench.analysis.stats.summaries import (
-    AGENT_METRICS,
-    CALL_METRICS,
-    RUN_METRICS,
-    prepare,
-    primary_metric,
-)
+import importlib
+from typing import Any
+
+#: where each public name lives. Imported on first use (PEP 562): the report job reads saved
+#: statistics (``provenance``) and should not pay for scipy, which only computing them needs.
+_HOME = {
+    "compute_statistics": "compute",
+    "run": "compute",
+    **dict.fromkeys(
+        (
+            "cliffs_delta",
+            "cliffs_magnitude",
+            "compare_two",
+            "describe",
+            "holm",
+            "iqr_fences",
+            "t_interval",
+            "wilson_ci",
+        ),
+        "estimators",
+    ),
+    **dict.fromkeys(
+        (
+            "DEFAULT_SETTINGS",
+            "LegacyData",
+            "Statistics",
+            "headline",
+            "load_statistics",
+            "read_tables",
+            "resolve_settings",
+            "write_statistics",
+        ),
+        "provenance",
+    ),
+    **dict.fromkeys(
+        ("AGENT_METRICS", "CALL_METRICS", "RUN_METRICS", "prepare", "primary_metric"),
+        "summaries",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AGENT_METRICS",
