@@ -64,8 +64,7 @@ FULL = {
     "ns": [1, 2, 4, 8, 16],
     # runs per N: a run of N agents costs ~(N + 1) x 2.15 s; the small-N goals are the tight
     # ones (0.2 % = 4 ms of a 2.15 s phase, about the run-to-run noise), so they get more runs.
-    # Fewer than the first rounds' (5, 9, 5, 3, 5) so that the peers' sweep fits in one run.
-    "runs": {1: 2, 2: 5, 4: 2, 8: 1, 16: 2},
+    "runs": {1: 5, 2: 9, 4: 5, 8: 3, 16: 5},
     "ttft_ms": 100.0,
     "token_ms": 25.0,
     "num_predict": 40,

@@ -11,8 +11,8 @@ as ``mabench.measure.client`` measures it) is compared with it:
 * ``sim`` server (``mabench sim-serve``): starts its ``ttft`` timer only after Starlette has
   parsed the request and sent the response headers, and sleeps with the event loop's
   millisecond timer resolution; its own processing adds to the error (reported, not the goal).
-* ``raw`` reference client: one ``sendall`` of a pre-built request on a fresh socket, then
-  ``recv`` until the first token. Its error is the floor set by the server and the OS; the
+* ``raw`` reference client: one ``sendall`` of a pre-built request on a kept-alive socket,
+  then ``recv`` until the first token. Its error is the floor set by the server and the OS; the
   client error above it is mabench's (request building, :mod:`mabench.measure.transport`, parsing).
 
 Two paths per server:
@@ -68,8 +68,13 @@ RAW = {
 }
 
 
+#: the raw client's keep-alive connection per port (opened by its first call, like ours)
+_RAW_SOCKETS: dict[int, socket.socket] = {}
+
+
 def raw_ttft_ms(port: int, num_predict: int, api: str = "ollama") -> float:
-    """Minimal client: pre-built request, one sendall, recv until the first token."""
+    """Minimal client: pre-built request, one sendall on a kept-alive connection, recv until
+    the first token. (A fresh connection per call would time the server's accept too.)"""
     path, payload, first = RAW[api]
     limit = (
         {"max_tokens": num_predict}
@@ -81,22 +86,24 @@ def raw_ttft_ms(port: int, num_predict: int, api: str = "ollama") -> float:
         f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    sock = _RAW_SOCKETS.get(port)
+    if sock is None:
+        sock = _RAW_SOCKETS[port] = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        t0 = time.perf_counter_ns()
-        sock.sendall(request)
-        buf = b""
-        while not any(marker in buf for marker in first):
-            data = sock.recv(65536)
-            if not data:
-                raise RuntimeError(f"raw client: connection closed: {buf[-300:]!r}")
-            buf += data
-        t1 = time.perf_counter_ns()
-        while not buf.endswith(b"0\r\n\r\n"):  # drain the answer before closing
-            data = sock.recv(65536)
-            if not data:
-                break
-            buf += data
+    t0 = time.perf_counter_ns()
+    sock.sendall(request)
+    buf = b""
+    while not any(marker in buf for marker in first):
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError(f"raw client: connection closed: {buf[-300:]!r}")
+        buf += data
+    t1 = time.perf_counter_ns()
+    while not buf.endswith(b"0\r\n\r\n"):  # the whole answer, so the next call starts clean
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError(f"raw client: connection closed mid-answer: {buf[-300:]!r}")
+        buf += data
     return (t1 - t0) / 1e6
 
 
