@@ -24,7 +24,6 @@ them.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import multiprocessing
@@ -65,6 +64,7 @@ from mabench.analysis.tables import (
     to_table,
     write_table,
 )
+from mabench.collector import gc_paused
 from mabench.measure.records import (
     CONCURRENT,
     SOLO,
@@ -391,20 +391,6 @@ class ChunkTables:
     facts: list[RecordFacts]
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a chunk is read: parsed records and rows hold no
-    reference cycles (reference counting frees them), and the collector's passes over the
-    chunk's many dicts cost ~15 % of the reading time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def read_chunk(record_paths: Sequence[str | Path]) -> ChunkTables:
     """Read, validate and tabulate these run records (in this order); a record that cannot
     be read gets no rows, only its facts saying why."""
@@ -412,7 +398,7 @@ def read_chunk(record_paths: Sequence[str | Path]) -> ChunkTables:
     agents: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     facts: list[RecordFacts] = []
-    with _gc_paused():
+    with gc_paused():  # the chunk's records and rows hold no reference cycles
         for path in map(str, record_paths):
             try:
                 record = load_run_record(path)

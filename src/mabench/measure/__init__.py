@@ -10,7 +10,7 @@ held), the metrics of one run (``metrics``), the run record and its schema check
 the machine a run ran on (``environment``; its Slurm job: ``slurm``) and the typed errors
 (``errors``).
 
-May import: :mod:`mabench.config` (the typed study) and the standard and third-party
-libraries. Never imports ``servers``, ``analysis`` or ``datasets``: servers are started by the
+May import: :mod:`mabench.config` (the typed study), :mod:`mabench.collector` and the
+standard and third-party libraries. Never imports ``servers``, ``analysis`` or ``datasets``: servers are started by the
 caller, which passes their URLs in.
 """

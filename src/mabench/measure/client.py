@@ -497,29 +497,10 @@ class AsyncOllamaClient(_OllamaRequests, AsyncClientBase):
             await self._json("POST", "/api/generate", body, "unload", self.timeouts.load_s), t0
         )
 
-    async def call(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        *,
-        system: str | None = None,
-        options: dict[str, Any] | None = None,
-        keep_alive: float | str = -1,
-        phase: str | None = None,
-    ) -> CallResult:
-        """One streamed chat or generate call, timed on the client."""
-        return await self.send(
-            self.prepare(
-                endpoint,
-                model,
-                prompt,
-                system=system,
-                options=options,
-                keep_alive=keep_alive,
-                phase=phase,
-            )
-        )
+    async def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
+        """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
+        :meth:`send`."""
+        return await self.send(self.prepare(endpoint, model, prompt, **kwargs))
 
     async def send(self, call: PreparedCall) -> CallResult:
         """Send a call made by :meth:`prepare` and read its streamed answer."""
@@ -573,29 +554,10 @@ class OllamaClient(_OllamaRequests, SyncClientBase):
             self._json("POST", "/api/generate", body, "unload", self.timeouts.load_s), t0
         )
 
-    def call(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        *,
-        system: str | None = None,
-        options: dict[str, Any] | None = None,
-        keep_alive: float | str = -1,
-        phase: str | None = None,
-    ) -> CallResult:
-        """One streamed chat or generate call, timed on the client."""
-        return self.send(
-            self.prepare(
-                endpoint,
-                model,
-                prompt,
-                system=system,
-                options=options,
-                keep_alive=keep_alive,
-                phase=phase,
-            )
-        )
+    def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
+        """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
+        :meth:`send`."""
+        return self.send(self.prepare(endpoint, model, prompt, **kwargs))
 
     def send(self, call: PreparedCall) -> CallResult:
         """Send a call made by :meth:`prepare` and read its streamed answer."""

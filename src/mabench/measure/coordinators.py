@@ -22,15 +22,14 @@ does not depend on the choice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
+from mabench.collector import gc_paused
 from mabench.measure.agents import (
     AgentOutcome,
     AgentPlan,
@@ -177,18 +176,6 @@ class ThreadsCoordinator(Coordinator):
         clients, self._clients = list(self._clients.values()), {}
         for c in clients:
             c.close()
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No garbage collection inside the block (the collector's state is restored after)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def release_together(

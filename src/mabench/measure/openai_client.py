@@ -265,21 +265,10 @@ class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
             payload = await self._json("POST", CHAT_PATH, body, "load", self.timeouts.load_s)
         return self._loaded(payload, t0)
 
-    async def call(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        *,
-        system: str | None = None,
-        options: dict[str, Any] | None = None,
-        phase: str | None = None,
-    ) -> CallResult:
-        """One streamed chat completion, timed on the client."""
-        prepared = self.prepare(
-            endpoint, model, prompt, system=system, options=options, phase=phase
-        )
-        return await self.send(prepared)
+    async def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
+        """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
+        :meth:`send`."""
+        return await self.send(self.prepare(endpoint, model, prompt, **kwargs))
 
     async def send(self, call: PreparedCall) -> CallResult:
         """Send a call made by :meth:`prepare` and read its streamed answer."""
@@ -313,21 +302,10 @@ class OpenAIClient(_OpenAIRequests, SyncClientBase):
             payload = self._json("POST", CHAT_PATH, body, "load", self.timeouts.load_s)
         return self._loaded(payload, t0)
 
-    def call(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        *,
-        system: str | None = None,
-        options: dict[str, Any] | None = None,
-        phase: str | None = None,
-    ) -> CallResult:
-        """One streamed chat completion, timed on the client."""
-        prepared = self.prepare(
-            endpoint, model, prompt, system=system, options=options, phase=phase
-        )
-        return self.send(prepared)
+    def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
+        """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
+        :meth:`send`."""
+        return self.send(self.prepare(endpoint, model, prompt, **kwargs))
 
     def send(self, call: PreparedCall) -> CallResult:
         """Send a call made by :meth:`prepare` and read its streamed answer."""
