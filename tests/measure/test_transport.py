@@ -263,6 +263,18 @@ def test_a_connection_the_server_closed_while_idle_is_reopened_once(scripted, ru
 
 
 @RUNNERS
+def test_bytes_after_an_answer_are_never_read_as_the_next_answer(scripted, run):
+    # The server sends a whole second answer nobody asked for right after the first: the
+    # connection is not trusted again, so the next call opens a new one and gets its own.
+    stray = response(b'{"response":"stray","done":true}\n')
+    server, url = scripted([response(NDJSON) + stray, response(NDJSON)])
+    first, second = run(url, 2)
+    assert first.lines == NDJSON.split(b"\n")[:-1]
+    assert second.lines == NDJSON.split(b"\n")[:-1]
+    assert server.connections == 2
+
+
+@RUNNERS
 def test_an_error_status_is_an_http_error_and_the_connection_stays_usable(scripted, run):
     error = response(b'{"error":"model \'x\' not found"}', status="404 Not Found", framing="length")
     server, url = scripted([error, response(NDJSON)])
