@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
+from mabench.measure import transport
 from mabench.measure.errors import (
     ProtocolError,
     ServerCallError,
+    ServerConnectError,
     ServerHTTPError,
     ServerTimeoutError,
 )
@@ -131,6 +136,8 @@ class Scripted:
 
     answers: list[bytes]
     close_after: set[int] = field(default_factory=set)
+    #: serve HTTPS with this context (the handshake runs in the connection's thread)
+    tls: ssl.SSLContext | None = None
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
 
@@ -144,6 +151,12 @@ class Scripted:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except ssl.SSLError:  # the client refused the certificate
+                conn.close()
+                return
         with conn:
             buf = b""
             while True:  # until the client closes
@@ -169,12 +182,15 @@ class Scripted:
 def scripted() -> Iterator:
     sockets = []
 
-    def start(answers: list[bytes], close_after: set[int] = frozenset()) -> tuple[Scripted, str]:
-        server = Scripted(list(answers), set(close_after))
+    def start(
+        answers: list[bytes], close_after: set[int] = frozenset(), tls: ssl.SSLContext | None = None
+    ) -> tuple[Scripted, str]:
+        server = Scripted(list(answers), set(close_after), tls)
         sock = socket.create_server(("127.0.0.1", 0))
         sockets.append(sock)
         threading.Thread(target=server.serve, args=(sock,), daemon=True).start()
-        return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        return server, f"{scheme}://localhost:{sock.getsockname()[1]}"
 
     yield start
     for sock in sockets:
@@ -249,7 +265,7 @@ def test_calls_share_one_keep_alive_connection(scripted, run):
         assert sink.lines == NDJSON.split(b"\n")[:-1]
         assert sink.t_sent_ns > 0
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
-    assert head.startswith(b"POST /api/generate HTTP/1.1\r\nhost: 127.0.0.1:")
+    assert head.startswith(b"POST /api/generate HTTP/1.1\r\nhost: localhost:")
     assert json.loads(body) == {"model": "m", "prompt": "héllo", "stream": True}
 
 
@@ -427,3 +443,48 @@ def test_header_values_that_could_break_a_request_are_refused(name, value):
 )
 def test_error_messages_of_every_server_style(body, message):
     assert error_message(body) == message
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for ``localhost`` (made with the ``openssl`` command)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@RUNNERS
+def test_https_streams_and_keeps_its_connection(scripted, run, certificate, monkeypatch):
+    # The client verifies the server against the CA store it is given: here, the test's own
+    # certificate; the answer streams over one TLS connection, reused by the second call.
+    cert, key = certificate
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=cert)
+    monkeypatch.setattr(transport, "_tls_context", lambda: trusting)
+    server, url = scripted([response(NDJSON), response(NDJSON)], tls=server_side)
+    first, second = run(url, 2)
+    assert first.lines == second.lines == NDJSON.split(b"\n")[:-1]
+    assert server.connections == 1
+
+
+@RUNNERS
+def test_https_to_a_server_the_ca_store_does_not_trust_is_a_connect_error(
+    scripted, run, certificate
+):
+    cert, key = certificate
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    _, url = scripted([response(NDJSON)], tls=server_side)
+    error = only(run(url, 1))
+    assert isinstance(error, ServerConnectError)
+    assert "certificate verify failed" in error.message
