@@ -418,7 +418,7 @@ class SyncClientBase(ClientBase):
 
 
 class _OllamaRequests:
-    """What both Ollama clients share: the streamed call's path, body and parser."""
+    """What both Ollama clients share: the streamed call, built (path, body and parser)."""
 
     base_url: str
 
@@ -434,24 +434,10 @@ class _OllamaRequests:
         phase: str | None = None,
     ) -> PreparedCall:
         """One streamed chat or generate call, built and not sent (see :class:`PreparedCall`)."""
-        path, body, parser = self._streamed(
-            endpoint, model, prompt, system, options, keep_alive, phase
-        )
-        return PreparedCall(path, body, parser, parser, phase)
-
-    def _streamed(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        system: str | None,
-        options: dict[str, Any] | None,
-        keep_alive: float | str,
-        phase: str | None,
-    ) -> tuple[str, bytes, _StreamParser]:
         path = f"/api/{endpoint}"
         body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
-        return path, json_body(body), _StreamParser(endpoint, self.base_url + path, phase)
+        parser = _StreamParser(endpoint, self.base_url + path, phase)
+        return PreparedCall(path, json_body(body), parser, parser, phase)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,22 +202,11 @@ class _OpenAIRequests:
         phase: str | None = None,
     ) -> PreparedCall:
         """One streamed chat completion, built and not sent (see :class:`PreparedCall`)."""
-        body, parser = self._streamed(endpoint, model, prompt, system, options, phase)
-        return PreparedCall(CHAT_PATH, body, SSEFraming(parser), parser, phase, SSE)
-
-    def _streamed(
-        self,
-        endpoint: str,
-        model: str,
-        prompt: str,
-        system: str | None,
-        options: dict[str, Any] | None,
-        phase: str | None,
-    ) -> tuple[bytes, _SSEStreamParser]:
         _chat_only(endpoint)
         opts = Options.from_mapping(options or {}, unknown="error")
-        req = ChatCompletionRequest.for_prompt(model, prompt, system, opts)
-        return json_body(req.to_json()), _SSEStreamParser(self.base_url + CHAT_PATH, phase)
+        body = json_body(ChatCompletionRequest.for_prompt(model, prompt, system, opts).to_json())
+        parser = _SSEStreamParser(self.base_url + CHAT_PATH, phase)
+        return PreparedCall(CHAT_PATH, body, SSEFraming(parser), parser, phase, SSE)
 
     @staticmethod
     def _load_body(model: str, options: dict[str, Any] | None) -> dict[str, Any]:
