@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mabench.measure import arrivals
-from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts
+from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts, _StreamParser
 from mabench.measure.errors import (
     ProtocolError,
     ServerConnectError,
@@ -125,6 +125,24 @@ def test_malformed_answers_are_typed_errors(sim_server, fault, error, text):
     assert info.value.url.startswith(srv.url)
     assert info.value.phase == "concurrent"
     assert info.value.info().kind == error.kind
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (b'{"response": "\xff", "done": false}', "invalid JSON in stream chunk 1"),
+        (b'{"response": "a"} {"response": "b"}', "invalid JSON in stream chunk 1"),
+        (b'["response"]', "not an object"),
+        (b'{"response": 7, "done": false}', "not a string"),
+    ],
+)
+def test_a_chunk_that_is_no_utf8_json_object_is_a_protocol_error(line, text):
+    parser = _StreamParser("generate", "http://server/api/generate", "solo")
+    with pytest.raises(ProtocolError, match=text):
+        parser.line(line)
+    parser = _StreamParser("generate", "http://server/api/generate", "solo")
+    parser.line(b'  {"response": "\xc3\xa9", "done": false}  ')  # padded, UTF-8: fine
+    assert parser.parts == ["\u00e9"]
 
 
 def test_unknown_model_is_http_404(sim_server):

@@ -43,20 +43,23 @@ LINES = [json.dumps({"response": f"tok{i} ", "done": False}) for i in range(3)] 
 NDJSON = "".join(line + "\n" for line in LINES).encode()
 
 
-def chunked(body: bytes, sizes: tuple[int, ...] = (7, 30, 1)) -> bytes:
+def chunked(body: bytes, sizes: tuple[int, ...] = (7, 30, 1), ext: bool = True) -> bytes:
+    """``body`` in chunks of ``sizes`` (sizes in upper-case hex, as some servers write them),
+    with a chunk extension on every size line or on none, and a trailer."""
     out, pos, i = [], 0, 0
     while pos < len(body):
         size = sizes[i % len(sizes)]
         piece = body[pos : pos + size]
-        out.append(f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n")
+        out.append(f"{len(piece):X}{';ext=1' if ext else ''}\r\n".encode() + piece + b"\r\n")
         pos, i = pos + size, i + 1
     return b"".join(out) + b"0\r\nx-trailer: yes\r\n\r\n"
 
 
 def response(body: bytes, *, status: str = "200 OK", framing: str = "chunked", extra: str = ""):
     head = f"HTTP/1.1 {status}\r\ncontent-type: application/x-ndjson\r\n{extra}"
-    if framing == "chunked":
-        return (head + "transfer-encoding: chunked\r\n\r\n").encode() + chunked(body)
+    if framing in ("chunked", "chunked-plain"):
+        body = chunked(body, ext=framing == "chunked")
+        return (head + "transfer-encoding: chunked\r\n\r\n").encode() + body
     if framing == "length":
         return (head + f"content-length: {len(body)}\r\n\r\n").encode() + body
     return (head + "\r\n").encode() + body  # close-delimited
@@ -76,7 +79,7 @@ def feed_in_pieces(raw: bytes, size: int, eof: bool = False) -> tuple[ResponsePa
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+@pytest.mark.parametrize("framing", ["chunked", "chunked-plain", "length", "close"])
 @pytest.mark.parametrize("size", [1, 2, 5, 64, 10_000])
 def test_every_framing_gives_the_body_whatever_the_split(framing, size):
     parser, body = feed_in_pieces(response(NDJSON, framing=framing), size, eof=framing == "close")
@@ -84,6 +87,24 @@ def test_every_framing_gives_the_body_whatever_the_split(framing, size):
     assert parser.status == 200
     assert parser.complete
     assert parser.keep_alive is (framing != "close")
+
+
+@pytest.mark.parametrize("size", [1, 3, 17, 10_000])
+def test_chunks_read_whole_and_chunks_read_in_pieces_give_the_same_body(size):
+    """Whole chunks take a shortcut past the chunk state machine: whatever mix of whole and
+    split chunks, extensions or none, and line breaks inside a chunk's data, the body is the
+    same, and a chunk longer than its size line is still refused."""
+    data = b"\r\n".join(NDJSON.splitlines()) + b"\r\n0\r\n\r\n"  # CRLF and "0" inside data
+    plain = chunked(data, sizes=(5, 40, 2, 300), ext=False)
+    mixed = chunked(data[:50], ext=True).removesuffix(b"0\r\nx-trailer: yes\r\n\r\n")
+    mixed += chunked(data[50:], sizes=(9,), ext=False)
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    for raw in (head + plain, head + mixed):
+        parser, body = feed_in_pieces(raw, size)
+        assert body == data
+        assert parser.complete and parser.keep_alive
+    with pytest.raises(MalformedResponse, match="longer than"):
+        feed_in_pieces(head + b"3\r\nabc\r\n2\r\nabcd\r\n0\r\n\r\n", size)
 
 
 def test_interim_100_continue_is_skipped_and_http10_closes():

@@ -227,7 +227,8 @@ class ResponseParser:
 
     def _dechunk(self, buf: bytes) -> bytes:
         out: list[bytes] = []
-        pos, end = 0, len(buf)
+        pos = self._whole_chunks(buf, out) if self._chunk_state == "size" else 0
+        end = len(buf)
         while pos < end and not self.complete:
             if self._chunk_state == "data":
                 take = min(self._remaining, end - pos)
@@ -259,7 +260,31 @@ class ResponseParser:
         self._buf = buf[pos:]
         if self.complete and self._buf:
             self.keep_alive = False
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    @staticmethod
+    def _whole_chunks(buf: bytes, out: list[bytes]) -> int:
+        """The common case, without the state machine: from a chunk's size line, take every
+        chunk that ``buf`` holds whole (``size\\r\\n data \\r\\n``, no extension) into ``out``;
+        return where the rest starts, at a size line, for :meth:`_dechunk` to go on from.
+
+        A streamed token is one chunk, usually read whole (~5 µs of a ~9 µs chunk went to the
+        state machine's steps)."""
+        pos, end = 0, len(buf)
+        while True:
+            eol = buf.find(b"\r\n", pos, pos + 18)
+            if eol < 0:
+                return pos
+            try:
+                size = int(buf[pos:eol], 16)
+            except ValueError:
+                return pos  # an extension, or a bad line: the state machine says which
+            start = eol + 2
+            stop = start + size
+            if size <= 0 or stop + 2 > end or buf[stop : stop + 2] != b"\r\n":
+                return pos
+            out.append(buf[start:stop])
+            pos = stop + 2
 
 
 def error_message(body: bytes) -> str:
@@ -710,6 +735,10 @@ class AsyncConnection(_Connection):
         self._settle(outcome)  # type: ignore[arg-type]
 
 
+#: made once: ``json.dumps`` with any option builds a new encoder for every call
+_ENCODE_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def json_body(payload: object) -> bytes:
     """A request body as the server expects it (compact UTF-8 JSON)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODE_COMPACT(payload).encode("utf-8")
