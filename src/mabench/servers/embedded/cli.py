@@ -28,6 +28,7 @@ from mabench.servers.embedded.runner import (
     DEFAULT_NUM_CTX,
     RunnerDefaults,
     default_num_thread,
+    freeze_startup_heap,
 )
 from mabench.servers.embedded.scheduler import DEFAULT_MAX_QUEUE, Scheduler
 from mabench.servers.net import LOOPBACK, is_loopback
@@ -257,6 +258,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 def _serve(settings: ServerSettings, host: str, sock: socket.socket, keep_alive_s: float) -> int:
     """Serve on the bound socket until SIGTERM/SIGINT; 0 after a clean run."""
     app = create_app(settings)
+    freeze_startup_heap()
     port = sock.getsockname()[1]
     defaults = settings.defaults
     log.info(

@@ -270,6 +270,17 @@ def _llama_cpp() -> ModuleType:
     return llama_cpp
 
 
+def freeze_startup_heap() -> None:
+    """Import llama.cpp's bindings now and freeze what the process holds (modules, the app:
+    they live as long as it does). A server calls it once, ready to serve: the collection each
+    unload runs (:meth:`Runner.close`) then scans only the objects made after start-up, ~0.2 ms
+    instead of ~16 ms for a heap that holds llama_cpp and numpy (every run unloads)."""
+    with contextlib.suppress(ImportError):  # the first load reports it, as without this
+        _llama_cpp()
+    gc.collect()
+    gc.freeze()
+
+
 class Runner:
     """One loaded model. Create with :meth:`load`; free with :meth:`close`."""
 
