@@ -127,7 +127,7 @@ def measure_floor(fleet, n: int, mode: str, p: dict[str, Any]) -> list[dict]:
     """``p['phases']`` concurrent phases of ``n`` agents through the floor client of ``mode``
     (after one unmeasured phase that opens the connections' paths); one row each."""
     from benchmarks.floor import open_floor, request
-    from mabench.collector import gc_paused
+    from mabench.measure.collector import gc_paused
 
     a_s = ideal_agent_s(p)
     ports = fleet.ports[:n]

@@ -10,12 +10,12 @@ import logging
 import sys
 from pathlib import Path
 
-from mabench import pipeline
 from mabench.analysis.aggregate import aggregate
 from mabench.analysis.integrity import Expected, IntegrityError
+from mabench.steps import rules
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-paths = pipeline.StudyPaths.of(sm.wildcards.study)
+paths = rules.StudyPaths.of(sm.wildcards.study)
 expected = Expected(
     study=sm.wildcards.study,
     config_hashes=dict(sm.params.config_hashes),
@@ -26,7 +26,7 @@ expected = Expected(
 terminal = logging.StreamHandler(sys.__stderr__)
 terminal.addFilter(lambda record: record.levelno == logging.WARNING)
 logging.getLogger("mabench").addHandler(terminal)
-with pipeline.script_logging(sm.log[0], refusals=(IntegrityError,)):
+with rules.script_logging(sm.log[0], refusals=(IntegrityError,)):
     aggregate(
         sm.input.records,
         Path(sm.output.runs).parent,

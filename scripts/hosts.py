@@ -1,8 +1,8 @@
 """Rule `hosts`: runs table -> results/<study>/hosts/ (mabench.analysis.hosts)."""
 
-from mabench import pipeline
 from mabench.analysis import hosts
+from mabench.steps import rules
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with pipeline.script_logging(sm.log[0]):
+with rules.script_logging(sm.log[0]):
     hosts.write_host_strata(sm.input.runs, sm.output[0])

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from mabench import pipeline
 from mabench.analysis import report
+from mabench.steps import rules
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with pipeline.script_logging(sm.log[0]):
+with rules.script_logging(sm.log[0]):
     tables = Path(sm.input.tables).parent
     report.render_report(
         sm.input.stats,

@@ -1,4 +1,4 @@
-"""Rule `run`: measure one config x run into one run record (mabench.run_job)."""
+"""Rule `run`: measure one config x run into one run record (mabench.steps.run_job)."""
 
 from mabench.jobs.client import run_job
 from mabench.jobs.request import JobRequest

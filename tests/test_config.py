@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mabench.api.ollama import Options
 from mabench.config import ConfigError, config_schema, load_study, study_from_dict
-from mabench.measure.ollama_api import Options
 
 ROOT = Path(__file__).resolve().parents[1]
 TR110 = ROOT / "src" / "mabench" / "datasets" / "data" / "tr110"

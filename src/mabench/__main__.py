@@ -1,3 +1,3 @@
-from mabench.cli import main
+from mabench.cli.main import main
 
 raise SystemExit(main())

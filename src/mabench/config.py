@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from mabench.measure.ollama_api import KeepAlive, Options, OptionsError, RequestError
-from mabench.measure.openai_api import OPTION_FIELDS, unsupported_options
+from mabench.api.ollama import KeepAlive, Options, OptionsError, RequestError
+from mabench.api.openai import OPTION_FIELDS, unsupported_options
 
 BUNDLED_PROMPTS = "measure/prompts"
 

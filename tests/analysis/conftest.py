@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import synthetic
 
-from mabench import legacy
 from mabench.analysis import plots, report, stats
 from mabench.datasets import tr110
+from mabench.steps import legacy
 
 SETTINGS = {
     "reference": ["tr114"],

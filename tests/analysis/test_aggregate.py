@@ -17,7 +17,7 @@ from mabench.analysis.aggregate import aggregate, worker_count
 from mabench.analysis.integrity import Expected, IntegrityError
 from mabench.measure.records import Validity, write_json_atomic, write_record
 from mabench.measure.validity import WORK_MISMATCH, compare_work
-from mabench.pipeline import StudyPaths
+from mabench.steps.rules import StudyPaths
 
 TABLES = ("runs", "agents", "calls", "failures")
 

@@ -29,7 +29,7 @@ from mabench.analysis.integrity import (
     versions_read,
 )
 from mabench.measure.records import write_json_atomic
-from mabench.pipeline import StudyPaths
+from mabench.steps.rules import StudyPaths
 
 STUDY = "scale"  # make_record(i): study "scale", config cfg{i % 100:03d}, run i // 100 + 1
 RECORDS = (0, 1, 100, 101)  # cfg000 and cfg001, runs 1 and 2

@@ -10,9 +10,9 @@ import pytest
 from scipy import stats as sps
 from synthetic import build
 
-from mabench import legacy
 from mabench.analysis import stats
 from mabench.analysis.tables import AGENTS_SCHEMA, CALLS_SCHEMA, RUNS_SCHEMA, to_table
+from mabench.steps import legacy
 
 # ---------------------------------------------------------------------------------------------
 # compute_statistics on small hand-made frames

@@ -10,11 +10,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from mabench import legacy, pipeline
 from mabench.analysis import stats
 from mabench.analysis.tables import SCHEMAS, read_table
 from mabench.config import study_from_dict
 from mabench.datasets import tr110
+from mabench.steps import legacy, rules
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_an_imported_folder_is_the_one_reanalysed(tmp_path) -> None:
     shutil.copytree(tr110.bundled_dir(), src)
     shutil.rmtree(next(src.glob("phase_*_test_002")))
     study = study_from_dict({"study": "mine", "import": {"format": "tr110", "path": str(src)}})
-    settings = stats.resolve_settings(pipeline.report_settings(study))
+    settings = stats.resolve_settings(rules.report_settings(study))
     runs = tr110.frames(src)["runs"]
     checks = legacy.legacy_data(runs, settings).tr110["checks"].set_index("check")
     assert checks.loc["n_configs", "computed"] == 29

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from mabench.api.ollama import OptionsError
 from mabench.measure.client import Timeouts
 from mabench.measure.errors import (
     ProtocolError,
@@ -18,7 +19,6 @@ from mabench.measure.errors import (
     ServerStreamError,
     ServerTimeoutError,
 )
-from mabench.measure.ollama_api import OptionsError
 from mabench.measure.openai_client import AsyncOpenAIClient, CompletionMetrics, OpenAIClient
 
 MODEL = "smollm2:135m"

@@ -19,7 +19,7 @@ from snake import snakemake
 from mabench.analysis.integrity import versions_read
 from mabench.config import load_study
 from mabench.datasets import tr110
-from mabench.pipeline import StudyPaths
+from mabench.steps.rules import StudyPaths
 
 pytestmark = pytest.mark.slow
 

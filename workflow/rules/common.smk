@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mabench.config import ConfigError, absolutize, study_from_dict
-from mabench.pipeline import StudyPaths, pool_for, release_servers, report_settings
+from mabench.steps.rules import StudyPaths, pool_for, release_servers, report_settings
 from mabench.analysis.templates import template_files
 from mabench.servers.ownership import claim_ownership
 

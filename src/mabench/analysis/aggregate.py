@@ -64,7 +64,7 @@ from mabench.analysis.tables import (
     to_table,
     write_table,
 )
-from mabench.collector import gc_paused
+from mabench.measure.collector import gc_paused
 from mabench.measure.records import (
     CONCURRENT,
     SOLO,

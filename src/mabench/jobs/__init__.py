@@ -11,7 +11,7 @@ the step exactly as the script would have (``steps``) and reports its exit statu
 still runs in a process of its own that ends with it; only the imports are shared. Without
 a host (``mabench run``, or the first job of an invocation) the script runs the step itself.
 
-May import: :mod:`mabench.pipeline` (the steps; only ``steps`` and ``host`` do, so that a
+May import: :mod:`mabench.steps.rules` (the steps; only ``steps`` and ``host`` do, so that a
 rule script importing ``client`` stays cheap) and :mod:`mabench.servers` (the owner, and the
 watchdog the host runs under).
 """

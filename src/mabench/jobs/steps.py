@@ -8,34 +8,34 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from mabench import pipeline
 from mabench.jobs.launch import ensure_host
 from mabench.jobs.request import JobRequest
 from mabench.servers.pool import Owner
+from mabench.steps import rules
 
 
 def start_servers(job: JobRequest) -> None:
-    study = pipeline.load(job.config)
-    paths = pipeline.StudyPaths.of(study.name)
-    pipeline.start_servers_step(study, job.wildcards["config"], job.output[0], paths)
+    study = rules.load(job.config)
+    paths = rules.StudyPaths.of(study.name)
+    rules.start_servers_step(study, job.wildcards["config"], job.output[0], paths)
 
 
 def unload(job: JobRequest) -> None:
-    study = pipeline.load(job.config)
-    paths = pipeline.StudyPaths.of(study.name)
-    pipeline.unload_step(study, job.wildcards["config"], job.output[0], paths, job.input["servers"])
+    study = rules.load(job.config)
+    paths = rules.StudyPaths.of(study.name)
+    rules.unload_step(study, job.wildcards["config"], job.output[0], paths, job.input["servers"])
 
 
 def run(job: JobRequest) -> None:
-    """Run ``job``'s step with its log as the rule script's (``pipeline.script_logging``)."""
-    with pipeline.script_logging(job.log[0]):
+    """Run ``job``'s step with its log as the rule script's (``rules.script_logging``)."""
+    with rules.script_logging(job.log[0]):
         STEPS[job.kind](job)
 
 
 def measure_run(job: JobRequest) -> None:
-    study = pipeline.load(job.config)
-    paths = pipeline.StudyPaths.of(study.name)
-    pipeline.run_step(
+    study = rules.load(job.config)
+    paths = rules.StudyPaths.of(study.name)
+    rules.run_step(
         study,
         job.wildcards["config"],
         int(job.wildcards["run"]),
@@ -54,8 +54,8 @@ STEPS: dict[str, Callable[[JobRequest], None]] = {
 
 def host_log(job: JobRequest) -> Path:
     """Where the job host of ``job``'s study on this machine logs (beside its servers')."""
-    study = pipeline.load(job.config)
-    return pipeline.StudyPaths.of(study.name).logs / "servers" / socket.gethostname() / "jobs.log"
+    study = rules.load(job.config)
+    return rules.StudyPaths.of(study.name).logs / "servers" / socket.gethostname() / "jobs.log"
 
 
 def start_host_for_later_jobs(job: JobRequest) -> bool:

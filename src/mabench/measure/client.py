@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
+from mabench.api.ollama import Metrics
 from mabench.measure.arrivals import TokenArrivals
 from mabench.measure.errors import (
     ProtocolError,
@@ -30,7 +31,6 @@ from mabench.measure.errors import (
     ServerStreamError,
     ServerTimeoutError,
 )
-from mabench.measure.ollama_api import Metrics
 from mabench.measure.transport import (
     NDJSON,
     AsyncConnection,

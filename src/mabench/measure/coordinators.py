@@ -29,7 +29,6 @@ from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
-from mabench.collector import gc_paused
 from mabench.measure.agents import (
     AgentOutcome,
     AgentPlan,
@@ -40,6 +39,7 @@ from mabench.measure.agents import (
 )
 from mabench.measure.apis import AsyncClient, SyncClient, async_client, sync_client
 from mabench.measure.client import Timeouts
+from mabench.measure.collector import gc_paused
 from mabench.measure.errors import RunFailed
 from mabench.measure.records import CallRecord, Span
 

@@ -28,18 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mabench.measure.client import (
-    AsyncClientBase,
-    CallResult,
-    LoadResult,
-    PreparedCall,
-    StreamBookkeeping,
-    SyncClientBase,
-    Timeouts,
-)
-from mabench.measure.errors import ProtocolError, ServerCallError, ServerStreamError
-from mabench.measure.ollama_api import Options
-from mabench.measure.openai_api import (
+from mabench.api.ollama import Options
+from mabench.api.openai import (
     CHAT_PATH,
     DONE,
     MODELS_PATH,
@@ -50,6 +40,16 @@ from mabench.measure.openai_api import (
     model_ids,
     parse_completion,
 )
+from mabench.measure.client import (
+    AsyncClientBase,
+    CallResult,
+    LoadResult,
+    PreparedCall,
+    StreamBookkeeping,
+    SyncClientBase,
+    Timeouts,
+)
+from mabench.measure.errors import ProtocolError, ServerCallError, ServerStreamError
 from mabench.measure.transport import SSE, SSEFraming, error_message, json_body
 
 __all__ = [

@@ -6,8 +6,8 @@ the watchdog that never lets a server outlive its owner (``supervise``), loopbac
 helpers (``net``), the simulated Ollama server with exact, known timing (``simulated``) and
 the embedded Ollama-compatible llama.cpp server (``embedded``).
 
-May import: :mod:`mabench.config`, and from ``measure`` only the API contracts
-(``measure.ollama_api``, ``measure.openai_api``), the typed errors (``measure.errors``), the
-atomic JSON writer (``measure.records``) and the CPUs this process may use
-(``measure.environment``). Never imports ``analysis`` or ``datasets``.
+May import: :mod:`mabench.config`, :mod:`mabench.api` (the contracts they serve), and from
+``measure`` only the typed errors (``measure.errors``), the atomic JSON writer
+(``measure.records``) and the CPUs this process may use (``measure.environment``). Never imports
+``analysis`` or ``datasets``.
 """

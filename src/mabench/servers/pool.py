@@ -41,10 +41,10 @@ from pathlib import Path
 
 import psutil
 
+from mabench.api.openai import MODELS_PATH
 from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure.environment import available_cpus
 from mabench.measure.errors import ServerSetupError
-from mabench.measure.openai_api import MODELS_PATH
 from mabench.measure.records import write_json_atomic
 from mabench.servers.embedded.registry import BUILTIN_ALIASES, BUILTIN_MODEL, normalize_name
 from mabench.servers.net import answers, free_port, is_loopback, port_in_use, status_of

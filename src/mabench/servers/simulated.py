@@ -47,8 +47,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mabench.measure.ollama_api import ChatRequest, GenerateRequest, Options, RequestError
-from mabench.measure.openai_api import (
+from mabench.api.ollama import ChatRequest, GenerateRequest, Options, RequestError
+from mabench.api.openai import (
     CHAT_PATH,
     DONE,
     MODELS_PATH,

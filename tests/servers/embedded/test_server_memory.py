@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from llama_cpp._internals import LlamaSampler
 
-from mabench.measure.ollama_api import Options
+from mabench.api.ollama import Options
 from mabench.servers.embedded.registry import Registry
 from mabench.servers.embedded.runner import Prompt, Runner, RunnerDefaults, Sampling
 

@@ -9,8 +9,8 @@ import ollama
 import pytest
 from embedded_support import FEW, MODEL
 
+from mabench.api.ollama import Metrics
 from mabench.measure.client import OllamaClient
-from mabench.measure.ollama_api import Metrics
 from mabench.servers.net import wait_until
 
 pytestmark = pytest.mark.timeout(180)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mabench import doctor
-from mabench.measure.ollama_api import Message, Options, OptionsError
+from mabench.api.ollama import Message, Options, OptionsError
+from mabench.cli import doctor
 from mabench.servers.embedded import cli
 from mabench.servers.embedded.gguf import GGUFError, format_parameter_count, read_header
 from mabench.servers.embedded.launch import ServerProcess, ServerStartError

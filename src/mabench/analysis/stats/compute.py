@@ -194,18 +194,18 @@ def _meta(
 
 def _check_legacy(legacy: LegacyData, sources: list[str], references: list[str]) -> None:
     """The tables a legacy source or a named reference needs were passed in (statistics never
-    imports a dataset module: :func:`mabench.legacy.legacy_data` builds them)."""
+    imports a dataset module: :func:`mabench.steps.legacy.legacy_data` builds them)."""
     if "tr110" in sources and not legacy.tr110:
         raise ValueError(
             "the runs come from the TR110 import but no TR110 reanalysis tables were passed: "
-            "call compute_statistics(..., legacy=mabench.legacy.legacy_data(runs, settings))"
+            "call compute_statistics(..., legacy=mabench.steps.legacy.legacy_data(runs, settings))"
         )
     missing = [r for r in references if not any(k.startswith(f"{r}_") for k in legacy.reference)]
     if missing:
         raise ValueError(
             f"the settings name the reference dataset(s) {', '.join(missing)} but no reference "
             "tables were passed: call compute_statistics(..., "
-            "legacy=mabench.legacy.legacy_data(runs, settings))"
+            "legacy=mabench.steps.legacy.legacy_data(runs, settings))"
         )
 
 
@@ -218,7 +218,7 @@ def run(
     """Tables in, statistics files out: what the pipeline's statistics rule calls.
 
     ``legacy``: builds the :class:`LegacyData` from the runs table and the resolved settings
-    (:func:`mabench.legacy.legacy_data`); needed when the settings name a reference or the
+    (:func:`mabench.steps.legacy.legacy_data`); needed when the settings name a reference or the
     tables are a legacy import.
     """
     if isinstance(tables, Mapping):

@@ -106,7 +106,7 @@ def resolve_settings(raw: Mapping[str, Any] | Any | None = None) -> dict[str, An
 @dataclass(frozen=True)
 class LegacyData:
     """What a legacy dataset or a reference study adds to the statistics, built by the caller
-    (statistics never imports a dataset module; see :func:`mabench.legacy.legacy_data`).
+    (statistics never imports a dataset module; see :func:`mabench.steps.legacy.legacy_data`).
 
     ``reference``: comparison tables keyed ``<reference>_<table>``; ``tr110``: the TR110
     reanalysis tables; ``methodology``: what the legacy dataset's own description says about

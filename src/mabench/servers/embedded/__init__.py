@@ -8,6 +8,6 @@ NDJSON or OpenAI's SSE), ``request_log`` (one line per request), ``app`` (Ollama
 the Starlette app), ``openai_routes`` (OpenAI's ``/v1`` routes on the same scheduler), ``cli``
 (``mabench serve``), ``launch`` (start a server as a subprocess, for tests and the benchmark).
 
-May import: ``measure.ollama_api`` and ``measure.openai_api`` (the contracts it serves) and its
+May import: :mod:`mabench.api` (the contracts it serves) and its
 own modules.
 """

@@ -34,7 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mabench import __version__
-from mabench.measure.ollama_api import (
+from mabench.api.ollama import (
     DEFAULT_KEEP_ALIVE_S,
     ChatRequest,
     GenerateRequest,
@@ -43,7 +43,7 @@ from mabench.measure.ollama_api import (
     RequestError,
     ShowRequest,
 )
-from mabench.measure.openai_api import error_body
+from mabench.api.openai import error_body
 from mabench.servers.embedded.http import (
     DEFAULT_MAX_BODY_BYTES,
     error_response,

@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from mabench.measure.ollama_api import DEFAULT_KEEP_ALIVE_S, KeepAlive, RequestError
+from mabench.api.ollama import DEFAULT_KEEP_ALIVE_S, KeepAlive, RequestError
 from mabench.servers.embedded.app import DEFAULT_MAX_BODY_BYTES, ServerSettings, create_app
 from mabench.servers.embedded.registry import BUILTIN_MODEL, Registry, RegistryError
 from mabench.servers.embedded.runner import (

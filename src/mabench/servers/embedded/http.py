@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mabench.measure.ollama_api import RequestError
+from mabench.api.ollama import RequestError
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 #: the scope key under which a request collects the fields of its log line

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mabench.measure.ollama_api import KeepAlive
-from mabench.measure.openai_api import (
+from mabench.api.ollama import KeepAlive
+from mabench.api.openai import (
     CHAT_PATH,
     MODELS_PATH,
     ChatCompletionRequest,

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mabench.measure.ollama_api import Metrics
+from mabench.api.ollama import Metrics
 from mabench.servers.embedded.http import LOG_KEY
 
 log = logging.getLogger("mabench.servers.embedded")

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from mabench.measure.ollama_api import Message, Options, OptionsError, RequestError
+from mabench.api.ollama import Message, Options, OptionsError, RequestError
 from mabench.servers.embedded.registry import ModelEntry
 
 __all__ = [

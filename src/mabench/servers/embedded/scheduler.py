@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mabench.measure.ollama_api import KeepAlive, RequestError
+from mabench.api.ollama import KeepAlive, RequestError
 from mabench.servers.embedded.registry import ModelEntry, Registry
 from mabench.servers.embedded.runner import Cancelled, Runner, RunnerConfig, RunnerDefaults
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mabench.measure.ollama_api import Metrics
+from mabench.api.ollama import Metrics
 from mabench.servers.embedded.registry import ModelEntry
 from mabench.servers.embedded.scheduler import LoadedModel
 

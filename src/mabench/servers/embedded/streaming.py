@@ -13,7 +13,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from mabench.measure.ollama_api import Metrics, RequestError
+from mabench.api.ollama import Metrics, RequestError
 from mabench.servers.embedded.http import dumps
 from mabench.servers.embedded.runner import Cancelled, GenerationResult
 from mabench.servers.embedded.scheduler import Done, Loaded, Text, Ticket

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from mabench.measure.ollama_api import Metrics
-from mabench.measure.openai_api import (
+from mabench.api.ollama import Metrics
+from mabench.api.openai import (
     DONE,
     SSE_MEDIA_TYPE,
     CompletionShape,

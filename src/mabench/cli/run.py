@@ -14,8 +14,8 @@ from pathlib import Path
 
 from mabench.config import ConfigError, load_study
 from mabench.measure.errors import MabenchError
-from mabench.run_job import measure
 from mabench.servers.pool import ServerPool
+from mabench.steps.run_job import measure
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -26,8 +26,8 @@ from mabench.config import ConfigError, Study, study_from_dict
 from mabench.measure.apis import inventory, sync_client
 from mabench.measure.client import Timeouts
 from mabench.measure.errors import MabenchError
-from mabench.pipeline import StudyPaths
 from mabench.servers.pool import ServerPool
+from mabench.steps.rules import StudyPaths
 
 __all__ = ["build_study", "configure", "headline", "main"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from benchmarks.synthetic_records import make_record
 from mabench.config import study_from_dict
-from mabench.progress import Progress, line, report_run
 from mabench.servers.ownership import OWNER_ENV
+from mabench.steps.progress import Progress, line, report_run
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 STUDY = study_from_dict(

@@ -3,7 +3,7 @@
 Statistics never imports a dataset module; the statistics rule (and the tests) build the
 reference comparisons and the TR110 reanalysis here and pass them in as
 :class:`~mabench.analysis.stats.LegacyData`. A module of its own, not part of
-:mod:`mabench.pipeline`, because the Snakefile imports that one at parse time and these imports
+:mod:`mabench.steps.rules`, because the Snakefile imports that one at parse time and these imports
 (pandas, scipy, the datasets) would add about a second to every parse.
 """
 

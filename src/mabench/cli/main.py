@@ -19,9 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mabench.servers.embedded.cli",
         "run the embedded Ollama-compatible server (llama.cpp)",
     ),
-    "run": ("mabench.run_cli", "measure one config x run of a study outside Snakemake"),
+    "run": ("mabench.cli.run", "measure one config x run of a study outside Snakemake"),
     "check": (
-        "mabench.check",
+        "mabench.cli.check",
         "measure servers you already run (--url ...): a generated study, its headline",
     ),
     "import-tr110": (
@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mabench.servers.simulated",
         "run a simulated Ollama server with exact, known timing",
     ),
-    "doctor": ("mabench.doctor", "check that the embedded model really generates on this CPU"),
+    "doctor": ("mabench.cli.doctor", "check that the embedded model really generates on this CPU"),
 }
 
 

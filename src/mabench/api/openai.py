@@ -5,7 +5,7 @@ objects, ``GET /v1/models``, the error object) for every field the benchmark use
 SGLang, TGI, llama.cpp's server, LM Studio and Ollama's ``/v1`` serve it:
 
 * requests are parsed and validated here (servers) and built here (client); sampling options
-  map from Ollama's :class:`~mabench.measure.ollama_api.Options` (``num_predict`` is
+  map from Ollama's :class:`~mabench.api.ollama.Options` (``num_predict`` is
   ``max_tokens``); options the API has no field for are refused with the key named;
 * a streamed answer is Server-Sent Events: ``data: <chunk JSON>`` events, the first content
   delta is the first token, the chunk with a ``finish_reason`` ends the generation, an
@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from mabench.measure.ollama_api import Message, Options, OptionsError, RequestError
+from mabench.api.ollama import Message, Options, OptionsError, RequestError
 
 __all__ = [
     "CHAT_PATH",

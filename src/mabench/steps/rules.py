@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 
-from mabench import progress
 from mabench.config import ServerSpec, Study, study_from_dict
 from mabench.jobs.launch import stop_host
 from mabench.measure.apis import open_management_clients
@@ -27,8 +26,9 @@ from mabench.measure.client import Timeouts
 from mabench.measure.isolation import force_unload
 from mabench.measure.protocol import check_servers, models_by_server
 from mabench.measure.records import write_json_atomic
-from mabench.run_job import measure
 from mabench.servers.pool import ServerPool
+from mabench.steps import progress
+from mabench.steps.run_job import measure
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mabench.measure.ollama_api import Options
+from mabench.api.ollama import Options
 from mabench.servers.embedded.registry import ModelEntry, RegistryError, embedded_model_path
 from mabench.servers.embedded.runner import (
     Prompt,
@@ -137,7 +137,7 @@ def _llama_version() -> str:
 
 def _generate_in_child(path: Path, tokens: int, threads: int, timeout: float) -> dict[str, Any]:
     """Load and generate in a child process, so that a crash (SIGILL) is reported, not suffered."""
-    code = "import sys; from mabench.doctor import _child; _child(sys.argv[1], *map(int, sys.argv[2:]))"
+    code = "import sys; from mabench.cli.doctor import _child; _child(sys.argv[1], *map(int, sys.argv[2:]))"
     try:
         proc = subprocess.run(
             [sys.executable, "-c", code, str(path), str(tokens), str(threads)],

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mabench.measure.ollama_api import Message, Options, OptionsError, RequestError
-from mabench.measure.openai_api import (
+from mabench.api.ollama import Message, Options, OptionsError, RequestError
+from mabench.api.openai import (
     ChatCompletionRequest,
     CompletionShape,
     StreamChunk,
