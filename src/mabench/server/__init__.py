@@ -1,1 +1,0 @@
-"""``python -m mabench.server``: kept as the short name of :mod:`mabench.servers.embedded`."""
