@@ -1,6 +1,6 @@
 """Benchmark 4 -- analysis scale: 1k, 10k and 100k run records through the analysis.
 
-Synthetic, schema-valid run records (:mod:`benchmarks.synthetic_records`, generated once and
+Synthetic, schema-valid run records (:mod:`mabench.datasets.synthetic`, generated once and
 cached) go through the same steps as the pipeline's rules after the measurements:
 
 1. ``aggregate``: ``mabench.analysis.aggregate.aggregate`` (records → runs/agents/calls Parquet);
@@ -56,8 +56,8 @@ def _maxrss_mb(who: int) -> float:
 
 def child(size: int, work: Path) -> dict[str, Any]:
     """Run the analysis steps on ``size`` records in this (fresh) process."""
-    from benchmarks.synthetic_records import ensure_records
     from mabench.analysis.aggregate import worker_count
+    from mabench.datasets.synthetic import ensure_records
 
     paths = ensure_records(size)
     work.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ def _goals(res: Result, results: list[dict[str, Any]], p: dict[str, Any]) -> Non
 
 
 def run(quick: bool = False) -> Result:
-    from benchmarks.synthetic_records import ensure_records
+    from mabench.datasets.synthetic import ensure_records
 
     p = dict(QUICK if quick else FULL)
     res = Result("analysis_scale", TITLE)

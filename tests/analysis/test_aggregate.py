@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.synthetic_records import make_record
 from mabench.analysis.aggregate import aggregate, worker_count
 from mabench.analysis.integrity import Expected, IntegrityError
+from mabench.datasets.synthetic import make_record
 from mabench.measure.records import Validity, write_json_atomic, write_record
 from mabench.measure.validity import WORK_MISMATCH, compare_work
 from mabench.steps.rules import StudyPaths

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 import synthetic
 
-from benchmarks.synthetic_records import make_record
 from mabench.analysis import hosts, report
 from mabench.analysis.aggregate import run_row
 from mabench.analysis.tables import RUNS_SCHEMA, to_table, write_table
+from mabench.datasets.synthetic import make_record
 from mabench.measure.records import SlurmJob
 
 HEADING = "\n## Hosts and hardware\n"

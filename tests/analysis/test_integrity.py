@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.synthetic_records import make_record
 from mabench.analysis import integrity
 from mabench.analysis.integrity import (
     Expected,
@@ -28,6 +27,7 @@ from mabench.analysis.integrity import (
     record_facts,
     versions_read,
 )
+from mabench.datasets.synthetic import make_record
 from mabench.measure.records import write_json_atomic
 from mabench.steps.rules import StudyPaths
 

@@ -11,7 +11,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import jsonschema
 import pytest
 
-from benchmarks.synthetic_records import make_record
+from mabench.datasets.synthetic import make_record
 from mabench.measure.records import (
     READABLE_VERSIONS,
     SCHEMA_VERSION,

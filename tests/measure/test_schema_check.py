@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from benchmarks.synthetic_records import make_record
+from mabench.datasets.synthetic import make_record
 from mabench.measure.records import record_schema
 from mabench.measure.schema_check import UnsupportedSchema, compile_check
 

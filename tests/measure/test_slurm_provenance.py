@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.synthetic_records import make_record
+from mabench.datasets.synthetic import make_record
 from mabench.measure.records import (
     RecordError,
     RunRecord,

@@ -6,8 +6,8 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.synthetic_records import make_record
 from mabench.config import study_from_dict
+from mabench.datasets.synthetic import make_record
 from mabench.servers.ownership import OWNER_ENV
 from mabench.steps.progress import Progress, line, report_run
 
