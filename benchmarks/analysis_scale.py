@@ -48,6 +48,8 @@ FULL = {"sizes": [1000, 10000, 100000], "limit_s": 2400, "limit_mb": 8192}
 QUICK = {"sizes": [100, 400], "limit_s": 300, "limit_mb": 4096}
 GOAL_S, GOAL_GB, GOAL_GROWTH = 60.0, 2.0, 12.0
 STAGES = ("aggregate", "statistics", "figures", "report")
+#: the synthetic records' cache (:func:`mabench.datasets.synthetic.ensure_records`)
+RECORDS_DIR = WORK_DIR / "records"
 
 
 def _maxrss_mb(who: int) -> float:
@@ -59,7 +61,7 @@ def child(size: int, work: Path) -> dict[str, Any]:
     from mabench.analysis.aggregate import worker_count
     from mabench.datasets.synthetic import ensure_records
 
-    paths = ensure_records(size)
+    paths = ensure_records(size, RECORDS_DIR)
     work.mkdir(parents=True, exist_ok=True)
     tables, stats_dir, figures = work / "tables", work / "stats", work / "figures"
     report_path = work / "technical_report.md"
@@ -268,7 +270,8 @@ def run(quick: bool = False) -> Result:
     res = Result("analysis_scale", TITLE)
     res.details["parameters"] = {**p, "cpus": os.cpu_count()}
     t0 = time.perf_counter()
-    ensure_records(max(p["sizes"]))
+    log(f"analysis_scale: synthetic run records in {RECORDS_DIR}")
+    ensure_records(max(p["sizes"]), RECORDS_DIR)
     res.details["generation_s"] = time.perf_counter() - t0
     results: list[dict[str, Any]] = []
     for size in p["sizes"]:

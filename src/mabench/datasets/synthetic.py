@@ -1,8 +1,10 @@
-"""Synthetic but schema-valid run records, for the analysis-scale benchmark.
+"""Synthetic but schema-valid run records: a dataset for the analysis-scale benchmark and
+the tests of everything that reads run records.
 
 Record ``i`` of a study of any size is always the same (its RNG is seeded with ``(seed, i)``),
 so the 1k and 10k studies are prefixes of the 100k one and the files are generated once and
-cached under ``benchmarks/.work/records/``.
+cached in the folder the caller names (the benchmarks: ``benchmarks/.work/records``; tests: a
+temporary folder).
 
 Shape (a large TR114-like matrix): 100 configs over the three TR114 scenarios, both
 coordinators, dedicated and (every fifth config) shared topology, two agents with two calls
@@ -16,21 +18,21 @@ calls and spans, exactly as a real run's are. Built with the dataclasses of
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.common import WORK_DIR, log
-
 GENERATOR_VERSION = 1
 SEED = 20260105
 N_CONFIGS = 100
 SCENARIOS = ("baseline_vs_chimera", "chimera_hetero", "chimera_homo")
-RECORDS_DIR = WORK_DIR / "records"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 TEXT = "".join(f"tok{k} " for k in range(40))
+
+log = logging.getLogger(__name__)
 
 
 def _config(ci: int) -> dict:
@@ -232,22 +234,24 @@ def _write_range(args: tuple[str, int, int]) -> int:
     return hi - lo
 
 
-def ensure_records(n: int, root: Path = RECORDS_DIR) -> list[Path]:
-    """Paths of records 0..n-1, generating the missing ones (cached between runs)."""
+def ensure_records(n: int, root: Path) -> list[Path]:
+    """Paths of records 0..n-1 under ``root``, generating the missing ones (``root`` is the
+    cache: what an earlier call generated there with this generator's version and seed is
+    kept)."""
     stamp = root / "generated.json"
     meta = json.loads(stamp.read_text()) if stamp.exists() else {}
     if meta.get("version") != GENERATOR_VERSION or meta.get("seed") != SEED:
         meta = {"version": GENERATOR_VERSION, "seed": SEED, "count": 0}
     have = int(meta.get("count", 0))
     if have < n:
-        log(f"generating synthetic run records {have}..{n - 1} in {root}")
+        log.info("generating synthetic run records %d..%d in %s", have, n - 1, root)
         step = 2000
         chunks = [(str(root), lo, min(lo + step, n)) for lo in range(have, n, step)]
         workers = max(1, min(os.cpu_count() or 1, 4))
         with ProcessPoolExecutor(workers) as pool:
             for done, _ in enumerate(pool.map(_write_range, chunks), 1):
                 if done % 10 == 0:
-                    log(f"  {min(have + done * step, n)} / {n}")
+                    log.info("  %d / %d", min(have + done * step, n), n)
         root.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({**meta, "count": n}))
     return [record_path(root, i) for i in range(n)]
