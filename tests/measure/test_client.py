@@ -8,7 +8,8 @@ import time
 import pytest
 
 from mabench.measure import arrivals
-from mabench.measure.client import AsyncOllamaClient, OllamaClient, Timeouts, _StreamParser
+from mabench.measure.client import AsyncOllamaClient, OllamaClient, _StreamParser
+from mabench.measure.client_base import Timeouts
 from mabench.measure.errors import (
     ProtocolError,
     ServerConnectError,

@@ -12,14 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mabench.api.ollama import OptionsError
-from mabench.measure.client import Timeouts
+from mabench.measure.call import CompletionMetrics
+from mabench.measure.client_base import Timeouts
 from mabench.measure.errors import (
     ProtocolError,
     ServerHTTPError,
     ServerStreamError,
     ServerTimeoutError,
 )
-from mabench.measure.openai_client import AsyncOpenAIClient, CompletionMetrics, OpenAIClient
+from mabench.measure.openai_client import AsyncOpenAIClient, OpenAIClient
 
 MODEL = "smollm2:135m"
 

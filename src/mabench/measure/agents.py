@@ -18,9 +18,8 @@ from mabench.api.ollama import Metrics
 from mabench.config import AgentSpec, ConfigSpec, ServerSpec, Study
 from mabench.measure import arrivals
 from mabench.measure.apis import AsyncClient, SyncClient
-from mabench.measure.client import CallResult, PreparedCall
+from mabench.measure.call import CallResult, CompletionMetrics, PreparedCall
 from mabench.measure.errors import RunFailed, ServerCallError
-from mabench.measure.openai_client import CompletionMetrics
 from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
 
 _ENV = jinja2.Environment(

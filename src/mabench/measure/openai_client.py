@@ -2,18 +2,18 @@
 
 The twin of :mod:`mabench.measure.client` for servers that speak the OpenAI API (vLLM, SGLang,
 TGI, llama.cpp's server, LM Studio, Ollama's ``/v1``, our embedded server). It shares the
-Ollama clients' connection, httpx handling and call bookkeeping
-(:class:`~mabench.measure.client.StreamBookkeeping`); what differs is the API:
+Ollama clients' connection and httpx handling (:mod:`mabench.measure.client_base`) and call
+bookkeeping (:class:`~mabench.measure.call.StreamBookkeeping`); what differs is the API:
 
 * the timed call (:meth:`call`) streams ``POST /v1/chat/completions`` as Server-Sent Events
   over the timed transport and asks for usage (``stream_options.include_usage``); the first
   token is the first chunk whose delta has content (a role-only opening chunk is not a token);
 * token counts come from ``usage``, else from llama.cpp's ``timings``, else the client counts
   the streamed content deltas (llama-cpp-python's server ignores ``include_usage``); each
-  count says where it came from (:class:`CompletionMetrics`). The server's time splits are
+  count says where it came from (:class:`~mabench.measure.call.CompletionMetrics`). The server's time splits are
   known only where a server adds ``timings``; otherwise they are None, never zero;
-* management: models from ``GET /v1/models``; :meth:`load` is a non-streamed one-token
-  completion (the API has no load, but a server that loads models on demand loads it now);
+* management (the blocking client): models from ``GET /v1/models``; :meth:`load` is a
+  non-streamed one-token completion (the API has no load, but a server that loads models on demand loads it now);
   there is no unload and no list of loaded models in the API;
 * an API key goes in an ``authorization: Bearer`` header and is cut out of any error message
   a server sends back, so it never reaches a record, a log or the report.
@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from mabench.api.ollama import Options
@@ -40,67 +40,21 @@ from mabench.api.openai import (
     model_ids,
     parse_completion,
 )
-from mabench.measure.client import (
-    AsyncClientBase,
+from mabench.measure.call import (
     CallResult,
+    CompletionMetrics,
     LoadResult,
     PreparedCall,
     StreamBookkeeping,
-    SyncClientBase,
-    Timeouts,
 )
+from mabench.measure.client_base import AsyncClientBase, SyncClientBase, Timeouts
 from mabench.measure.errors import ProtocolError, ServerCallError, ServerStreamError
 from mabench.measure.transport import SSE, SSEFraming, error_message, json_body
 
-__all__ = [
-    "COUNT_SOURCES",
-    "AsyncOpenAIClient",
-    "CompletionMetrics",
-    "OpenAIClient",
-]
+__all__ = ["AsyncOpenAIClient", "OpenAIClient"]
 
-#: where a token count came from: the server's ``usage``, llama.cpp's ``timings``, or the
-#: client counting the streamed content deltas
-COUNT_SOURCES = ("usage", "timings", "stream")
 #: what the load step asks for (one token)
 LOAD_PROMPT = "Reply with the single word: ready."
-
-
-@dataclass(frozen=True)
-class CompletionMetrics:
-    """What the client knows of one completion's server side. None where the server did not
-    say: the API has no load time or total time, and the prompt and generation times only
-    come with llama.cpp's ``timings``."""
-
-    completion_tokens: int
-    completion_tokens_source: str
-    prompt_tokens: int | None
-    prompt_tokens_source: str | None
-    prompt_ms: float | None
-    predicted_ms: float | None
-
-    @classmethod
-    def of(cls, usage: Usage | None, timings: Timings | None, deltas: int) -> CompletionMetrics:
-        """Counts from ``usage``, else ``timings``, else the counted deltas."""
-        if usage is not None:
-            completion, source = usage.completion_tokens, "usage"
-        elif timings is not None:
-            completion, source = timings.predicted_n, "timings"
-        else:
-            completion, source = deltas, "stream"
-        prompt, prompt_source = None, None
-        if usage is not None:
-            prompt, prompt_source = usage.prompt_tokens, "usage"
-        elif timings is not None:
-            prompt, prompt_source = timings.prompt_n, "timings"
-        return cls(
-            completion_tokens=completion,
-            completion_tokens_source=source,
-            prompt_tokens=prompt,
-            prompt_tokens_source=prompt_source,
-            prompt_ms=None if timings is None else timings.prompt_ms,
-            predicted_ms=None if timings is None else timings.predicted_ms,
-        )
 
 
 class _SSEStreamParser(StreamBookkeeping):
@@ -175,7 +129,7 @@ def _bearer(api_key: str | None) -> dict[str, str]:
 
 
 class _OpenAIRequests:
-    """What both OpenAI clients share: the key, the requests, the parsers."""
+    """What both OpenAI clients share: the key kept out of errors, the streamed call, built."""
 
     base_url: str
     _secret: str | None
@@ -208,6 +162,40 @@ class _OpenAIRequests:
         parser = _SSEStreamParser(self.base_url + CHAT_PATH, phase)
         return PreparedCall(CHAT_PATH, body, SSEFraming(parser), parser, phase, SSE)
 
+
+class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
+    """Async client for one OpenAI-compatible server (``async with AsyncOpenAIClient(url)``)."""
+
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
+    ) -> None:
+        self._secret = api_key
+        super().__init__(base_url, timeouts, _bearer(api_key))
+
+    async def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
+        """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
+        :meth:`send`."""
+        return await self.send(self.prepare(endpoint, model, prompt, **kwargs))
+
+    async def send(self, call: PreparedCall) -> CallResult:
+        """Send a call made by :meth:`prepare` and read its streamed answer."""
+        opened = self._conn.opened
+        with self._secret_kept():
+            await self._conn.stream(call.path, call.body, call.sink, call.phase, call.accept)
+            call.parser.reconnects = self._conn.opened - opened
+            return call.parser.result()  # type: ignore[attr-defined]
+
+
+class OpenAIClient(_OpenAIRequests, SyncClientBase):
+    """Blocking twin of :class:`AsyncOpenAIClient` (same calls, same results), plus the
+    management calls of the protocol's steps."""
+
+    def __init__(
+        self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
+    ) -> None:
+        self._secret = api_key
+        super().__init__(base_url, timeouts, _bearer(api_key))
+
     @staticmethod
     def _load_body(model: str, options: dict[str, Any] | None) -> dict[str, Any]:
         opts = replace(Options.from_mapping(options or {}, unknown="error"), num_predict=1)
@@ -228,56 +216,8 @@ class _OpenAIRequests:
             raise ProtocolError(str(exc), url=self.base_url + CHAT_PATH, phase="load") from None
         return LoadResult(finish, None, wall)
 
-
-class AsyncOpenAIClient(_OpenAIRequests, AsyncClientBase):
-    """Async client for one OpenAI-compatible server (``async with AsyncOpenAIClient(url)``)."""
-
-    def __init__(
-        self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
-    ) -> None:
-        self._secret = api_key
-        super().__init__(base_url, timeouts, _bearer(api_key))
-
-    async def models(self) -> list[str]:
-        """The model ids the server serves (``GET /v1/models``)."""
-        with self._secret_kept():
-            payload = await self._json("GET", MODELS_PATH, None, "models", self.timeouts.request_s)
-        return self._models(payload)
-
-    async def load(
-        self, model: str, options: dict[str, Any] | None = None, keep_alive: float | str = -1
-    ) -> LoadResult:
-        """A one-token completion with ``options`` (``keep_alive``: the API has none; unused)."""
-        t0 = time.perf_counter_ns()
-        body = self._load_body(model, options)
-        with self._secret_kept():
-            payload = await self._json("POST", CHAT_PATH, body, "load", self.timeouts.load_s)
-        return self._loaded(payload, t0)
-
-    async def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
-        """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
-        :meth:`send`."""
-        return await self.send(self.prepare(endpoint, model, prompt, **kwargs))
-
-    async def send(self, call: PreparedCall) -> CallResult:
-        """Send a call made by :meth:`prepare` and read its streamed answer."""
-        opened = self._conn.opened
-        with self._secret_kept():
-            await self._conn.stream(call.path, call.body, call.sink, call.phase, call.accept)
-            call.parser.reconnects = self._conn.opened - opened
-            return call.parser.result()  # type: ignore[attr-defined]
-
-
-class OpenAIClient(_OpenAIRequests, SyncClientBase):
-    """Blocking twin of :class:`AsyncOpenAIClient`: same methods, same results."""
-
-    def __init__(
-        self, base_url: str, timeouts: Timeouts | None = None, api_key: str | None = None
-    ) -> None:
-        self._secret = api_key
-        super().__init__(base_url, timeouts, _bearer(api_key))
-
     def models(self) -> list[str]:
+        """The model ids the server serves (``GET /v1/models``)."""
         with self._secret_kept():
             payload = self._json("GET", MODELS_PATH, None, "models", self.timeouts.request_s)
         return self._models(payload)
@@ -285,6 +225,7 @@ class OpenAIClient(_OpenAIRequests, SyncClientBase):
     def load(
         self, model: str, options: dict[str, Any] | None = None, keep_alive: float | str = -1
     ) -> LoadResult:
+        """A one-token completion with ``options`` (``keep_alive``: the API has none; unused)."""
         t0 = time.perf_counter_ns()
         body = self._load_body(model, options)
         with self._secret_kept():
