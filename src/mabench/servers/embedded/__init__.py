@@ -4,8 +4,9 @@ Modules: ``registry`` (names -> GGUF files), ``gguf`` (header metadata), ``runne
 load, prompt, stream, metrics), ``scheduler`` (per-model queue, reload rule, keep-alive),
 ``shapes`` (Ollama's JSON), ``http`` (bounded JSON bodies in, compact JSON out),
 ``streaming`` (a generation's answer, streamed or not), ``wire`` (that answer as Ollama's
-NDJSON or OpenAI's SSE), ``request_log`` (one line per request), ``app`` (Ollama's routes and
-the Starlette app), ``openai_routes`` (OpenAI's ``/v1`` routes on the same scheduler), ``cli``
+NDJSON or OpenAI's SSE), ``request_log`` (one line per request), ``ollama_routes`` (Ollama's
+routes over the scheduler), ``openai_routes`` (OpenAI's ``/v1`` routes on the same scheduler),
+``app`` (the Starlette app: both route sets, the error answers), ``cli``
 (``mabench serve``), ``launch`` (start a server as a subprocess, for tests and the benchmark).
 
 May import: :mod:`mabench.api` (the contracts it serves) and its

@@ -21,7 +21,9 @@ from types import FrameType
 import uvicorn
 
 from mabench.api.ollama import DEFAULT_KEEP_ALIVE_S, KeepAlive, RequestError
-from mabench.servers.embedded.app import DEFAULT_MAX_BODY_BYTES, ServerSettings, create_app
+from mabench.servers.embedded.app import create_app
+from mabench.servers.embedded.http import DEFAULT_MAX_BODY_BYTES
+from mabench.servers.embedded.ollama_routes import ServerSettings
 from mabench.servers.embedded.registry import BUILTIN_MODEL, Registry, RegistryError
 from mabench.servers.embedded.runner import (
     DEFAULT_NUM_BATCH,

@@ -27,8 +27,8 @@ from mabench.api.openai import (
     CompletionShape,
     model_list,
 )
-from mabench.servers.embedded.app import Generation, OllamaRoutes
 from mabench.servers.embedded.http import json_response, read_json
+from mabench.servers.embedded.ollama_routes import Generation, OllamaRoutes
 from mabench.servers.embedded.runner import Prompt
 from mabench.servers.embedded.wire import OpenAIWire
 
