@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mabench.measure.environment import cpu_model
+from mabench.servers.process import stop as stop_process
 from mabench.servers.simulated import SimServerProcess
-from mabench.servers.supervise import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
@@ -233,27 +233,6 @@ def summary(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Simulated servers (real `mabench sim-serve` processes)
 # ---------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def sim_servers(n: int, log_dir: Path, **settings: Any) -> Iterator[list[SimServerProcess]]:
-    """``n`` sim servers, started together (so start-up overlaps), stopped on exit."""
-    procs: list[SimServerProcess] = []
-    try:
-        for _ in range(n):
-            procs.append(SimServerProcess(log_dir, **settings))
-        for p in procs:
-            p.wait_ready()
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
-
-
-def peak_rss_of_children_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 class IdealServers:

@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ import psutil
 import yaml
 
 from benchmarks.common import ROOT, WORK_DIR, Result, log
-from mabench.servers.net import free_port
+from mabench.servers.embedded.launch import ServerProcess
 from mabench.servers.simulated import SimServerProcess
 
 TITLE = "Memory: an embedded server's RSS while it serves N agents"
@@ -93,24 +92,19 @@ def _slope_per_1000(served: list[int], rss: list[float]) -> float:
     return statistics.linear_regression(served, rss).slope * 1000
 
 
-def _start_server() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mabench.servers.embedded", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--num-thread", "1"], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("embedded server did not start")
-        time.sleep(0.1)
-    httpx.post(url + "/api/generate", json={"model": MODEL, "keep_alive": -1}, timeout=60)
-    return proc, url
+def _start_server() -> ServerProcess:
+    """The embedded server (one llama.cpp thread), answering, with the model loaded."""
+    args = ["--num-thread", "1"]
+    server = ServerProcess(args=args, log_path=WORK_DIR / "logs" / "memory-server.log")
+    server.start()
+    try:
+        server.wait_ready(timeout=60)
+        body = {"model": MODEL, "keep_alive": -1}
+        httpx.post(server.url + "/api/generate", json=body, timeout=60)
+    except BaseException:
+        server.stop(timeout=10)
+        raise
+    return server
 
 
 def _summary(n: int, p: dict[str, Any], served: list[int], rss: list[float]) -> dict[str, Any]:
@@ -137,9 +131,10 @@ def _summary(n: int, p: dict[str, Any], served: list[int], rss: list[float]) -> 
 
 
 def serve_rounds(n: int, p: dict[str, Any]) -> dict[str, Any]:
-    proc, url = _start_server()
+    embedded = _start_server()
+    url = embedded.url
     try:
-        server = psutil.Process(proc.pid)
+        server = psutil.Process(embedded.pid)
         loaded_mb = server.memory_info().rss / 2**20
         rss: list[float] = []
         served: list[int] = []
@@ -153,7 +148,7 @@ def serve_rounds(n: int, p: dict[str, Any]) -> dict[str, Any]:
             **_summary(n, p, served, rss),
             "rss_after_load_mb": loaded_mb,
             "rss_after_rounds_mb": rss,
-            "peak_rss_mb": _peak_mb(proc.pid),
+            "peak_rss_mb": _peak_mb(embedded.pid),
         }
         log(
             f"memory N={n}: {out['requests']} requests, RSS after load {loaded_mb:.0f} MB, "
@@ -164,11 +159,7 @@ def serve_rounds(n: int, p: dict[str, Any]) -> dict[str, Any]:
         )
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        embedded.stop(timeout=10)
 
 
 def _study_on(urls: list[str]) -> dict[str, Any]:

@@ -30,9 +30,12 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import WORK_DIR, Result, log, summary
+
+if TYPE_CHECKING:
+    from mabench.servers.embedded.launch import ServerProcess
 
 TITLE = "Embedded server overhead: tokens/s via HTTP vs direct llama-cpp-python"
 FULL = {"rounds": 10, "tokens": 128}
@@ -70,44 +73,19 @@ def server_available() -> str | None:
     return None
 
 
-class EmbeddedServer:
-    def __init__(self, num_thread: int = 1) -> None:
-        from mabench.servers.net import free_port
+def embedded_server(num_thread: int = 1) -> ServerProcess:
+    """The embedded server with ``num_thread`` llama.cpp threads, answering (its log under
+    ``benchmarks/.work/logs``)."""
+    from mabench.servers.embedded.launch import ServerProcess
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        log_path = WORK_DIR / "logs" / f"server-{self.port}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = log_path
-        with open(log_path, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mabench.servers.embedded",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--num-thread",
-                    str(num_thread),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        from mabench.servers.net import answers, wait_until
-
-        ready = lambda: self.proc.poll() is None and answers(self.url, 1.0)  # noqa: E731
-        if not wait_until(ready, timeout_s=120):
-            self.stop()
-            raise RuntimeError(f"embedded server did not start: {log_path.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        from mabench.servers.supervise import stop
-
-        stop(self.proc, grace_s=10)
+    args = ["--num-thread", str(num_thread), "--log-level", "warning"]
+    server = ServerProcess(args=args, log_path=WORK_DIR / "logs" / "server-overhead.log")
+    server.start()
+    try:
+        return server.wait_ready(timeout=120)
+    except BaseException:
+        server.stop(timeout=10)
+        raise
 
 
 class Direct:
@@ -218,7 +196,7 @@ def run(quick: bool = False) -> Result:
         return res.skipped(f"embedded server not available: {why}")
     from mabench.measure.client import OllamaClient, Timeouts
 
-    server = EmbeddedServer(num_thread=1)
+    server = embedded_server(num_thread=1)
     try:
         with OllamaClient(server.url, Timeouts(request_s=600, load_s=600)) as client:
             client.load(MODEL, {})
@@ -253,7 +231,7 @@ def run(quick: bool = False) -> Result:
                     row[side] = {k: v for k, v in row[side].items() if k != "text"}
                 rounds.append(row)
     finally:
-        server.stop()
+        server.stop(timeout=10)
 
     ratios = [r["decode_ratio"] for r in rounds if r["decode_ratio"] is not None]
     res.details["rounds"] = rounds

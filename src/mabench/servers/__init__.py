@@ -2,8 +2,9 @@
 
 Owns the server pool of a study (``pool``: lazy start, stale and foreign servers; which
 process owns them: ``ownership``),
-the watchdog that never lets a server outlive its owner (``supervise``), loopback networking
-helpers (``net``), the simulated Ollama server with exact, known timing (``simulated``) and
+the watchdog that never lets a server outlive its owner (``supervise``), starting a server
+process with its log and waiting until it answers (``process``), loopback networking helpers
+(``net``), the simulated Ollama server with exact, known timing (``simulated``) and
 the embedded Ollama-compatible llama.cpp server (``embedded``).
 
 May import: :mod:`mabench.config`, :mod:`mabench.api` (the contracts they serve), and from

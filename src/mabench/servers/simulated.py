@@ -32,7 +32,6 @@ import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -61,8 +60,9 @@ from mabench.api.openai import (
     model_list,
     sse_event,
 )
-from mabench.servers.net import LOOPBACK, answers, free_port, wait_until
-from mabench.servers.supervise import stop as stop_process
+from mabench.servers.net import LOOPBACK, free_port
+from mabench.servers.process import ServerStartError, start_logged, wait_answering
+from mabench.servers.process import stop as stop_process
 
 DEFAULT_NUM_CTX = 4096
 INTRUDER = "intruder:latest"  # the model another client loads (--intruder-after)
@@ -611,22 +611,38 @@ class SimServerProcess:
     def __init__(self, log_dir: Path, **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        args = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
-        for key, value in settings.items():
-            flag = f"--{key.replace('_', '-')}"
-            values = value if isinstance(value, list | tuple) else [value]
-            for v in values:
-                args += [flag] if v is True else [flag, str(v)]
-        log_dir.mkdir(parents=True, exist_ok=True)
+        self.command = [sys.executable, "-m", "mabench", "sim-serve", "--port", str(self.port)]
+        self.command += _flags(settings)
         self.log = log_dir / f"sim-{self.port}.log"
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
+        self.proc = start_logged(self.command, self.log)
 
     def wait_ready(self, timeout_s: float = 60.0) -> SimServerProcess:
-        if not wait_until(lambda: self.proc.poll() is None and answers(self.url, 1.0), timeout_s):
+        """Wait until the server answers ``GET /``; stopped, and a
+        :class:`~mabench.servers.process.ServerStartError`, if it does not."""
+        try:
+            wait_answering(
+                self.proc,
+                self.url,
+                command=self.command,
+                log_path=self.log,
+                timeout_s=timeout_s,
+                name="simulated server",
+            )
+        except ServerStartError:
             self.stop()
-            raise RuntimeError(f"sim server did not start: {self.log.read_text()[-2000:]}")
+            raise
         return self
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def _flags(settings: Mapping[str, object]) -> list[str]:
+    """sim-serve's command-line flags for ``settings`` (see :class:`SimServerProcess`)."""
+    args: list[str] = []
+    for key, value in settings.items():
+        flag = f"--{key.replace('_', '-')}"
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            args += [flag] if v is True else [flag, str(v)]
+    return args

@@ -17,8 +17,9 @@ import time
 
 import psutil
 
+from mabench.servers.process import stop
+
 POLL_S = 0.2
-GRACE_S = 5.0
 
 
 def owner_alive(pid: int, create_time: float) -> bool:
@@ -29,17 +30,6 @@ def owner_alive(pid: int, create_time: float) -> bool:
         )
     except psutil.Error:
         return False
-
-
-def stop(child: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> int:
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return child.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

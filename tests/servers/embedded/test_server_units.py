@@ -17,10 +17,11 @@ from mabench.api.ollama import Message, Options, OptionsError
 from mabench.cli import doctor
 from mabench.servers.embedded import cli
 from mabench.servers.embedded.gguf import GGUFError, format_parameter_count, read_header
-from mabench.servers.embedded.launch import ServerProcess, ServerStartError
+from mabench.servers.embedded.launch import ServerProcess
 from mabench.servers.embedded.registry import Registry, RegistryError, normalize_name
 from mabench.servers.embedded.runner import Prompt, RunnerDefaults, Sampling, StopMatcher
 from mabench.servers.embedded.scheduler import Scheduler
+from mabench.servers.process import ServerStartError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,8 +3,9 @@
     with ServerProcess(args=["--num-thread", "1"], log_path="server.log") as server:
         ollama.Client(host=server.url).list()
 
-The port is chosen free unless given; ``wait_ready`` polls ``GET /`` until the server answers
-(and fails early, with the log's tail, if the process dies); ``stop`` sends SIGTERM, then
+The port is chosen free unless given; the process is started and waited for as every server
+is (:mod:`mabench.servers.process`): ``wait_ready`` polls ``GET /`` until the server answers
+and fails early, with the log's tail, if the process dies; ``stop`` sends SIGTERM, then
 SIGKILL after ``timeout`` seconds.
 """
 
@@ -14,20 +15,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
-
-import httpx
 
 from mabench.servers.net import LOOPBACK, free_port
+from mabench.servers.process import start_logged, wait_answering
+from mabench.servers.process import stop as stop_process
 
-__all__ = ["ServerProcess", "ServerStartError"]
-
-
-class ServerStartError(RuntimeError):
-    """The server process exited or did not answer in time."""
+__all__ = ["ServerProcess"]
 
 
 class ServerProcess:
@@ -55,7 +50,6 @@ class ServerProcess:
         self.log_path = Path(log_path) if log_path is not None else None
         self.python = python
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     # -- properties --------------------------------------------------------------------------
 
@@ -97,43 +91,25 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self._proc is not None:
             raise RuntimeError("the server was already started")
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed by stop())
-        out = self._log if self._log is not None else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env={**os.environ, **self.env},
-        )
+        env = {**os.environ, **self.env}
+        self._proc = start_logged(self.command, self.log_path, env=env)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
-        """Poll ``GET /`` until it says "Ollama is running"."""
+        """Poll ``GET /`` until the server answers; a
+        :class:`~mabench.servers.process.ServerStartError` (with the log's last lines) if it
+        exits first or ``timeout`` passes."""
         if self._proc is None:
             raise RuntimeError("start() the server first")
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                code = self._proc.poll()
-                if code is not None:
-                    raise ServerStartError(
-                        f"the server exited with code {code} before it was ready{self._log_tail()}"
-                    )
-                try:
-                    r = client.get(self.url + "/")
-                    if r.status_code == 200 and "Ollama is running" in r.text:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() >= deadline:
-                    raise ServerStartError(
-                        f"the server at {self.url} did not answer within {timeout:.0f} s"
-                        f"{self._log_tail()}"
-                    )
-                time.sleep(0.05)
+        wait_answering(
+            self._proc,
+            self.url,
+            command=self.command,
+            log_path=self.log_path,
+            timeout_s=timeout,
+            name="embedded server",
+        )
+        return self
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the server if it is running."""
@@ -151,22 +127,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` s. Returns the exit code."""
-        proc = self._proc
-        if proc is None:
-            return None
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            return proc.returncode
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+        return None if self._proc is None else stop_process(self._proc, timeout)
 
     def __enter__(self) -> ServerProcess:
         self.start()
@@ -178,14 +139,6 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    def _log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return " (no log file; pass log_path to see the server's output)"
-        if self._log is not None:
-            self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"; last lines of {self.log_path}:\n" + "\n".join(text)
 
     def __repr__(self) -> str:
         state = "running" if self.running() else f"exit {self.returncode}"
