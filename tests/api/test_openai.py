@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mabench.api.ollama import Message, Options, OptionsError, RequestError
+from mabench.api.ollama import Message, Metrics, Options, OptionsError, RequestError
 from mabench.api.openai import (
     ChatCompletionRequest,
     CompletionShape,
@@ -161,3 +161,23 @@ def test_completion_models_errors_and_events():
     assert error_body("x", 500)["error"]["type"] == "server_error"
     assert sse_event({"a": 1}) == b'data: {"a":1}\n\n'
     assert sse_event("[DONE]") == b"data: [DONE]\n\n"
+
+
+def test_usage_and_timings_of_ollamas_final_metrics():
+    metrics = Metrics(
+        total_duration=9_000_000,
+        load_duration=0,
+        prompt_eval_count=12,
+        prompt_eval_duration=2_500_000,
+        eval_count=7,
+        eval_duration=3_000_000,
+    )
+    assert Usage.of(metrics).to_json() == {
+        "prompt_tokens": 12,
+        "completion_tokens": 7,
+        "total_tokens": 19,
+    }
+    assert Timings.of(metrics) == Timings(
+        prompt_n=12, prompt_ms=2.5, predicted_n=7, predicted_ms=3.0
+    )
+    assert CompletionShape("m").finish("length", Timings.of(metrics))["timings"]["prompt_ms"] == 2.5

@@ -2,8 +2,12 @@
 
 Mirrors ``api/types.go`` and ``docs/api.md`` of ollama/ollama for every field the benchmark
 uses: requests are parsed and validated here (a :class:`RequestError` carries the HTTP status
-and the exact message to send back), responses are built here, and the final metrics of a
-generation are one :class:`Metrics` record in nanoseconds, as Ollama reports them.
+and the exact message to send back); every response object a server sends is built here, in
+Ollama's key order (the streamed chunks and the final one of a generation:
+:class:`GenerationShape`; the models of ``/api/tags`` and ``/api/ps``: :class:`ModelSummary`;
+``/api/show``: :func:`show_body`; ``/api/version``: :func:`version_body`; errors:
+:func:`error_body`), and the final metrics of a generation are one :class:`Metrics` record in
+nanoseconds, as Ollama reports them. Each server serialises these objects its own way.
 """
 
 from __future__ import annotations
@@ -11,25 +15,40 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE_S",
+    "ROOT_TEXT",
     "RUNNER_OPTION_KEYS",
     "SAMPLING_OPTION_KEYS",
     "ChatRequest",
+    "Endpoint",
     "GenerateRequest",
+    "GenerationShape",
     "KeepAlive",
     "Message",
     "Metrics",
+    "ModelDetails",
+    "ModelSummary",
     "Options",
     "OptionsError",
     "RequestError",
     "ShowRequest",
+    "error_body",
+    "models_body",
     "parse_duration",
+    "rfc3339",
+    "show_body",
+    "version_body",
 ]
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # Ollama's default: five minutes
+#: what ``GET /`` answers while an Ollama server is up
+ROOT_TEXT = "Ollama is running"
+#: the two generation endpoints: ``/api/generate`` (``response``) and ``/api/chat`` (``message``)
+Endpoint = Literal["generate", "chat"]
 
 
 class RequestError(ValueError):
@@ -453,3 +472,152 @@ class Metrics:
         if self.eval_duration <= 0:
             return None
         return self.eval_count / (self.eval_duration / 1e9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses: what servers send (each serialises these objects its own way)
+# ---------------------------------------------------------------------------------------------
+
+
+def rfc3339(moment: datetime | float | None = None) -> str:
+    """``2024-06-04T14:38:31.837530Z`` (UTC; now unless given, a number is a Unix time), as
+    Ollama's JSON times parse everywhere."""
+    if moment is None:
+        moment = datetime.now(UTC)
+    elif isinstance(moment, int | float):
+        moment = datetime.fromtimestamp(moment, tz=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def error_body(message: str) -> dict[str, str]:
+    """An error, as an HTTP error's body and as a stream's last line: ``{"error": message}``."""
+    return {"error": message}
+
+
+def version_body(version: str) -> dict[str, str]:
+    """``GET /api/version``."""
+    return {"version": version}
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """A model's ``details`` (api.ModelDetails)."""
+
+    format: str
+    family: str
+    parameter_size: str
+    quantization_level: str
+    parent_model: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "parent_model": self.parent_model,
+            "format": self.format,
+            "family": self.family,
+            "families": [self.family],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model as a server lists it: an entry of ``GET /api/tags`` (:meth:`tags_entry`), or,
+    loaded, of ``GET /api/ps`` (:meth:`ps_entry`)."""
+
+    name: str
+    size: int  # bytes of the model file
+    digest: str  # sha256, hex
+    details: ModelDetails
+    modified_at: str  # RFC 3339 (:func:`rfc3339`)
+
+    def tags_entry(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.name,
+            "modified_at": self.modified_at,
+            "size": self.size,
+            "digest": self.digest,
+            "details": self.details.to_json(),
+        }
+
+    def ps_entry(self, expires_at: str, context_length: int, size_vram: int = 0) -> dict[str, Any]:
+        """Loaded until ``expires_at`` (RFC 3339) with a context of ``context_length`` tokens;
+        ``size_vram``: bytes of it in GPU memory (0 on a CPU)."""
+        return {
+            "name": self.name,
+            "model": self.name,
+            "size": self.size,
+            "digest": self.digest,
+            "details": self.details.to_json(),
+            "expires_at": expires_at,
+            "size_vram": size_vram,
+            "context_length": context_length,
+        }
+
+
+def models_body(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /api/tags`` or ``GET /api/ps``: the entries of :class:`ModelSummary`."""
+    return {"models": entries}
+
+
+def show_body(
+    details: ModelDetails,
+    model_info: dict[str, Any],
+    modified_at: str,
+    *,
+    license_text: str = "",
+    modelfile: str = "",
+    parameters: str = "",
+    template: str = "",
+) -> dict[str, Any]:
+    """``POST /api/show``: the details, the model's metadata (``model_info``: GGUF keys), when
+    the model was modified (RFC 3339), its Modelfile strings; a completion model."""
+    return {
+        "license": license_text,
+        "modelfile": modelfile,
+        "parameters": parameters,
+        "template": template,
+        "details": details.to_json(),
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": modified_at,
+    }
+
+
+@dataclass(frozen=True)
+class GenerationShape:
+    """The objects of one ``/api/generate`` (text in ``response``) or ``/api/chat`` (text in
+    ``message``) answer: the streamed chunks, the final chunk with its metrics, the answer to an
+    empty prompt (``load``/``unload``). Each is stamped with the time it is built."""
+
+    endpoint: Endpoint
+    model: str  # echoed as the client spelled it, as Ollama does
+
+    def _base(self) -> dict[str, Any]:
+        return {"model": self.model, "created_at": rfc3339()}
+
+    def _content(self, text: str) -> dict[str, Any]:
+        if self.endpoint == "chat":
+            return {"message": {"role": "assistant", "content": text}}
+        return {"response": text}
+
+    def chunk(self, text: str) -> dict[str, Any]:
+        """A streamed piece of text."""
+        return {**self._base(), **self._content(text), "done": False}
+
+    def final(self, text: str, done_reason: str, metrics: Metrics | None) -> dict[str, Any]:
+        """The last chunk of a stream (``text`` empty) or the whole answer; ``metrics`` None
+        leaves them out (a broken server, as the simulated one plays it)."""
+        body = {**self._base(), **self._content(text), "done": True, "done_reason": done_reason}
+        if metrics is not None:
+            body.update(metrics.to_json())
+        return body
+
+    def lifecycle(self, done_reason: str, total_ns: int, load_ns: int) -> dict[str, Any]:
+        """The answer to an empty prompt: ``load`` or ``unload``, with how long the request and
+        the load took."""
+        body = {**self._base(), **self._content(""), "done": True, "done_reason": done_reason}
+        body["total_duration"] = total_ns
+        body["load_duration"] = load_ns
+        return body

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from mabench.api.ollama import Message, Options, OptionsError, RequestError
+from mabench.api.ollama import Message, Metrics, Options, OptionsError, RequestError
 
 __all__ = [
     "CHAT_PATH",
@@ -253,6 +253,11 @@ class Usage:
     completion_tokens: int
 
     @classmethod
+    def of(cls, metrics: Metrics) -> Usage:
+        """The token counts of a generation's final metrics."""
+        return cls(metrics.prompt_eval_count, metrics.eval_count)
+
+    @classmethod
     def from_json(cls, obj: Any) -> Usage:
         if not isinstance(obj, dict):
             raise ValueError(f"usage is not an object: {obj!r}")
@@ -275,6 +280,16 @@ class Timings:
     prompt_ms: float
     predicted_n: int
     predicted_ms: float
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> Timings:
+        """The server's split of a generation's final metrics, in milliseconds."""
+        return cls(
+            prompt_n=metrics.prompt_eval_count,
+            prompt_ms=metrics.prompt_eval_duration / 1e6,
+            predicted_n=metrics.eval_count,
+            predicted_ms=metrics.eval_duration / 1e6,
+        )
 
     @classmethod
     def from_json(cls, obj: Any) -> Timings:

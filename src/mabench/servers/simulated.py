@@ -46,7 +46,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mabench.api.ollama import ChatRequest, GenerateRequest, Options, RequestError
+from mabench.api.ollama import (
+    ROOT_TEXT,
+    ChatRequest,
+    GenerateRequest,
+    GenerationShape,
+    Metrics,
+    ModelDetails,
+    ModelSummary,
+    Options,
+    RequestError,
+    error_body,
+    models_body,
+    rfc3339,
+    show_body,
+    version_body,
+)
 from mabench.api.openai import (
     CHAT_PATH,
     DONE,
@@ -56,10 +71,10 @@ from mabench.api.openai import (
     CompletionShape,
     Timings,
     Usage,
-    error_body,
     model_list,
     sse_event,
 )
+from mabench.api.openai import error_body as openai_error_body
 from mabench.servers.net import LOOPBACK, free_port
 from mabench.servers.process import ServerStartError, start_logged, wait_answering
 from mabench.servers.process import stop as stop_process
@@ -112,24 +127,17 @@ class SimState:
     streaming: int = 0  # generations holding a slot right now
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+#: what the simulated server says of each model it serves (it has no files)
+_DETAILS = ModelDetails(format="sim", family="sim", parameter_size="0", quantization_level="none")
+_MODIFIED_AT = "2025-01-01T00:00:00Z"
+#: how long a loaded model stays loaded, as /api/ps shows it (the simulation never unloads)
+_LOADED_FOR = timedelta(days=365)
 
 
-def _model_entry(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "model": name,
-        "modified_at": "2025-01-01T00:00:00Z",
-        "size": 1000,
-        "digest": "0" * 64,
-        "details": {
-            "format": "sim",
-            "family": "sim",
-            "parameter_size": "0",
-            "quantization_level": "none",
-        },
-    }
+def _summary(name: str) -> ModelSummary:
+    return ModelSummary(
+        name, size=1000, digest="0" * 64, details=_DETAILS, modified_at=_MODIFIED_AT
+    )
 
 
 def _claim(path: str) -> bool:
@@ -142,19 +150,11 @@ def _claim(path: str) -> bool:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse(error_body(message), status_code=status)
 
 
 def _openai_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(error_body(message, status), status_code=status)
-
-
-def _with_text(obj: dict[str, Any], piece: str, chat: bool) -> dict[str, Any]:
-    """``obj`` plus its text: a chat message or a generate response."""
-    obj.update(
-        {"message": {"role": "assistant", "content": piece}} if chat else {"response": piece}
-    )
-    return obj
+    return JSONResponse(openai_error_body(message, status), status_code=status)
 
 
 def _ndjson(obj: dict[str, Any]) -> bytes:
@@ -164,11 +164,11 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
 #: the bytes that break a stream, per fault: NDJSON (Ollama) and Server-Sent Events (OpenAI)
 NDJSON_FAULTS = {
     "invalid_json": b'{"model": "broken", "done": fal\n',
-    "midstream_error": b'{"error": "simulated failure during generation"}\n',
+    "midstream_error": _ndjson(error_body("simulated failure during generation")),
 }
 SSE_FAULTS = {
     "invalid_json": b'data: {"choices": [{"delta": {"content": fal\n\n',
-    "midstream_error": sse_event(error_body("simulated failure during generation", 500)),
+    "midstream_error": sse_event(openai_error_body("simulated failure during generation", 500)),
 }
 
 
@@ -186,8 +186,7 @@ class Pace:
 class _Generation:
     """One generation request as the simulated server serves it."""
 
-    model: str
-    chat: bool
+    shape: GenerationShape  # its Ollama answer's objects (the model, chat or generate)
     options: Options
     n_tokens: int
     prompt_tokens: int
@@ -219,38 +218,27 @@ class SimServer:
     # -- management ------------------------------------------------------------------------
 
     async def root(self, _: Request) -> Response:
-        return PlainTextResponse("Ollama is running")
+        return PlainTextResponse(ROOT_TEXT)
 
     async def version(self, _: Request) -> Response:
-        return JSONResponse({"version": f"sim-{self.settings.mode}"})
+        return JSONResponse(version_body(f"sim-{self.settings.mode}"))
 
     async def tags(self, _: Request) -> Response:
-        return JSONResponse({"models": [_model_entry(m) for m in self.settings.models]})
+        return JSONResponse(models_body([_summary(m).tags_entry() for m in self.settings.models]))
 
     async def ps(self, _: Request) -> Response:
-        expires = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+        expires = rfc3339(datetime.now(UTC) + _LOADED_FOR)
         models = [
-            {
-                **_model_entry(m),
-                "expires_at": expires,
-                "size_vram": 0,
-                "context_length": runner.get("num_ctx", DEFAULT_NUM_CTX),
-            }
+            _summary(m).ps_entry(expires, runner.get("num_ctx", DEFAULT_NUM_CTX))
             for m, runner in self.state.loaded.items()
         ]
-        return JSONResponse({"models": models})
+        return JSONResponse(models_body(models))
 
     async def show(self, request: Request) -> Response:
         body = await request.json()
         if body.get("model") not in self.settings.models:
             return _error(404, f"model '{body.get('model')}' not found")
-        return JSONResponse(
-            {
-                "details": _model_entry(body["model"])["details"],
-                "model_info": {},
-                "capabilities": ["completion"],
-            }
-        )
+        return JSONResponse(show_body(_DETAILS, {}, _MODIFIED_AT))
 
     async def pull(self, request: Request) -> Response:
         body = json.loads(await request.body() or b"{}")
@@ -301,19 +289,14 @@ class SimServer:
 
     async def load_or_unload(self, req: ChatRequest | GenerateRequest, chat: bool) -> Response:
         """An empty prompt loads the model (or unloads it, with keep_alive 0), as in Ollama."""
+        t0 = time.perf_counter_ns()
         if req.keep_alive.unload_now:
             self.state.loaded.pop(req.model, None)
             reason, load_ns = "unload", 0
         else:
             reason, load_ns = "load", await self.ensure_loaded(req.model, req.options)
-        final = {
-            "model": req.model,
-            "created_at": _now(),
-            "done": True,
-            "done_reason": reason,
-            "load_duration": load_ns,
-        }
-        return JSONResponse(_with_text(final, "", chat))
+        shape = GenerationShape("chat" if chat else "generate", req.model)
+        return JSONResponse(shape.lifecycle(reason, time.perf_counter_ns() - t0, load_ns))
 
     def plan(self, req: ChatRequest | GenerateRequest, chat: bool) -> _Generation:
         """What this request generates, and which fault (if any) it meets."""
@@ -327,8 +310,7 @@ class SimServer:
         asked = req.options.num_predict
         text = " ".join(m.content for m in req.messages) if chat else req.prompt
         return _Generation(
-            model=req.model,
-            chat=chat,
+            shape=GenerationShape("chat" if chat else "generate", req.model),
             options=req.options,
             n_tokens=asked if asked and asked > 0 else settings.default_tokens,
             prompt_tokens=max(1, len(text.split())),
@@ -353,7 +335,7 @@ class SimServer:
         generation started, the load's ns and the tokens so far), then token i at ``ttft + i *
         token``; after ``busy_tokens_pct`` % of them if the generation overlapped another."""
         pace.t0 = time.perf_counter()
-        pace.load_ns = await self.ensure_loaded(gen.model, gen.options)
+        pace.load_ns = await self.ensure_loaded(gen.shape.model, gen.options)
         start = time.perf_counter()
         if gen.fault == "hang":
             await asyncio.sleep(10**6)
@@ -377,10 +359,10 @@ class SimServer:
                 if broken is not None:
                     yield broken
                     return
-                chunk = {"model": gen.model, "created_at": _now(), "done": False}
-                yield _ndjson(_with_text(chunk, f"tok{i} ", gen.chat))
+                yield _ndjson(gen.shape.chunk(f"tok{i} "))
             if gen.fault != "truncate":
-                yield _ndjson(self.final_chunk(gen, pace))
+                metrics = None if gen.fault == "no_metrics" else self.metrics(gen, pace)
+                yield _ndjson(gen.shape.final("", self.finish(gen, pace), metrics))
 
     @staticmethod
     async def token_fault(fault: str, i: int, broken: Mapping[str, bytes]) -> bytes | None:
@@ -406,25 +388,18 @@ class SimServer:
         """``length``: all the tokens asked for; ``stop``: fewer (--busy-tokens-pct)."""
         return "length" if pace.tokens == gen.n_tokens else "stop"
 
-    def final_chunk(self, gen: _Generation, pace: Pace) -> dict[str, Any]:
-        final: dict[str, Any] = {
-            "model": gen.model,
-            "created_at": _now(),
-            "done": True,
-            "done_reason": self.finish(gen, pace),
-        }
-        _with_text(final, "", gen.chat)
-        if gen.fault != "no_metrics":
-            prompt_ns, eval_ns = self.durations_ns(pace.tokens)
-            final.update(
-                total_duration=int((time.perf_counter() - pace.t0) * 1e9),
-                load_duration=pace.load_ns,
-                prompt_eval_count=gen.prompt_tokens,
-                prompt_eval_duration=prompt_ns,
-                eval_count=pace.tokens,
-                eval_duration=eval_ns,
-            )
-        return final
+    def metrics(self, gen: _Generation, pace: Pace) -> Metrics:
+        """The final metrics of ``gen``: its prompt and eval durations from the settings, its
+        load and total as they happened."""
+        prompt_ns, eval_ns = self.durations_ns(pace.tokens)
+        return Metrics(
+            total_duration=int((time.perf_counter() - pace.t0) * 1e9),
+            load_duration=pace.load_ns,
+            prompt_eval_count=gen.prompt_tokens,
+            prompt_eval_duration=prompt_ns,
+            eval_count=pace.tokens,
+            eval_duration=eval_ns,
+        )
 
     # -- the OpenAI API (/v1) ----------------------------------------------------------------
 
@@ -497,8 +472,7 @@ class SimServer:
         """llama.cpp's ``timings`` of ``gen`` when the settings add them."""
         if not self.settings.timings or gen.fault == "no_metrics":
             return None
-        prompt_ns, eval_ns = self.durations_ns(pace.tokens)
-        return Timings(gen.prompt_tokens, prompt_ns / 1e6, pace.tokens, eval_ns / 1e6)
+        return Timings.of(self.metrics(gen, pace))
 
 
 def build_app(settings: SimSettings) -> Starlette:

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mabench.api.ollama import RequestError
+from mabench.api.ollama import RequestError, error_body
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 #: the scope key under which a request collects the fields of its log line
@@ -27,7 +27,8 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def error_response(message: str, status: int) -> Response:
-    return json_response({"error": message}, status)
+    """Ollama's error answer."""
+    return json_response(error_body(message), status)
 
 
 async def read_json(request: Request, limit: int) -> Any:

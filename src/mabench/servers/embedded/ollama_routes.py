@@ -37,11 +37,16 @@ from starlette.routing import Route
 from mabench import __version__
 from mabench.api.ollama import (
     DEFAULT_KEEP_ALIVE_S,
+    ROOT_TEXT,
     ChatRequest,
+    Endpoint,
     GenerateRequest,
+    GenerationShape,
     KeepAlive,
     Options,
     ShowRequest,
+    models_body,
+    version_body,
 )
 from mabench.servers.embedded.http import (
     DEFAULT_MAX_BODY_BYTES,
@@ -58,7 +63,7 @@ from mabench.servers.embedded.runner import (
     Sampling,
 )
 from mabench.servers.embedded.scheduler import DEFAULT_MAX_QUEUE, Scheduler
-from mabench.servers.embedded.shapes import GenerationShape, list_entry, ps_entry, show_body
+from mabench.servers.embedded.shapes import list_entry, ps_entry, show_body
 from mabench.servers.embedded.streaming import GenerationResponse
 from mabench.servers.embedded.wire import Wire
 
@@ -81,7 +86,7 @@ class ServerSettings:
 class Generation:
     """A parsed chat or generate request, as the scheduler serves it."""
 
-    endpoint: str
+    endpoint: Endpoint
     model: str
     stream: bool
     options: Options
@@ -114,20 +119,20 @@ class OllamaRoutes:
     # -- management ------------------------------------------------------------------------
 
     async def root(self, request: Request) -> Response:
-        return PlainTextResponse("Ollama is running")
+        return PlainTextResponse(ROOT_TEXT)
 
     async def version(self, request: Request) -> Response:
-        return json_response({"version": self.settings.version})
+        return json_response(version_body(self.settings.version))
 
     async def tags(self, request: Request) -> Response:
         entries = self.settings.registry.entries()
         models = await asyncio.to_thread(lambda: [list_entry(e) for e in entries])
-        return json_response({"models": models})
+        return json_response(models_body(models))
 
     async def ps(self, request: Request) -> Response:
         loaded = self.scheduler.loaded_models()
         models = await asyncio.to_thread(lambda: [ps_entry(e, m) for e, m in loaded])
-        return json_response({"models": models})
+        return json_response(models_body(models))
 
     async def show(self, request: Request) -> Response:
         req = ShowRequest.from_json(await read_json(request, self.limit))

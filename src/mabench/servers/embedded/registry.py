@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from mabench.api.ollama import ModelDetails, ModelSummary, rfc3339
 from mabench.servers.embedded.gguf import GGUFHeader, read_header
 
 __all__ = [
@@ -114,18 +114,25 @@ class ModelEntry:
                 self._digest = h.hexdigest()
             return self._digest
 
-    def details(self) -> dict[str, Any]:
-        """Ollama's ``details`` object."""
+    def details(self) -> ModelDetails:
+        """Ollama's ``details`` of the model, from its GGUF header."""
         header = self.header
-        family = header.architecture or "unknown"
-        return {
-            "parent_model": "",
-            "format": "gguf",
-            "family": family,
-            "families": [family],
-            "parameter_size": header.parameter_size,
-            "quantization_level": header.quantization_level,
-        }
+        return ModelDetails(
+            format="gguf",
+            family=header.architecture or "unknown",
+            parameter_size=header.parameter_size,
+            quantization_level=header.quantization_level,
+        )
+
+    def summary(self) -> ModelSummary:
+        """The model as ``/api/tags`` and ``/api/ps`` list it (hashes the file once)."""
+        return ModelSummary(
+            name=self.name,
+            size=self.size,
+            digest=self.digest,
+            details=self.details(),
+            modified_at=rfc3339(self.modified_at),
+        )
 
 
 class Registry:

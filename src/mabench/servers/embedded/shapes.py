@@ -1,22 +1,17 @@
-"""Ollama's JSON response shapes (docs/api.md, api/types.go), built from our records."""
+"""The embedded server's models in Ollama's response shapes (built by :mod:`mabench.api.ollama`):
+the registry's entries as ``/api/tags``, ``/api/ps`` and ``/api/show`` show them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mabench.api.ollama import Metrics
+from mabench.api.ollama import rfc3339
+from mabench.api.ollama import show_body as api_show_body
 from mabench.servers.embedded.registry import ModelEntry
 from mabench.servers.embedded.scheduler import LoadedModel
 
-__all__ = [
-    "GenerationShape",
-    "list_entry",
-    "ps_entry",
-    "rfc3339",
-    "show_body",
-]
+__all__ = ["list_entry", "ps_entry", "show_body"]
 
 #: Ollama shows "keep loaded forever" as now + Go's largest duration (about 292 years).
 _FOREVER = timedelta(days=106751)
@@ -49,25 +44,9 @@ _GENERAL_KEYS = (
 )
 
 
-def rfc3339(moment: datetime | float | None = None) -> str:
-    """``2024-06-04T14:38:31.837530Z`` (UTC), as Ollama's JSON times parse everywhere."""
-    if moment is None:
-        moment = datetime.now(UTC)
-    elif isinstance(moment, int | float):
-        moment = datetime.fromtimestamp(moment, tz=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def list_entry(entry: ModelEntry) -> dict[str, Any]:
     """One model of ``GET /api/tags``."""
-    return {
-        "name": entry.name,
-        "model": entry.name,
-        "modified_at": rfc3339(entry.modified_at),
-        "size": entry.size,
-        "digest": entry.digest,
-        "details": entry.details(),
-    }
+    return entry.summary().tags_entry()
 
 
 def ps_entry(entry: ModelEntry, loaded: LoadedModel) -> dict[str, Any]:
@@ -76,16 +55,7 @@ def ps_entry(entry: ModelEntry, loaded: LoadedModel) -> dict[str, Any]:
         expires = rfc3339(datetime.now(UTC) + _FOREVER)
     else:
         expires = rfc3339(loaded.expires_at)
-    return {
-        "name": entry.name,
-        "model": entry.name,
-        "size": entry.size,
-        "digest": entry.digest,
-        "details": entry.details(),
-        "expires_at": expires,
-        "size_vram": 0,
-        "context_length": loaded.runner.n_ctx,
-    }
+    return entry.summary().ps_entry(expires, loaded.runner.n_ctx)
 
 
 def show_body(entry: ModelEntry) -> dict[str, Any]:
@@ -108,16 +78,15 @@ def show_body(entry: ModelEntry) -> dict[str, Any]:
         f'TEMPLATE """{template}"""\n' + (f"PARAMETER {parameters}\n" if parameters else "")
     )
     license_text = meta.get("general.license")
-    return {
-        "license": license_text if isinstance(license_text, str) else "",
-        "modelfile": modelfile,
-        "parameters": parameters,
-        "template": template,
-        "details": entry.details(),
-        "model_info": info,
-        "capabilities": ["completion"],
-        "modified_at": rfc3339(entry.modified_at),
-    }
+    return api_show_body(
+        entry.details(),
+        info,
+        rfc3339(entry.modified_at),
+        license_text=license_text if isinstance(license_text, str) else "",
+        modelfile=modelfile,
+        parameters=parameters,
+        template=template,
+    )
 
 
 def _eos_text(meta: dict[str, Any]) -> str:
@@ -126,38 +95,3 @@ def _eos_text(meta: dict[str, Any]) -> str:
     if isinstance(template, str) and "<|im_end|>" in template:
         return "<|im_end|>"
     return ""
-
-
-@dataclass(frozen=True)
-class GenerationShape:
-    """The chunks of ``/api/generate`` (``response``) or ``/api/chat`` (``message``)."""
-
-    endpoint: str  # "generate" or "chat"
-    model: str  # echoed as the client spelled it, as Ollama does
-
-    def _base(self) -> dict[str, Any]:
-        return {"model": self.model, "created_at": rfc3339()}
-
-    def _content(self, text: str) -> dict[str, Any]:
-        if self.endpoint == "chat":
-            return {"message": {"role": "assistant", "content": text}}
-        return {"response": text}
-
-    def chunk(self, text: str) -> dict[str, Any]:
-        return {**self._base(), **self._content(text), "done": False}
-
-    def final(self, text: str, done_reason: str, metrics: Metrics) -> dict[str, Any]:
-        return {
-            **self._base(),
-            **self._content(text),
-            "done": True,
-            "done_reason": done_reason,
-            **metrics.to_json(),
-        }
-
-    def lifecycle(self, done_reason: str, total_ns: int, load_ns: int) -> dict[str, Any]:
-        """The answer to an empty prompt: ``load`` or ``unload``."""
-        body = {**self._base(), **self._content(""), "done": True, "done_reason": done_reason}
-        body["total_duration"] = total_ns
-        body["load_duration"] = load_ns
-        return body

@@ -13,11 +13,10 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from mabench.api.ollama import Metrics, RequestError
+from mabench.api.ollama import GenerationShape, Metrics, RequestError
 from mabench.servers.embedded.http import dumps
 from mabench.servers.embedded.runner import Cancelled, GenerationResult
 from mabench.servers.embedded.scheduler import Done, Loaded, Text, Ticket
-from mabench.servers.embedded.shapes import GenerationShape
 from mabench.servers.embedded.wire import OllamaWire, Wire
 
 log = logging.getLogger("mabench.servers.embedded")

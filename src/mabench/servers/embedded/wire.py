@@ -10,18 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from mabench.api.ollama import Metrics
-from mabench.api.openai import (
-    DONE,
-    SSE_MEDIA_TYPE,
-    CompletionShape,
-    Timings,
-    Usage,
-    error_body,
-    sse_event,
-)
+from mabench.api import openai
+from mabench.api.ollama import GenerationShape, Metrics, error_body
+from mabench.api.openai import DONE, SSE_MEDIA_TYPE, CompletionShape, Timings, Usage, sse_event
 from mabench.servers.embedded.http import dumps
-from mabench.servers.embedded.shapes import GenerationShape
 
 __all__ = ["OllamaWire", "OpenAIWire", "Wire"]
 
@@ -75,20 +67,10 @@ class OllamaWire:
         return self.shape.final(text, done_reason, metrics)
 
     def error(self, message: str, status: int) -> dict[str, Any]:
-        return {"error": message}
+        return error_body(message)
 
     def stream_error(self, message: str) -> bytes:
-        return dumps({"error": message}) + b"\n"
-
-
-def timings(metrics: Metrics) -> Timings:
-    """The server's split as llama.cpp's server reports it (``timings``)."""
-    return Timings(
-        prompt_n=metrics.prompt_eval_count,
-        prompt_ms=metrics.prompt_eval_duration / 1e6,
-        predicted_n=metrics.eval_count,
-        predicted_ms=metrics.eval_duration / 1e6,
-    )
+        return dumps(error_body(message)) + b"\n"
 
 
 class OpenAIWire:
@@ -109,18 +91,16 @@ class OpenAIWire:
         return sse_event(self.shape.text(text))
 
     def end(self, done_reason: str, metrics: Metrics) -> bytes:
-        out = sse_event(self.shape.finish(done_reason, timings(metrics)))
+        out = sse_event(self.shape.finish(done_reason, Timings.of(metrics)))
         if self.include_usage:
-            usage = Usage(metrics.prompt_eval_count, metrics.eval_count)
-            out += sse_event(self.shape.usage(usage))
+            out += sse_event(self.shape.usage(Usage.of(metrics)))
         return out + sse_event(DONE)
 
     def body(self, text: str, done_reason: str, metrics: Metrics) -> dict[str, Any]:
-        usage = Usage(metrics.prompt_eval_count, metrics.eval_count)
-        return self.shape.completion(text, done_reason, usage, timings(metrics))
+        return self.shape.completion(text, done_reason, Usage.of(metrics), Timings.of(metrics))
 
     def error(self, message: str, status: int) -> dict[str, Any]:
-        return error_body(message, status)
+        return openai.error_body(message, status)
 
     def stream_error(self, message: str) -> bytes:
-        return sse_event(error_body(message, 500))
+        return sse_event(openai.error_body(message, 500))
