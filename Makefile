@@ -53,9 +53,11 @@ test: setup
 test-cluster: setup
 	tests/cluster/run.sh
 
-# Style: ruff (lint and format), snakefmt, Snakemake's own linter (CI runs it after the tests)
+# Style: ruff (lint and format), the layering of src/mabench as contracts ([tool.importlinter] in
+# pyproject.toml), snakefmt, Snakemake's own linter (CI runs it after the tests)
 lint: setup
 	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config.yaml
