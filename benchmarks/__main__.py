@@ -5,7 +5,8 @@ one cannot warm caches or leak memory into the next). Results go to
 ``benchmarks/results/<name>.json`` and the results table in ``benchmarks/README.md`` is
 regenerated from those files. ``--quick`` runs tiny sizes as a smoke check and writes to
 ``benchmarks/.work/results-quick/`` instead (it never overwrites the committed results).
-``--table`` only regenerates the README table from the committed results.
+``--table`` only regenerates the README's tables from the committed results. ``--out-dir``
+and ``--readme`` name other places (the tests run benchmarks into a temporary folder).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from benchmarks import BENCHMARKS
 from benchmarks.common import (
+    BENCH_DIR,
     QUICK_RESULTS_DIR,
     RESULTS_DIR,
     ROOT,
@@ -58,14 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="tiny sizes: a smoke check of the harness"
     )
     parser.add_argument(
-        "--table", action="store_true", help="only regenerate the README results table"
+        "--table", action="store_true", help="only regenerate the README's tables from the results"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="the results' folder, written by a run and read by --table (default: "
+        "benchmarks/results; with --quick, benchmarks/.work/results-quick)",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=BENCH_DIR / "README.md",
+        help="the README whose tables --table regenerates (default: benchmarks/README.md)",
     )
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.table:
-        update_readme()
+        update_readme(args.readme, args.out_dir or RESULTS_DIR)
         return 0
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -87,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = subprocess.call(cmd, cwd=ROOT)
         path = out_dir / f"{name}.json"
         status = json.loads(path.read_text())["status"] if path.exists() else "missing"
-        log(f"=== {name}: {status} (exit {rc}) -> {path.relative_to(ROOT)}")
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        log(f"=== {name}: {status} (exit {rc}) -> {shown}")
         if rc != 0 or status in ("fail", "error", "missing"):
             failed.append(f"{name} ({status})")
     if not args.quick and args.out_dir is None:
