@@ -92,7 +92,8 @@ QUICK = {
     "openai_ns": [2],
     "openai_runs": {2: 1},
     "peer_ns": [2],
-    "peer_runs": {2: 1},
+    # three runs: the clients' order rotates and reverses from run to run (peers.order_of_run)
+    "peer_runs": {2: 3},
     "peer_num_predict": 4,
 }
 PROMPTS = ["collector_analyse.md.j2", "collector_report.md.j2", "insight_insights.md.j2"]

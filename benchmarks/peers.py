@@ -16,8 +16,9 @@ beside ours, ``ours-asyncio`` and ``ours-threads`` (the study's coordinators,
 
 Every client does what a run of the harness does with the same agents (:func:`run_client`):
 the same requests (prompts rendered from the same templates, each seeing the previous answer;
-same model, system prompt, options, ``keep_alive``), one unmeasured warm-up call per agent
-that opens its connection, a solo phase (each agent alone, one after another), then a
+same model, system prompt, options, ``keep_alive``; each run first checks the peers' request
+bodies against our client's, :func:`check_same_request`), one unmeasured warm-up call per
+agent that opens its connection, a solo phase (each agent alone, one after another), then a
 concurrent phase (all at once). The async peers run the agents with ``asyncio.gather`` in one
 event loop per run; ``httpx-sync`` runs one thread per agent released together by a barrier,
 as the threads coordinator does, so that only the client differs. True efficiency comes from
@@ -51,7 +52,7 @@ import httpx
 import ollama
 
 from mabench.measure.agents import AgentPlan, Clock, warmup_plan
-from mabench.measure.client import Timeouts
+from mabench.measure.client import OllamaClient, Timeouts
 from mabench.measure.coordinators import PhaseOutcome, open_coordinator, release_together
 from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import CONCURRENT, SOLO, Span
@@ -82,12 +83,9 @@ class Request:
         return [*system, {"role": "user", "content": self.prompt}]
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "stream": True,
-            "keep_alive": KEEP_ALIVE,
-            "options": self.options,
-        }
+        body: dict[str, Any] = {"model": self.model, "stream": True, "keep_alive": KEEP_ALIVE}
+        if self.options:
+            body["options"] = self.options
         if self.endpoint == "chat":
             body["messages"] = self.messages()
         else:
@@ -106,6 +104,26 @@ def request_of(plan: AgentPlan, index: int, previous: str) -> Request:
         plan.system,
         plan.options(index),
     )
+
+
+def check_same_request(req: Request, url: str) -> None:
+    """Raise unless ``req``'s body is the one the harness's client sends for the same call:
+    a peer that sent other requests would be measured on other work than ours."""
+    with OllamaClient(url, Timeouts()) as client:
+        call = client.prepare(
+            req.endpoint,
+            req.model,
+            req.prompt,
+            system=req.system,
+            options=req.options,
+            keep_alive=KEEP_ALIVE,
+        )
+    ours = json.loads(call.body)
+    if req.body() != ours:
+        raise ValueError(
+            f"the peers' request to {url}{req.path} is not the harness's: {req.body()} != "
+            f"{ours}; build Request.body() as mabench.measure.client builds its calls"
+        )
 
 
 @dataclass(frozen=True)
@@ -397,6 +415,9 @@ def _spans(phase: Phase, name: str, plans: Sequence[AgentPlan]) -> tuple[Span, l
 def run_client(client: str, plans: Sequence[AgentPlan], ttft_ms: float) -> dict[str, Any]:
     """One run of ``plans`` through ``client``: true efficiency (the library's formula over
     the measured spans), its loss, and the TTFT errors; CPU of this process over the run."""
+    if client in PEERS:
+        for plan in plans:
+            check_same_request(request_of(plan, 0, ""), plan.url)
     cpu0 = time.process_time()
     solo, conc = run_phases(client, plans)
     cpu = time.process_time() - cpu0

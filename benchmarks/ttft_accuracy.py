@@ -123,6 +123,8 @@ def _client_path(url: str, port: int, p: dict[str, Any]) -> dict[str, list[float
         async_client = runner.run(_make(_async_client, server))
         others = peers.SequentialPeers(runner, url) if with_peers else None
         request = peers.Request(endpoint, MODEL, PROMPT, None, opts)
+        if others is not None:
+            peers.check_same_request(request, url)
         sync_client.load(MODEL)
 
         def one(kind: str) -> float:
