@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from mabench.measure.apis import SyncClient, can_unload
 from mabench.measure.client import OllamaClient
@@ -67,7 +66,7 @@ def force_unload(clients: Mapping[str, SyncClient], verify_timeout_s: float = 30
     """
     unloadable = {n: c for n, c in clients.items() if can_unload(c)}
     unavailable = sorted(set(clients) - set(unloadable))
-    return replace(_unload_and_verify(unloadable, verify_timeout_s), unavailable=unavailable)
+    return _unload_and_verify(unloadable, verify_timeout_s, unavailable)
 
 
 def unload_everywhere(clients: Mapping[str, OllamaClient], loaded: Mapping[str, list[str]]) -> None:
@@ -86,7 +85,9 @@ def unload_everywhere(clients: Mapping[str, OllamaClient], loaded: Mapping[str, 
         future.result()  # the first server's error, as when they ran one after another
 
 
-def _unload_and_verify(clients: Mapping[str, OllamaClient], verify_timeout_s: float) -> Isolation:
+def _unload_and_verify(
+    clients: Mapping[str, OllamaClient], verify_timeout_s: float, unavailable: list[str]
+) -> Isolation:
     try:
         before = loaded_models(clients)
         unload_everywhere(clients, before)
@@ -103,4 +104,9 @@ def _unload_and_verify(clients: Mapping[str, OllamaClient], verify_timeout_s: fl
             f"forced unload failed on {exc.url}: {exc.message}",
             type(info)(**{**vars(info), "phase": "unload"}),
         ) from exc
-    return Isolation(loaded_before=before, loaded_after=after, verified=not any(after.values()))
+    return Isolation(
+        loaded_before=before,
+        loaded_after=after,
+        verified=not any(after.values()),
+        unavailable=unavailable,
+    )
