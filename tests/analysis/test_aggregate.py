@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from msgspec.structs import replace
 
 from mabench.analysis.aggregate import aggregate, worker_count
 from mabench.analysis.integrity import Expected, IntegrityError
-from mabench.datasets.synthetic import make_record
+from mabench.datasets.synthetic import make_record, with_nulls
 from mabench.measure.records import Validity, write_json_atomic, write_record
 from mabench.measure.validity import WORK_MISMATCH, compare_work
 from mabench.steps.rules import StudyPaths
@@ -118,7 +118,7 @@ def test_invalid_records_stop_it_and_leave_no_tables(records: list[Path], tmp_pa
     with pytest.raises(IntegrityError) as err:
         aggregate(paths, tmp_path / "out", chunk_records=2, workers=2)
     assert [(p.path, p.reason) for p in err.value.problems] == [
-        (str(bad), "run record invalid at metrics/n_agents: 0 is less than the minimum of 1"),
+        (str(bad), "run record invalid at $.metrics.n_agents: Expected `int` >= 1, got 0"),
         (str(empty), "empty file"),
     ]
     assert not any((tmp_path / "out").iterdir())
@@ -282,6 +282,19 @@ def test_the_api_and_what_it_did_not_report_reach_the_tables(tmp_path: Path) -> 
     assert all(c["api"] == "ollama" for c in others)
 
 
+def test_a_record_with_nulls_where_fields_are_nullable_is_aggregated(tmp_path: Path) -> None:
+    """What servers that say less leave (no context length in /api/ps, no server durations, no
+    thread count) is read and aggregated; the hand-written check raised TypeError on it."""
+    record = with_nulls(make_record(7))
+    write_record(tmp_path / "run_1.json", record)
+    out = aggregate([tmp_path / "run_1.json"], tmp_path / "tables")
+    runs = pq.read_table(out["runs"]).to_pylist()
+    assert len(runs) == 1 and runs[0]["true_efficiency"] == record.metrics.true_efficiency
+    calls = pq.read_table(out["calls"]).to_pylist()
+    assert len(calls) == len(record.calls)
+    assert all(c["load_ms"] is None and c["server_tps"] is None for c in calls)
+
+
 def test_a_version_1_record_leaves_the_new_columns_null(tmp_path: Path) -> None:
     data = make_record(3).to_json()
     data["schema_version"] = 1
@@ -305,11 +318,15 @@ def test_work_columns_say_where_the_phases_parted(tmp_path: Path) -> None:
     i = next(k for k, c in enumerate(calls) if c.phase == "concurrent" and c.call_index == 1)
     calls[i] = replace(calls[i], response_text=calls[i].response_text + " (changed)")
     work = compare_work(calls)
-    flagged = replace(record, calls=calls, validity=Validity(work=work, flags=[WORK_MISMATCH]))
+    flagged = replace(
+        record,
+        calls=calls,
+        validity=Validity(work=work, flags=[WORK_MISMATCH], isolation_after=None),
+    )
     matched = replace(
         record,
         run_index=record.run_index + 1,
-        validity=Validity(work=compare_work(record.calls), flags=[]),
+        validity=Validity(work=compare_work(record.calls), flags=[], isolation_after=None),
     )
     write_record(tmp_path / "a.json", flagged)
     write_record(tmp_path / "b.json", matched)

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
+import msgspec
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -23,8 +23,8 @@ HEADING = "\n## Hosts and hardware\n"
 def test_the_runs_table_has_the_slurm_job_of_each_run():
     job = SlurmJob("77", "mabench", "gpu3", "gpu", 16, ["0", "1"])
     plain = make_record(1)
-    in_slurm = dataclasses.replace(
-        plain, environment=dataclasses.replace(plain.environment, slurm=job)
+    in_slurm = msgspec.structs.replace(
+        plain, environment=msgspec.structs.replace(plain.environment, slurm=job)
     )
     runs = to_table([run_row(in_slurm, "a.json"), run_row(plain, "b.json")], RUNS_SCHEMA)
     cols = runs.select(

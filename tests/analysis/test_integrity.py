@@ -150,7 +150,7 @@ def test_a_schema_invalid_record_names_the_path_in_the_json(study: StudyPaths) -
     data["metrics"]["n_agents"] = 0
     path.write_text(json.dumps(data))
     assert unreadable_reason(path) == (
-        "run record invalid at metrics/n_agents: 0 is less than the minimum of 1"
+        "run record invalid at $.metrics.n_agents: Expected `int` >= 1, got 0"
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import msgspec
 
 from mabench.config import study_from_dict
 from mabench.datasets.synthetic import make_record
@@ -25,7 +26,7 @@ STUDY = study_from_dict(
 
 
 def _record(config_id: str, run_index: int, start_s: float, end_s: float):
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         make_record(1),
         config_id=config_id,
         run_index=run_index,
@@ -57,9 +58,9 @@ def test_time_left_is_the_runs_left_at_this_invocations_pace(tmp_path, monkeypat
 
 
 def test_the_last_run_and_a_run_without_a_solo_phase():
-    record = dataclasses.replace(
+    record = msgspec.structs.replace(
         _record("c2", 3, 0, 1),
-        metrics=dataclasses.replace(make_record(1).metrics, true_efficiency=None),
+        metrics=msgspec.structs.replace(make_record(1).metrics, true_efficiency=None),
     )
     done = line(record, Progress(done=6, total=6, measured_now=6, per_run_s=1.0))
     assert "true efficiency n/a" in done and done.endswith("; all runs measured")

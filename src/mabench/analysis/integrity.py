@@ -3,7 +3,8 @@
 A run record is used only when
 
 - it can be read: a non-empty file of valid JSON, a run record (``kind``) of a schema version
-  this mabench reads, valid under the record schema;
+  this mabench reads, valid as a run record (:mod:`mabench.measure.records`: the path in the
+  JSON and what is wrong there);
 - it holds the run its path names: ``<results>/<study>/runs/<config>/run_<i>.json`` holds run
   ``i`` of config ``<config>`` of study ``<study>`` (a record copied or moved to another
   folder, or over another run, does not);
@@ -29,11 +30,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mabench.measure.records import RECORD_KIND, RecordError, RunRecord, record_schema
+from mabench.measure.records import (
+    READABLE_VERSIONS,
+    RECORD_KIND,
+    RecordError,
+    RunRecord,
+    parse_record,
+)
 
 RUNS_DIR = "runs"
 #: a run record's file name; run indexes are written without leading zeros
@@ -134,14 +140,23 @@ def refusal_message(problems: Sequence[Problem], tables_dir: str | Path) -> str:
 
 def load_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON object in ``path``; :class:`Unreadable` saying why when there is none."""
+    return json_object(read_bytes(path))
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The content of the file at ``path``; :class:`Unreadable` saying why when there is none."""
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise Unreadable("missing") from None
     except IsADirectoryError:
         raise Unreadable("a folder, not a file") from None
     except OSError as exc:
         raise Unreadable(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object ``raw`` holds; :class:`Unreadable` saying why when it holds none."""
     if not raw.strip():
         raise Unreadable("empty file" if not raw else "empty file (only white space)")
     try:
@@ -170,11 +185,9 @@ def _json_type(value: Any) -> str:
     )
 
 
-@cache
 def readable_schema_versions() -> tuple[int, ...]:
-    """The run record schema versions this mabench reads (from the record schema)."""
-    spec = record_schema()["properties"]["schema_version"]
-    return tuple(spec["enum"]) if "enum" in spec else (spec["const"],)
+    """The run record schema versions this mabench reads."""
+    return READABLE_VERSIONS
 
 
 def versions_read() -> str:
@@ -186,21 +199,33 @@ def versions_read() -> str:
 
 
 def load_run_record(path: str | os.PathLike[str]) -> RunRecord:
-    """The run record in ``path``; :class:`Unreadable` saying why when it has none."""
-    data = load_json_object(path)
+    """The run record in ``path``; :class:`Unreadable` saying why when it has none.
+
+    A valid record is decoded and validated in one pass; only a file that is none is parsed
+    again, to say why in the most useful terms (not JSON, not a run record, a schema version
+    this mabench does not read, or the path in the JSON and what is wrong there)."""
+    raw = read_bytes(path)
+    try:
+        return parse_record(raw)
+    except RecordError as exc:
+        raise Unreadable(_why_no_record(raw, exc)) from None
+
+
+def _why_no_record(raw: bytes, invalid: RecordError) -> str:
+    try:
+        data = json_object(raw)
+    except Unreadable as exc:
+        return str(exc)
     kind = data.get("kind")
     if kind != RECORD_KIND:
-        raise Unreadable(f"not a run record (its kind is {kind!r}, not {RECORD_KIND!r})")
+        return f"not a run record (its kind is {kind!r}, not {RECORD_KIND!r})"
     version = data.get("schema_version")
     if type(version) is not int or version not in readable_schema_versions():
-        raise Unreadable(
+        return (
             f"schema version {version!r}, but this mabench reads {versions_read()} "
             "(written by another mabench version, or edited?)"
         )
-    try:
-        return RunRecord.from_json(data)
-    except RecordError as exc:
-        raise Unreadable(str(exc)) from None
+    return str(invalid)
 
 
 def record_facts(path: str, record: RunRecord) -> RecordFacts:

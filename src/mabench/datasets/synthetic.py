@@ -25,6 +25,30 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+
+from mabench.measure.metrics import compute_run_metrics
+from mabench.measure.records import (
+    RECORD_KIND,
+    SCHEMA_VERSION,
+    AgentInfo,
+    CallRecord,
+    Environment,
+    Isolation,
+    IsolationAfter,
+    LoadRecord,
+    Protocol,
+    PsModel,
+    RunRecord,
+    ServerInfo,
+    ServerMetrics,
+    Span,
+    Topology,
+    Validity,
+    validate_record,
+)
+from mabench.measure.validity import compare_work
+
 GENERATOR_VERSION = 1
 SEED = 20260105
 N_CONFIGS = 100
@@ -57,23 +81,8 @@ def _config(ci: int) -> dict:
     }
 
 
-def make_record(i: int, seed: int = SEED):
-    """The run record number ``i`` (a :class:`mabench.measure.records.RunRecord`)."""
-    from mabench.measure.metrics import compute_run_metrics
-    from mabench.measure.records import (
-        AgentInfo,
-        CallRecord,
-        Environment,
-        Isolation,
-        LoadRecord,
-        Protocol,
-        RunRecord,
-        ServerInfo,
-        ServerMetrics,
-        Span,
-        Topology,
-    )
-
+def make_record(i: int, seed: int = SEED) -> RunRecord:
+    """The run record number ``i``."""
     rng = random.Random(seed * 1_000_003 + i)
     ci, run_index = i % N_CONFIGS, i // N_CONFIGS + 1
     cfg = _config(ci)
@@ -211,6 +220,8 @@ def make_record(i: int, seed: int = SEED):
             mabench_version="0.1.0",
         ),
         metrics=metrics,
+        schema_version=SCHEMA_VERSION,
+        kind=RECORD_KIND,
     )
 
 
@@ -218,9 +229,45 @@ def record_path(root: Path, i: int) -> Path:
     return root / "runs" / f"cfg{i % N_CONFIGS:03d}" / f"run_{i // N_CONFIGS + 1}.json"
 
 
-def _write_range(args: tuple[str, int, int]) -> int:
-    from mabench.measure.records import validate_record
+def with_nulls(record: RunRecord) -> RunRecord:
+    """``record`` as servers that say less leave it: its nullable bounded fields null.
 
+    Its calls have OpenAI-style server metrics (a count, no durations: the client counted the
+    streamed deltas) and no arrivals or reconnects, so the metrics derived from them are null
+    where they need those; its servers have no thread count, its machine no CPU quota; and
+    what its servers held after the measured phases has no context length (an older Ollama
+    whose /api/ps has no ``context_length``)."""
+    replace = msgspec.structs.replace
+    metrics = ServerMetrics(
+        total_duration_ns=None,
+        load_duration_ns=None,
+        prompt_eval_count=None,
+        prompt_eval_duration_ns=None,
+        eval_count=40,
+        eval_duration_ns=None,
+        eval_count_source="stream",
+        prompt_eval_count_source=None,
+    )
+    calls = [
+        replace(c, server_metrics=metrics, token_arrivals_us=None, reconnects=None)
+        for c in record.calls
+    ]
+    held = {a.server: [PsModel(name=a.model, context_length=None)] for a in record.topology.agents}
+    after = IsolationAfter(expected=held, loaded=held, unexpected={}, verified=True)
+    servers = [replace(s, threads=None) for s in record.topology.servers]
+    return replace(
+        record,
+        calls=calls,
+        topology=replace(record.topology, servers=servers),
+        environment=replace(record.environment, cpus_available=None),
+        metrics=compute_run_metrics(
+            record.topology.agents, calls, record.phases, record.agent_spans
+        ),
+        validity=Validity(work=compare_work(calls), flags=[], isolation_after=after),
+    )
+
+
+def _write_range(args: tuple[str, int, int]) -> int:
     root, lo, hi = Path(args[0]), args[1], args[2]
     for i in range(lo, hi):
         data = make_record(i).to_json()

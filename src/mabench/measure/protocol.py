@@ -25,9 +25,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
@@ -41,6 +43,8 @@ from mabench.measure.isolation import force_unload, loaded_entries
 from mabench.measure.metrics import compute_run_metrics
 from mabench.measure.records import (
     CONCURRENT,
+    RECORD_KIND,
+    SCHEMA_VERSION,
     CallRecord,
     Isolation,
     IsolationAfter,
@@ -78,7 +82,7 @@ def find_model(tags: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
 
 def _step_failed(step: str, exc: ServerCallError) -> RunFailed:
     info = exc.info()
-    info = type(info)(**{**vars(info), "phase": step})
+    info = msgspec.structs.replace(info, phase=step)
     return RunFailed(f"{step} failed on {exc.url}: {exc.message}", info)
 
 
@@ -200,6 +204,8 @@ def execute_run(
         calls=measured.calls,
         environment=environment.capture(study.config_hash(config_id)),
         metrics=metrics,
+        schema_version=SCHEMA_VERSION,
+        kind=RECORD_KIND,
         validity=validity,
     )
 
@@ -222,7 +228,7 @@ def with_settings(study: Study, server: ServerInfo) -> ServerInfo:
     """``server`` with its concurrency settings: set by the pool (ollama) or declared."""
     settings = study.server_settings(server.name)
     source = study.server_settings_source if settings else None
-    return replace(server, settings=settings, settings_source=source)
+    return msgspec.structs.replace(server, settings=settings, settings_source=source)
 
 
 @dataclass(frozen=True)

@@ -1,96 +1,125 @@
-"""The run record: one JSON document per (study, config, run), versioned and schema-checked.
+"""The run record: one JSON document per (study, config, run), versioned, defined once.
 
 A run record holds everything measured in one run (every call with client and server
 timings), how it was measured (protocol, topology, isolation evidence, environment) and the
 metrics derived from it. It is written atomically: a reader never sees half a record, and a
 failed run leaves no record that looks complete.
+
+The record is defined once, as the msgspec Structs below: their types are its schema. Reading
+a record decodes and validates it in one pass (types, enums, bounds, required and unknown
+fields; a ``None`` where a field is nullable is always valid), and a record that does not
+match raises :class:`RecordError` naming the file, the path in the JSON
+(``$.calls[3].t_sent_ns``) and what is wrong. The JSON schema published for other readers,
+``schemas/run_record.schema.json``, is generated from the Structs (:func:`record_schema`;
+``python -m mabench.measure.schema_file`` rewrites it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args
 
-from mabench.measure.schema_check import compile_check
+import msgspec
+from msgspec import Meta, field
 
+#: the record versions this code reads (a field added since is optional, with a default)
+SchemaVersion = Literal[1, 2]
+READABLE_VERSIONS: tuple[int, ...] = get_args(SchemaVersion)
 SCHEMA_VERSION = 2
-#: record versions this code reads (a field added since is optional, with a default)
-READABLE_VERSIONS = (1, 2)
-RECORD_KIND = "mabench.run"
+RecordKind = Literal["mabench.run"]
+RECORD_KIND: str = get_args(RecordKind)[0]
 
 SOLO = "solo"
 CONCURRENT = "concurrent"
 PHASES = (SOLO, CONCURRENT)
 
+Phase = Literal["solo", "concurrent"]
+#: where a server metric's count came from
+CountSource = Literal["final_metrics", "usage", "timings", "stream"]
+NonNegative = Annotated[int, Meta(ge=0)]
+Positive = Annotated[int, Meta(ge=1)]
+NonNegativeSeconds = Annotated[float, Meta(ge=0)]
 
-@dataclass(frozen=True)
-class ErrorInfo:
+SCHEMA_ID = "https://github.com/mabench/mabench/schemas/run_record.schema.json"
+SCHEMA_TITLE = "mabench run record"
+
+_SOURCE_DOC = (
+    "Where the count came from: final_metrics (Ollama), usage or timings (OpenAI API), stream "
+    "(the client counted the streamed content deltas). Absent or null in records written before."
+)
+_V1_ABSENT = "Absent or null in schema version 1."
+
+
+class _Part(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A part of the run record: immutable, and no key in its JSON that is not a field."""
+
+
+class ErrorInfo(_Part):
     """A failure: what kind, the server's or library's message, where and in which phase."""
 
     kind: str
     message: str
-    url: str | None = None
-    phase: str | None = None
-    status: int | None = None
+    url: str | None
+    phase: str | None
+    status: int | None
 
 
-@dataclass(frozen=True)
-class ServerMetrics:
-    """What the server said of one call, in nanoseconds: Ollama's final-chunk metrics
-    (api.Metrics), or an OpenAI-compatible server's counts, where a duration the API does not
-    give is None, never zero (llama.cpp's ``timings`` give the prompt and eval durations).
+class ServerMetrics(_Part):
+    """What the server said of one call, in nanoseconds: Ollama's final-chunk metrics, or an
+    OpenAI-compatible server's counts, where a duration the API does not give is null, never
+    zero (llama.cpp's timings give the prompt and eval durations)."""
 
-    ``eval_count_source`` and ``prompt_eval_count_source`` say where a count came from:
-    ``final_metrics`` (Ollama), ``usage`` or ``timings`` (OpenAI API), ``stream`` (the client
-    counted the streamed content deltas); None in records written before they were kept.
-    """
-
-    total_duration_ns: int | None
-    load_duration_ns: int | None
-    prompt_eval_count: int | None
-    prompt_eval_duration_ns: int | None
-    eval_count: int
-    eval_duration_ns: int | None
-    eval_count_source: str | None = None
-    prompt_eval_count_source: str | None = None
+    total_duration_ns: NonNegative | None
+    load_duration_ns: NonNegative | None
+    prompt_eval_count: NonNegative | None
+    prompt_eval_duration_ns: NonNegative | None
+    eval_count: NonNegative
+    eval_duration_ns: NonNegative | None
+    eval_count_source: Annotated[CountSource | None, Meta(description=_SOURCE_DOC)] = None
+    prompt_eval_count_source: Annotated[CountSource | None, Meta(description=_SOURCE_DOC)] = None
 
 
-@dataclass(frozen=True)
-class CallRecord:
-    """One LLM call. Client times are ``perf_counter_ns`` offsets from the run's clock origin."""
+class CallRecord(_Part):
+    """One LLM call. Client times are perf_counter_ns offsets from the run's clock origin."""
 
-    phase: str
+    phase: Phase
     agent: str
-    call_index: int
+    call_index: NonNegative
     server: str
     url: str
     model: str
-    endpoint: str
+    endpoint: Literal["chat", "generate"]
     options: dict[str, Any]
-    prompt_chars: int
-    t_sent_ns: int
+    prompt_chars: NonNegative
+    t_sent_ns: NonNegative
     t_first_token_ns: int | None
     t_last_token_ns: int | None
-    t_done_ns: int
-    chunks: int
+    t_done_ns: NonNegative
+    chunks: NonNegative
     server_metrics: ServerMetrics | None
     done_reason: str | None
     response_text: str
     error: ErrorInfo | None = None
-    #: arrival of each text-bearing chunk, integer microseconds, delta-encoded: the first from
-    #: t_sent, each next from the previous (see :mod:`mabench.measure.arrivals`); None in
-    #: records of schema version 1, which kept only the first and last token times
-    token_arrivals_us: list[int] | None = None
-    #: connections the call opened: 0 when it reused its agent's connection (opened by the
-    #: unmeasured warm-up); None in records of schema version 1
-    reconnects: int | None = None
+    token_arrivals_us: Annotated[
+        list[NonNegative] | None,
+        Meta(
+            description="Arrival of each text-bearing chunk in integer microseconds, "
+            "delta-encoded: the first from t_sent, each next from the previous (see "
+            f"mabench.measure.arrivals). {_V1_ABSENT}"
+        ),
+    ] = None
+    reconnects: Annotated[
+        NonNegative | None,
+        Meta(
+            description="Connections the call opened: 0 when it reused its agent's open "
+            f"connection (opened by the unmeasured warm-up). {_V1_ABSENT}"
+        ),
+    ] = None
 
     @property
     def client_ttft_ns(self) -> int | None:
@@ -124,11 +153,10 @@ class CallRecord:
         return len(arrivals) - 1, last - first
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(_Part):
     """A measured interval on the run's clock: a phase, or one agent within a phase."""
 
-    phase: str
+    phase: Phase
     agent: str | None
     t_start_ns: int
     t_end_ns: int
@@ -138,60 +166,80 @@ class Span:
         return self.t_end_ns - self.t_start_ns
 
 
-@dataclass(frozen=True)
-class LoadRecord:
+class LoadRecord(_Part):
     """Step 3 of the protocol: one agent's model loaded with its options, then warmed up.
 
     The warm-up is one unmeasured one-token call through the run's coordinator, so one-time
     costs (first connection, first decode, interpreter warm-up) do not land on whichever
-    measured phase happens to come first.
-    """
+    measured phase happens to come first."""
 
     agent: str
     server: str
     model: str
     options: dict[str, Any]
-    load_duration_ns: int | None  # None: the API reports no load time (OpenAI)
+    load_duration_ns: Annotated[
+        int | None, Meta(description="Null where the API reports no load time (OpenAI).")
+    ]
     wall_ns: int
-    warmup_wall_ns: int
+    warmup_wall_ns: NonNegative
 
 
-@dataclass(frozen=True)
-class Isolation:
+class Isolation(_Part):
     """Step 2 of the protocol: models loaded on each server before and after the forced unload.
 
-    ``verified``: every server that has an unload had no model loaded after it.
-    ``unavailable``: the servers whose API has no unload and no list of loaded models (the
-    OpenAI API), so neither the forced unload nor its check could be done there.
-    """
+    verified: every server that has an unload had no model loaded after it."""
 
     loaded_before: dict[str, list[str]]
     loaded_after: dict[str, list[str]]
     verified: bool
-    unavailable: list[str] = field(default_factory=list)
+    unavailable: Annotated[
+        list[str],
+        Meta(
+            description="Servers whose API has no unload and no list of loaded models (OpenAI): "
+            "neither the forced unload nor its check was done there."
+        ),
+    ] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ServerInfo:
-    """A server of the run; ``api``: the API the agents were measured through."""
+class ServerInfo(_Part):
+    """A server of the run; api: the API the agents were measured through."""
 
     name: str
     url: str
     backend: str
-    version: str | None = None
-    model_digest: str | None = None
-    model_size: int | None = None
-    api: str = "ollama"
-    #: llama.cpp threads the pool started it with (embedded); None: the server decides
-    threads: int | None = None
-    #: concurrency settings (OLLAMA_NUM_PARALLEL, ...) and whether mabench ``set`` them
-    #: (ollama) or the config ``declared`` them (external: not observed); schema 2
-    settings: dict[str, str] = field(default_factory=dict)
-    settings_source: str | None = None
+    version: str | None
+    model_digest: str | None
+    model_size: int | None
+    api: Annotated[
+        Literal["ollama", "openai"],
+        Meta(description="The API the agents were measured through (absent: ollama)."),
+    ] = "ollama"
+    threads: Annotated[
+        Positive | None,
+        Meta(
+            description="llama.cpp threads the pool started the server with (embedded "
+            f"backend); null when the server decides. {_V1_ABSENT}"
+        ),
+    ] = None
+    settings: Annotated[
+        dict[str, str],
+        Meta(
+            description="Concurrency settings of the server (OLLAMA_NUM_PARALLEL, "
+            f"OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, ...). {_V1_ABSENT}"
+        ),
+    ] = field(default_factory=dict)
+    settings_source: Annotated[
+        Literal["set", "declared"] | None,
+        Meta(
+            description="set: the pool started the server with these settings (ollama); "
+            "declared: the config says so and nothing observed them (external); null: none."
+        ),
+    ] = None
 
 
-@dataclass(frozen=True)
-class AgentInfo:
+class AgentInfo(_Part):
+    """An agent of the run: its workload, server, model and options."""
+
     name: str
     workload: str
     server: str
@@ -199,8 +247,9 @@ class AgentInfo:
     options: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Topology:
+class Topology(_Part):
+    """The servers of the run and the agents on them."""
+
     servers: list[ServerInfo]
     agents: list[AgentInfo]
 
@@ -215,29 +264,43 @@ class Topology:
         return "mixed"
 
 
-@dataclass(frozen=True)
-class Protocol:
-    coordinator: str
-    phase_order: list[str]
+class Protocol(_Part):
+    """How the run was measured: coordinator, order of the measured phases, forced unload."""
+
+    coordinator: Literal["asyncio", "threads"]
+    phase_order: Annotated[list[Phase], Meta(min_length=1, extra_json_schema={"uniqueItems": True})]
     forced_unload: bool
     request_timeout_s: float
     seed: int | None
 
+    def __post_init__(self) -> None:
+        if len(set(self.phase_order)) != len(self.phase_order):
+            raise ValueError(f"phase_order {self.phase_order} names a phase twice")
 
-@dataclass(frozen=True)
-class SlurmJob:
+
+class SlurmJob(_Part):
     """The Slurm allocation a run was measured in (from the job step's environment)."""
 
-    job_id: str  # SLURM_JOB_ID
-    cluster: str | None  # SLURM_CLUSTER_NAME
-    node: str  # SLURMD_NODENAME
-    partition: str | None  # SLURM_JOB_PARTITION
-    cpus: int | None  # SLURM_CPUS_ON_NODE: CPUs allocated to this job step on the node
-    gpus: list[str]  # SLURM_STEP_GPUS (else SLURM_JOB_GPUS): IDs of the GPUs allocated
+    job_id: Annotated[str, Meta(description="SLURM_JOB_ID")]
+    cluster: Annotated[str | None, Meta(description="SLURM_CLUSTER_NAME")]
+    node: Annotated[str, Meta(description="SLURMD_NODENAME: the node that measured")]
+    partition: Annotated[str | None, Meta(description="SLURM_JOB_PARTITION")]
+    cpus: Annotated[
+        int | None,
+        Meta(description="SLURM_CPUS_ON_NODE: CPUs allocated to the job step on the node"),
+    ]
+    gpus: Annotated[
+        list[str],
+        Meta(
+            description="IDs of the GPUs allocated (SLURM_STEP_GPUS, else SLURM_JOB_GPUS); "
+            "empty if none"
+        ),
+    ]
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(_Part):
+    """The machine and software a run was measured on."""
+
     python: str
     packages: dict[str, str]
     platform: str
@@ -248,15 +311,24 @@ class Environment:
     git_commit: str | None
     config_hash: str
     mabench_version: str
-    #: the Slurm job the run was measured in; None outside Slurm and in records written before
-    slurm: SlurmJob | None = None
-    #: CPUs the harness process may use (affinity, cgroup quota); None in schema version 1
-    cpus_available: int | None = None
+    slurm: Annotated[
+        SlurmJob | None,
+        Meta(
+            description="The Slurm job the run was measured in; null outside Slurm. Absent in "
+            "records written before it."
+        ),
+    ] = None
+    cpus_available: Annotated[
+        Positive | None,
+        Meta(
+            description="CPUs the harness process may use: its affinity mask capped by a cgroup "
+            f"v2 CPU quota. {_V1_ABSENT}"
+        ),
+    ] = None
 
 
-@dataclass(frozen=True)
-class AgentMetrics:
-    """Per-agent results of one run. ``None`` where a phase was not measured."""
+class AgentMetrics(_Part):
+    """Per-agent results of one run; null where a phase was not measured."""
 
     agent: str
     server: str
@@ -269,19 +341,37 @@ class AgentMetrics:
     concurrent_client_tps: float | None
     solo_ttft_ms: float | None
     concurrent_ttft_ms: float | None
-    #: calls that paid a model load (server load_duration > 0) in each phase, and the sum of
-    #: their load_duration (s); None in records of schema version 1
-    solo_reloads: int | None = None
-    concurrent_reloads: int | None = None
-    solo_reload_s: float | None = None
-    concurrent_reload_s: float | None = None
+    solo_reloads: Annotated[
+        NonNegative | None,
+        Meta(
+            description="Solo-phase calls that paid a model load (server load_duration > 0). "
+            f"{_V1_ABSENT}"
+        ),
+    ] = None
+    concurrent_reloads: Annotated[
+        NonNegative | None,
+        Meta(description=f"Concurrent-phase calls that paid a model load. {_V1_ABSENT}"),
+    ] = None
+    solo_reload_s: Annotated[
+        NonNegativeSeconds | None,
+        Meta(
+            description="Sum of the load_duration of the agent's solo-phase calls (s). "
+            f"{_V1_ABSENT}"
+        ),
+    ] = None
+    concurrent_reload_s: Annotated[
+        NonNegativeSeconds | None,
+        Meta(
+            description="Sum of the load_duration of the agent's concurrent-phase calls (s). "
+            f"{_V1_ABSENT}"
+        ),
+    ] = None
 
 
-@dataclass(frozen=True)
-class RunMetrics:
-    """The metrics of one run; definitions in :mod:`mabench.measure.metrics` and the README."""
+class RunMetrics(_Part):
+    """The metrics of one run; definitions in mabench.measure.metrics and the README."""
 
-    n_agents: int
+    n_agents: Positive
     concurrent_wall_s: float
     concurrent_sum_s: float
     solo_sum_s: float | None
@@ -296,53 +386,76 @@ class RunMetrics:
     contention_ttft: bool | None
     contention_throughput: bool | None
     agents: list[AgentMetrics]
-    #: reloads inside the measured phases (see :mod:`mabench.measure.metrics`); None in
-    #: records of schema version 1
-    solo_reloads: int | None = None
-    concurrent_reloads: int | None = None
-    solo_reload_s: float | None = None
-    concurrent_reload_s: float | None = None
-    true_speedup_excl_load: float | None = None
-    true_efficiency_excl_load: float | None = None
+    solo_reloads: Annotated[
+        NonNegative | None,
+        Meta(description=f"Solo-phase calls that paid a model load, all agents. {_V1_ABSENT}"),
+    ] = None
+    concurrent_reloads: Annotated[
+        NonNegative | None,
+        Meta(
+            description=f"Concurrent-phase calls that paid a model load, all agents. {_V1_ABSENT}"
+        ),
+    ] = None
+    solo_reload_s: Annotated[
+        NonNegativeSeconds | None,
+        Meta(description=f"Sum of the load_duration of the solo-phase calls (s). {_V1_ABSENT}"),
+    ] = None
+    concurrent_reload_s: Annotated[
+        NonNegativeSeconds | None,
+        Meta(
+            description="Time of the concurrent phase during which some call was loading a "
+            f"model: the union of the load intervals (s). {_V1_ABSENT}"
+        ),
+    ] = None
+    true_speedup_excl_load: Annotated[
+        float | None,
+        Meta(
+            description="(solo_sum_s - solo_reload_s) / (concurrent_wall_s - "
+            f"concurrent_reload_s). {_V1_ABSENT}"
+        ),
+    ] = None
+    true_efficiency_excl_load: Annotated[
+        float | None,
+        Meta(description=f"100 * true_speedup_excl_load / n_agents (%). {_V1_ABSENT}"),
+    ] = None
 
 
-@dataclass(frozen=True)
-class WorkComparison:
+_SHA_DOC = Meta(description="sha256 (hex) of the response text")
+
+
+class WorkComparison(_Part):
     """One call of one agent in both measured phases: did the two do the same work?"""
 
     agent: str
-    call_index: int
-    solo_eval_count: int | None
-    concurrent_eval_count: int | None
+    call_index: NonNegative
+    solo_eval_count: NonNegative | None
+    concurrent_eval_count: NonNegative | None
     solo_done_reason: str | None
     concurrent_done_reason: str | None
-    solo_text_sha256: str
-    concurrent_text_sha256: str
+    solo_text_sha256: Annotated[str, _SHA_DOC]
+    concurrent_text_sha256: Annotated[str, _SHA_DOC]
     matched: bool
 
 
-@dataclass(frozen=True)
-class WorkCheck:
+class WorkCheck(_Part):
     """Same work in both phases: per (agent, call), eval_count, done_reason and the hash of
-    the response text compared. Later calls include earlier answers, so ``first_divergence``
+    the response text compared. Later calls include earlier answers, so first_divergence
     (agent -> first call index whose phases differ) says where each agent's work parted."""
 
     matched: bool
     calls: list[WorkComparison]
-    first_divergence: dict[str, int]
+    first_divergence: dict[str, NonNegative]
 
 
-@dataclass(frozen=True)
-class PsModel:
-    """One model a server lists in ``/api/ps``: its name and, where the server says, the
-    context it was loaded with (a runner option)."""
+class PsModel(_Part):
+    """One model a server lists in /api/ps: its name and, where the server says, the context
+    it was loaded with (a runner option; null where the server does not say)."""
 
     name: str
-    context_length: int | None = None
+    context_length: NonNegative | None
 
 
-@dataclass(frozen=True)
-class IsolationAfter:
+class IsolationAfter(_Part):
     """What the servers had loaded after the measured phases, against what the agents' loads
     left (step 3): a model or runner configuration that no agent loaded means another client
     or a leftover shared the servers while they were measured."""
@@ -353,25 +466,34 @@ class IsolationAfter:
     verified: bool
 
 
-@dataclass(frozen=True)
-class Validity:
+class Validity(_Part):
     """Evidence that a run measured what it claims, checked after its measured phases.
 
-    ``flags`` names each check that failed (``work_mismatch``, ...); a flagged run is
-    recorded (``on_work_mismatch: flag``) and the report counts and lists it."""
+    flags names each check that failed (work_mismatch, ...); a flagged run is recorded
+    (on_work_mismatch: flag) and the report counts and lists it."""
 
     work: WorkCheck
-    flags: list[str] = field(default_factory=list)
-    isolation_after: IsolationAfter | None = None
+    flags: list[str]
+    isolation_after: Annotated[
+        IsolationAfter | None,
+        Meta(
+            description="Models loaded after the measured phases against what the agents' "
+            "loads left. Null when not checked."
+        ),
+    ]
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(_Part):
+    """One run of one config of a study: every call with client and server timings, the
+    protocol, topology, isolation evidence, environment and derived metrics. Durations ending
+    in _ns are nanoseconds; client times are perf_counter_ns offsets from the run's clock
+    origin."""
+
     study: str
     config_id: str
     scenario: str
-    run_index: int
-    attempt: int
+    run_index: Positive
+    attempt: Positive
     started_at: str
     finished_at: str
     protocol: Protocol
@@ -383,82 +505,119 @@ class RunRecord:
     calls: list[CallRecord]
     environment: Environment
     metrics: RunMetrics
-    schema_version: int = SCHEMA_VERSION
-    kind: str = RECORD_KIND
-    #: checks of the measurement (same work in both phases, ...); None in schema version 1
-    validity: Validity | None = None
+    schema_version: SchemaVersion
+    kind: RecordKind
+    validity: Annotated[
+        Validity | None,
+        Meta(
+            description="Checks of the measurement after its phases: same work in both "
+            "phases, what was loaded afterwards, and the flags of the checks that failed. "
+            "Absent or null in schema version 1."
+        ),
+    ] = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as plain JSON values (dicts, lists, strings, numbers), every field."""
+        return msgspec.to_builtins(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        validate_record(data)
-        return _build(cls, data)
+        """The record in ``data`` (parsed JSON); :class:`RecordError` if it is none."""
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise RecordError(_invalid(exc, data)) from None
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON schema, reading and atomic writing
+# Validation messages, the generated JSON schema, reading and atomic writing
 # ---------------------------------------------------------------------------------------------
 
 
 class RecordError(ValueError):
-    """A run record that does not match the schema (the message names the path in the JSON)."""
+    """A run record that does not match its Structs (the message names the path in the JSON
+    and what is wrong there)."""
+
+
+#: msgspec's ``... - at `$.calls[3].t_sent_ns``` and the steps of such a path
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<where>\$[^`]*)`)?$", re.DOTALL)
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _invalid(exc: msgspec.ValidationError, data: Any) -> str:
+    """``run record invalid at <path>: <what is wrong>``; where msgspec says what it expected
+    but not what it found, the value found there (``data``: the parsed record)."""
+    m = _AT.match(str(exc))
+    assert m is not None  # the pattern matches any text
+    where, what = m.group("where") or "$", m.group("what")
+    found = _value_at(data, where)
+    if what.startswith("Expected") and "got" not in what and _is_scalar(found):
+        what = f"{what}, got {json.dumps(found)}"
+    return f"run record invalid at {where}: {what}"
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+_MISSING = object()
+
+
+def _value_at(data: Any, where: str) -> Any:
+    """The value at a msgspec path (``$.calls[3].t_sent_ns``) of ``data``; a sentinel that is
+    no JSON value where the path does not lead to one (a dict key is written ``[...]``)."""
+    rest = where[1:]
+    value = data
+    while rest:
+        step = _STEP.match(rest)
+        if step is None:
+            return _MISSING
+        key = step.group(1) if step.group(1) is not None else int(step.group(2))
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+        rest = rest[step.end() :]
+    return value
 
 
 @cache
-def record_schema() -> dict[str, Any]:
-    text = resources.files("mabench").joinpath("schemas/run_record.schema.json").read_text()
-    return json.loads(text)
+def _decoder() -> msgspec.json.Decoder[RunRecord]:
+    return msgspec.json.Decoder(RunRecord)
 
 
-@cache
-def _fast_check() -> Callable[[Any], bool]:
-    """The record schema compiled once per process into a conservative acceptance check
-    (:mod:`mabench.measure.schema_check`): ~40 µs per record instead of ~6 ms with ``jsonschema``."""
-    return compile_check(record_schema())
-
-
-@cache
-def _reference_validator() -> Any:
-    # Lazy: a valid record never needs jsonschema (~55 ms to import), and a run job, which
-    # writes one valid record, should not pay for it.
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(record_schema())
+def parse_record(raw: bytes) -> RunRecord:
+    """The run record in ``raw`` (a JSON document), validated while it is decoded;
+    :class:`RecordError` saying where and what is wrong when it is no valid run record."""
+    try:
+        return _decoder().decode(raw)
+    except msgspec.ValidationError as exc:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = _MISSING
+        raise RecordError(_invalid(exc, data)) from None
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"not valid JSON: {exc}") from None
 
 
 def validate_record(data: dict[str, Any]) -> None:
-    """Raise :class:`RecordError` naming the first invalid path when ``data`` is no run record.
-
-    A valid record costs one call of the compiled check. Whenever that does not accept the
-    record, the reference validator (``jsonschema``, Draft 2020-12) decides, and its first
-    error by path gives the message, so verdict and message are the reference validator's
-    however the record was checked.
-    """
-    if _fast_check()(data):
-        return
-    errors = sorted(_reference_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-        raise RecordError(f"run record invalid at {where}: {err.message}")
+    """Raise :class:`RecordError` naming the first invalid path when ``data`` is no run record."""
+    RunRecord.from_json(data)
 
 
 def prepare_reading() -> None:
-    """Compile the record check, the reference validator and the dataclass builders now
-    (they are made on first use otherwise): worker processes forked afterwards inherit them
-    instead of each making its own."""
-    _fast_check()
-    _reference_validator()
-    _builder(RunRecord)
+    """Build the record decoder now (it is made on first use otherwise): worker processes
+    forked afterwards inherit it instead of each building its own."""
+    _decoder()
 
 
 def read_record(path: str | os.PathLike[str]) -> RunRecord:
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+    """The run record in ``path``; :class:`RecordError` naming the file, the path in the JSON
+    and what is wrong there when it holds none."""
+    raw = Path(path).read_bytes()
     try:
-        return RunRecord.from_json(data)
+        return parse_record(raw)
     except RecordError as exc:
         raise RecordError(f"{path}: {exc}") from None
 
@@ -481,89 +640,30 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def write_record(path: str | os.PathLike[str], record: RunRecord) -> None:
+    """Write ``record`` atomically, after checking that it reads back (a Struct built in code
+    is not validated: its JSON is)."""
     data = record.to_json()
     validate_record(data)
     write_json_atomic(path, data)
 
 
-def _build(tp: Any, value: Any) -> Any:
-    """Rebuild nested dataclasses from plain JSON (the inverse of ``asdict``)."""
-    return _builder(tp)(value)
-
-
-def _keep(value: Any) -> Any:
-    return value
-
-
 @cache
-def _builder(tp: Any) -> Callable[[Any], Any]:
-    """The function that rebuilds a ``tp`` from its JSON, derived from the type hints once per
-    type (``typing.get_type_hints`` per record cost ~4 ms). JSON values that need no rebuilding
-    (numbers, strings, lists and dicts of them) are kept as they are."""
-    origin = get_origin(tp)
-    if origin is list:
-        item = _builder(get_args(tp)[0])
-        if item is _keep:
-            return _keep
-        return lambda v: None if v is None else [item(x) for x in v]
-    if origin is dict:
-        item = _builder(get_args(tp)[1])
-        if item is _keep:
-            return _keep
-        return lambda v: None if v is None else {k: item(x) for k, x in v.items()}
-    args = [a for a in get_args(tp) if a is not type(None)]
-    if args and origin is not None and len(args) == 1:  # Optional[X]
-        return _builder(args[0])
-    if is_dataclass(tp):
-        return _dataclass_builder(tp)
-    return _keep
-
-
-def _dataclass_builder(tp: type) -> Callable[[Any], Any]:
-    """Rebuild a ``tp`` from a JSON object.
-
-    A JSON object holding exactly ``tp``'s fields (every schema-valid record's) becomes an
-    instance the way ``pickle`` restores one: a new object whose ``__dict__`` receives the
-    fields, with no call of the frozen ``__init__`` (whose ``object.__setattr__`` per field
-    was ~75 % of the time to rebuild a record). The instance is the one ``__init__`` would
-    make: same attributes, values, equality and hash. Any other object (missing fields that
-    have defaults, keys that are no field), and a dataclass whose ``__init__`` does more than
-    set its fields, goes through ``__init__``.
-    """
-    hints = get_type_hints(tp)
-    names = frozenset(f.name for f in fields(tp))
-    nested = [(f.name, b) for f in fields(tp) if (b := _builder(hints[f.name])) is not _keep]
-    plain_init = (
-        not hasattr(tp, "__post_init__")
-        and "__slots__" not in vars(tp)
-        and all(f.init for f in fields(tp))
-    )
-    new = object.__new__
-
-    def build(value: Any) -> Any:
-        if value is None:
-            return None
-        if plain_init and value.keys() == names:
-            obj = new(tp)
-            attrs = obj.__dict__
-            attrs.update(value)
-            for name, b in nested:
-                attrs[name] = b(attrs[name])
-            return obj
-        # keys that are no field (not in a schema-valid record) are left out
-        kwargs = {k: v for k, v in value.items() if k in names}
-        for name, b in nested:
-            if name in kwargs:
-                kwargs[name] = b(kwargs[name])
-        return tp(**kwargs)
-
-    return build
+def record_schema() -> dict[str, Any]:
+    """The run record's JSON schema (Draft 2020-12), generated from the Structs."""
+    generated = msgspec.json.schema(RunRecord)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": SCHEMA_TITLE,
+        **generated,
+    }
 
 
 __all__ = [
     "CONCURRENT",
     "PHASES",
     "READABLE_VERSIONS",
+    "RECORD_KIND",
     "SCHEMA_VERSION",
     "SOLO",
     "AgentInfo",
@@ -587,8 +687,10 @@ __all__ = [
     "Validity",
     "WorkCheck",
     "WorkComparison",
+    "parse_record",
     "prepare_reading",
     "read_record",
+    "record_schema",
     "validate_record",
     "write_json_atomic",
     "write_record",

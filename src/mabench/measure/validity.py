@@ -156,7 +156,9 @@ def check_validity(
                 f"the solo and the concurrent phase did different work: {where}; the study "
                 "sets on_work_mismatch: fail (flag records such a run and marks it instead)"
             )
-            info = ErrorInfo(kind=WORK_MISMATCH, message=message, phase="validity")
+            info = ErrorInfo(
+                kind=WORK_MISMATCH, message=message, url=None, phase="validity", status=None
+            )
             raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
         log.warning("the two phases did different work: %s (run flagged)", where)
         flags.append(WORK_MISMATCH)
