@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from mabench.config import ServerSpec, Study, study_from_dict
 from mabench.jobs.launch import stop_host
@@ -136,7 +137,7 @@ def start_servers_step(study: Study, config_id: str, out: str | Path, paths: Stu
         infos = check_servers(clients, urls, needs, study.backend_kind, apis, threads)
     servers = [
         {
-            **vars(info),
+            **msgspec.to_builtins(info),
             "models": sorted(needs[info.name]),
             "started": info.name in pool.started,
         }

@@ -13,6 +13,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from mabench.config import Study
 from mabench.measure.errors import MabenchError, RunFailed, ServerCallError
 from mabench.measure.protocol import execute_run
@@ -27,9 +29,9 @@ def failure_report(
 ) -> dict[str, object]:
     info = None
     if isinstance(exc, RunFailed):
-        info = vars(exc.info)
+        info = msgspec.to_builtins(exc.info)
     elif isinstance(exc, ServerCallError):
-        info = vars(exc.info())
+        info = msgspec.to_builtins(exc.info())
     return {
         "kind": "mabench.failure",
         "study": study.name,
