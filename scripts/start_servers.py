@@ -1,6 +1,7 @@
 """Rule `start_servers`: start (or reuse) the study's servers and describe a config's servers."""
 
-from mabench.jobs.client import run_job
-from mabench.jobs.request import JobRequest
+from mabench.steps import rules
 
-run_job(JobRequest.of_rule("start_servers", snakemake))  # noqa: F821 (injected by Snakemake)
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with rules.script_logging(sm.log[0]):
+    rules.start_servers_step(sm.config, sm.wildcards.config, sm.output[0])

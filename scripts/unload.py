@@ -1,6 +1,7 @@
 """Rule `unload`: forced unload of every model on every server before a config's runs."""
 
-from mabench.jobs.client import run_job
-from mabench.jobs.request import JobRequest
+from mabench.steps import rules
 
-run_job(JobRequest.of_rule("unload", snakemake))  # noqa: F821 (injected by Snakemake)
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with rules.script_logging(sm.log[0]):
+    rules.unload_step(sm.config, sm.wildcards.config, sm.output[0], sm.input.servers)

@@ -37,7 +37,7 @@ STUDY = load_study(STUDY_FILE)
 PARTITION = ACCOUNT = "mabench"  # tests/cluster/slurm.sh
 # Two invocations of the smoke study through Slurm: about 4 minutes each here, polls included.
 pytestmark = pytest.mark.timeout(2400)
-SERVER_MODULES = ("mabench.servers.embedded", "mabench.servers.supervise", "mabench.jobs.host")
+SERVER_MODULES = ("mabench.servers.embedded", "mabench.servers.supervise")
 #: Slurm sends SIGTERM at scancel and SIGKILL KillWait (30 s, the default) later; the owner's
 #: death stops a server within the watchdog's poll (0.2 s) and grace (5 s). Generous for a
 #: loaded 2-core machine: a server seen this long after its job ended outlived it.
@@ -213,18 +213,6 @@ def test_every_run_record_came_from_a_slurm_job(study):
         assert slurm.cpus is not None and slurm.cpus >= 1
     runs = json.loads((study["results"] / "stats" / "summary.json").read_text())
     assert runs["meta"]["study"] == STUDY.name
-
-
-def test_the_runs_were_measured_by_the_job_host_of_their_slurm_job(study):
-    """In each Slurm job, the config's server start-up starts the job's own job host, which
-    runs the unload and the runs (the host, like the servers, dies with the job: above)."""
-    (log,) = (study["results"] / "logs" / "servers").glob("*/jobs.log")
-    text = log.read_text()
-    for path in sorted(study["results"].glob("runs/*/*.json")):
-        config, run = path.parent.name, path.stem.removeprefix("run_")
-        assert re.search(rf"run job \d+: {STUDY.name} {config} {run}$", text, re.M), path
-    for config in STUDY.config_ids:
-        assert re.search(rf"unload job \d+: {STUDY.name} {config}$", text, re.M), config
 
 
 def test_no_server_outlived_its_job(study):

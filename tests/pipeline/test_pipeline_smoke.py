@@ -104,21 +104,6 @@ def test_no_two_benchmark_jobs_overlapped(smoke_dir):
         assert end <= start, f"{a} overlapped {b}"
 
 
-def test_measurement_jobs_ran_in_the_job_host(smoke_dir):
-    """The first job (the first config's server start-up) runs in its own process and starts
-    the job host; every later start_servers, unload and run job is a child of the host, which
-    is stopped with the servers."""
-    workdir, _ = smoke_dir
-    (log,) = (workdir / "results" / "smoke" / "logs" / "servers").glob("*/jobs.log")
-    lines = log.read_text().splitlines()
-    jobs = [line.split("]: ", 1)[1].split(" job ")[0] for line in lines if " job " in line]
-    n = len(STUDY.configs)
-    assert sorted(jobs) == sorted(
-        ["start_servers"] * (n - 1) + ["unload"] * n + ["run"] * (n * STUDY.runs)
-    )
-    assert lines[-1].endswith("asked to stop")
-
-
 def _server_ports(workdir: Path) -> list[int]:
     ports = []
     for log in (workdir / "results" / "smoke" / "logs" / "servers").glob("*/*.log"):

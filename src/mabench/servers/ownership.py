@@ -1,9 +1,11 @@
-"""Which process owns the servers (and the job host) of this invocation on this host.
+"""Which process owns the servers of this invocation on this host.
 
 The Snakefile claims ownership for the Snakemake process (``MABENCH_OWNER_PID``, inherited by
 every job); a claim means that process only on the host and Slurm job it was made in
-(``MABENCH_OWNER_SCOPE``). Kept apart from the pool and light to import: a rule script finds
-its job host through it (:mod:`mabench.jobs.client`).
+(``MABENCH_OWNER_SCOPE``). A claim is these two variables of this process's environment and
+nothing else: it starts nothing and writes nothing, so a Snakefile that only plans (``-n``,
+``--dag``, ``--lint``) may make it. Kept apart from the pool: the progress line
+(:mod:`mabench.steps.progress`) reads the claim without the pool's imports.
 """
 
 from __future__ import annotations

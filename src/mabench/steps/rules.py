@@ -21,7 +21,6 @@ import httpx
 import msgspec
 
 from mabench.config import ServerSpec, Study, study_from_dict
-from mabench.jobs.launch import stop_host
 from mabench.measure.apis import open_management_clients
 from mabench.measure.client import Timeouts
 from mabench.measure.isolation import force_unload
@@ -117,12 +116,14 @@ def pool_for(study: Study, paths: StudyPaths) -> ServerPool:
     return ServerPool(study, state_dir=paths.servers, log_dir=paths.logs / "servers" / host)
 
 
-def start_servers_step(study: Study, config_id: str, out: str | Path, paths: StudyPaths) -> None:
+def start_servers_step(job_config: Mapping[str, Any], config_id: str, out: str | Path) -> None:
     """Server start-up before a config's measurement: start the study's servers on this host,
     or reuse the ones this invocation already runs, and check that every server the config
     uses answers and has its models. ``out`` describes them: names, URLs, versions, model
-    digests, threads, host, and which were started now."""
-    pool = pool_for(study, paths)
+    digests, threads, host, and which were started now. ``job_config``: the job's
+    ``snakemake.config``."""
+    study = load(job_config)
+    pool = pool_for(study, StudyPaths.of(study.name))
     config = study.config(config_id)
     needs = models_by_server(config)
     checked_at = datetime.now(UTC).isoformat()
@@ -168,13 +169,15 @@ def start_servers_step(study: Study, config_id: str, out: str | Path, paths: Stu
 
 
 def unload_step(
-    study: Study, config_id: str, out: str | Path, paths: StudyPaths, servers_up: str | Path
+    job_config: Mapping[str, Any], config_id: str, out: str | Path, servers_up: str | Path
 ) -> None:
     """The forced unload before a config's runs: every model on every server, verified
     (servers whose API has no unload are listed as ``unavailable``).
 
-    The record keeps what server start-up found (``servers_up``, a temporary file)."""
-    pool = pool_for(study, paths)
+    The record keeps what server start-up found (``servers_up``, a temporary file).
+    ``job_config``: the job's ``snakemake.config``."""
+    study = load(job_config)
+    pool = pool_for(study, StudyPaths.of(study.name))
     timeouts = Timeouts(**study.timeouts)
     started_at = datetime.now(UTC).isoformat()
     with pool.exclusive(), ExitStack() as stack:
@@ -214,9 +217,12 @@ def _specs(study: Study) -> dict[str, ServerSpec]:
 
 
 def run_step(
-    study: Study, config_id: str, run_index: int, out: str | Path, paths: StudyPaths, attempt: int
+    job_config: Mapping[str, Any], config_id: str, run_index: int, out: str | Path, attempt: int
 ) -> None:
-    """Measure one run into its record; then one progress line with the time left."""
+    """Measure one run into its record; then one progress line with the time left.
+    ``job_config``: the job's ``snakemake.config``; ``attempt``: Snakemake's, from 1."""
+    study = load(job_config)
+    paths = StudyPaths.of(study.name)
     record = measure(
         study,
         config_id,
@@ -326,8 +332,5 @@ def pull_step(study: Study, out: str | Path, paths: StudyPaths) -> None:
 
 
 def release_servers(study: Study, paths: StudyPaths) -> int:
-    """Stop the study's servers and the job host if this invocation owns them (Snakefile
-    onsuccess/onerror)."""
-    pool = pool_for(study, paths)
-    stop_host(pool.owner.pid)
-    return pool.release()
+    """Stop the study's servers if this invocation owns them (Snakefile onsuccess/onerror)."""
+    return pool_for(study, paths).release()
