@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from mabench.config import ConfigError, absolutize, study_from_dict
 from mabench.steps.rules import StudyPaths, pool_for, release_servers, report_settings
@@ -18,15 +17,15 @@ config.update(
     absolutize(config, Path(_given[-1]).parent if _given else workflow.basedir)
 )
 
-# Cross-reference checks first: their messages name the key (configs[3].options.insight.num_ctx).
+# The one check of the config: its schema (config.schema.yaml), then the cross-references.
+# Every message names the key (configs[3].options.insight.num_ctx). Jobs build the same study
+# from the same config without checking the schema again (mabench.steps.rules.load).
 try:
     STUDY = study_from_dict(config, source="study config")
 except ConfigError as exc:
     raise WorkflowError(
         f"{exc}\nNothing was run; fix the config and try again."
     ) from None
-
-validate(config, "../schemas/config.schema.yaml")
 
 PATHS = StudyPaths.of(STUDY.name)  # results/<study>/...
 REPORT_SETTINGS = report_settings(STUDY)
@@ -39,11 +38,16 @@ REPORT_TEMPLATES = [os.path.relpath(p) for p in template_files(TEMPLATE_DIR)]
 RUN_IDS = [str(i) for i in range(1, STUDY.runs + 1)]
 
 # Servers started by jobs of this invocation live exactly as long as this process (in a
-# cluster job: as long as the job's first Snakemake, see claim_ownership).
+# cluster job: as long as the job's first Snakemake, see claim_ownership). Claimed here, at
+# parse time, and not in onstart: Snakemake runs a job's own Snakemake (the one that must own
+# its node's servers in a cluster job) with --no-hooks, so no handler ever runs there. The
+# claim sets two variables of this process's environment, which only the jobs it starts
+# inherit: it starts nothing and writes nothing (snakemake -n, --dag, --lint stay inert).
 claim_ownership(invocation=workflow.is_main_process)
 
 # A study that still has runs to measure must be able to start its servers: say so now,
-# before any job runs, rather than in the middle of the study.
+# before any job runs, rather than in the middle of the study. Read-only: it reads the pool's
+# state and binds nothing it keeps (mabench.servers.pool.ServerPool.preflight).
 if not STUDY.imported and not all(
     PATHS.record(c, r).exists() for c in STUDY.config_ids for r in RUN_IDS
 ):

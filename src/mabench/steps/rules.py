@@ -104,9 +104,10 @@ def script_logging(
 
 
 def load(config: Mapping[str, Any]) -> Study:
-    """The typed study of a job's ``snakemake.config`` (its paths are already absolute; the
-    Snakefile checked it against the schema when the workflow was parsed, so that check is
-    not repeated in every job)."""
+    """The typed study of a job's ``snakemake.config``. The Snakefile built the same study from
+    the same config when it parsed the workflow (``common.smk``: the one check against the
+    schema, whose errors name the key), so that check is not repeated in every job; the
+    defaults and the checks of the typed study are."""
     return study_from_dict(dict(config), source="config", schema_checked=True)
 
 
