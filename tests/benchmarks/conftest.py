@@ -9,6 +9,8 @@ busy. Nothing here imports ``benchmarks``.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,21 +20,42 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-#: a quick run is a smoke check: seconds to a couple of minutes (pipeline_overhead)
-RUN_TIMEOUT_S = 480
+#: a quick run is a smoke check: seconds to a few minutes (pipeline_overhead, on a busy machine);
+#: under pytest's own timeout, so that a run that hangs is stopped here, with what it started
+RUN_TIMEOUT_S = 540
 
 Result = dict[str, Any]
 
 
 def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m benchmarks ARGS`` from the repository's root (where ``benchmarks`` is)."""
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
+    """``python -m benchmarks ARGS`` from the repository's root (where ``benchmarks`` is), in a
+    session of its own: past :data:`RUN_TIMEOUT_S` the runner, the benchmark's process and
+    what it started (Snakemake, servers) are stopped together and the test fails."""
+    cmd = [sys.executable, "-m", "benchmarks", *args]
+    with subprocess.Popen(
+        cmd,
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            out, err = _stop_session(proc)
+            pytest.fail(f"{' '.join(cmd)} ran over {RUN_TIMEOUT_S} s; stopped:\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _stop_session(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM to ``proc``'s session (Snakemake stops its jobs and servers), SIGKILL after 60 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()
 
 
 def run_quick(name: str, out_dir: Path) -> Result:
