@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
+import msgspec
 
 from mabench.api.ollama import Metrics
 from mabench.config import AgentSpec, ConfigSpec, ServerSpec, Study
@@ -207,7 +208,7 @@ def server_metrics(m: Metrics | CompletionMetrics) -> ServerMetrics:
 
 def _failed(plan: AgentPlan, phase: str, index: int, exc: ServerCallError) -> RunFailed:
     info = exc.info()
-    info = type(info)(**{**vars(info), "phase": phase})
+    info = msgspec.structs.replace(info, phase=phase)
     return RunFailed(
         f"agent {plan.name!r} call {index} on server {plan.info.server!r} ({plan.url}) failed "
         f"in the {phase} phase: {exc.message}",

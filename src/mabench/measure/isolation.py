@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+import msgspec
+
 from mabench.measure.apis import SyncClient, can_unload
 from mabench.measure.client import OllamaClient
 from mabench.measure.errors import RunFailed, ServerCallError
@@ -53,7 +55,7 @@ def loaded_entries(clients: Mapping[str, SyncClient], step: str) -> dict[str, li
         info = exc.info()
         raise RunFailed(
             f"/api/ps failed on {exc.url}: {exc.message}",
-            type(info)(**{**vars(info), "phase": step}),
+            msgspec.structs.replace(info, phase=step),
         ) from exc
 
 
@@ -102,7 +104,7 @@ def _unload_and_verify(
         info = exc.info()
         raise RunFailed(
             f"forced unload failed on {exc.url}: {exc.message}",
-            type(info)(**{**vars(info), "phase": "unload"}),
+            msgspec.structs.replace(info, phase="unload"),
         ) from exc
     return Isolation(
         loaded_before=before,
