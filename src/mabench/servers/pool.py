@@ -29,9 +29,7 @@ import contextlib
 import fcntl
 import json
 import os
-import shlex
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -49,6 +47,7 @@ from mabench.measure.records import write_json_atomic
 from mabench.servers.embedded.registry import BUILTIN_ALIASES, BUILTIN_MODEL, normalize_name
 from mabench.servers.net import answers, free_port, is_loopback, port_in_use, status_of
 from mabench.servers.ownership import claimed_owner_pid
+from mabench.servers.process import ServerStartError, start_logged, wait_answering
 
 
 @dataclass(frozen=True)
@@ -445,7 +444,10 @@ class ServerPool:
         port = self._port_for(spec, host, taken)
         cmd, env = self.command(spec, host, port, threads)
         log_path = self.log_dir / f"{spec.name}.log"
-        proc = self._spawn_supervised(spec, cmd, env, log_path)
+        try:
+            proc = start_logged(self._supervised(cmd), log_path, env=env, new_session=True)
+        except ServerStartError as exc:
+            raise ServerSetupError(f"server {spec.name!r}: {exc}") from None
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         handle = ServerProc(
             spec.name,
@@ -456,7 +458,19 @@ class ServerPool:
             str(log_path),
             threads,
         )
-        self._wait_ready(handle, proc, cmd)
+        try:
+            wait_answering(
+                proc,
+                handle.url,
+                command=cmd,
+                log_path=log_path,
+                timeout_s=float(self.study.backend["startup_timeout_s"]),
+                interval_s=0.1,
+                name=f"server {spec.name!r}",
+            )
+        except ServerStartError as exc:
+            _stop_trees([handle])
+            raise ServerSetupError(str(exc)) from None
         return handle
 
     def _port_for(self, spec: ServerSpec, host: str, taken: set[int]) -> int:
@@ -472,12 +486,10 @@ class ServerPool:
             port = free_port(host)
         return port
 
-    def _spawn_supervised(
-        self, spec: ServerSpec, cmd: list[str], env: dict[str, str], log_path: Path
-    ) -> subprocess.Popen[bytes]:
-        """``cmd`` under :mod:`mabench.servers.supervise`, in its own session, logging to
-        ``log_path``: it dies with this pool's owner however the owner ends."""
-        supervisor = [
+    def _supervised(self, cmd: list[str]) -> list[str]:
+        """``cmd`` under :mod:`mabench.servers.supervise`: it dies with this pool's owner
+        however the owner ends."""
+        return [
             sys.executable,
             "-m",
             "mabench.servers.supervise",
@@ -488,43 +500,3 @@ class ServerPool:
             "--",
             *cmd,
         ]
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            log.write(
-                f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {shlex.join(cmd)}\n".encode()
-            )
-            log.flush()
-            try:
-                return subprocess.Popen(
-                    supervisor,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ServerSetupError(
-                    f"cannot start server {spec.name!r} ({cmd[0]}): {exc}"
-                ) from None
-
-    def _wait_ready(
-        self, handle: ServerProc, proc: subprocess.Popen[bytes], cmd: list[str]
-    ) -> None:
-        """Wait until the server answers; else stop it and raise with its log's last lines."""
-        deadline = time.monotonic() + float(self.study.backend["startup_timeout_s"])
-        while time.monotonic() < deadline and proc.poll() is None:
-            if answers(handle.url, timeout_s=1.0):
-                return
-            time.sleep(0.1)
-        _stop_trees([handle])
-        lines = Path(handle.log).read_text(errors="replace").splitlines(keepends=True)
-        why = (
-            f"exited with code {proc.returncode}"
-            if proc.poll() is not None
-            else "did not answer in time"
-        )
-        raise ServerSetupError(
-            f"server {handle.name!r} ({shlex.join(cmd)}) {why}; last lines of {handle.log}:\n"
-            + "".join(lines[-15:])
-        )
