@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from mabench.api.ollama import Message, Options, OptionsError
-from mabench.cli import doctor
 from mabench.servers.embedded import cli
 from mabench.servers.embedded.gguf import GGUFError, format_parameter_count, read_header
 from mabench.servers.embedded.launch import ServerProcess
@@ -103,25 +99,6 @@ def test_launcher_reports_a_server_that_dies(tmp_path: Path) -> None:
     with pytest.raises(ServerStartError, match="no models registered"), server:
         pass
     assert server.returncode == 2
-
-
-def test_doctor_reports_sigill(monkeypatch, capsys) -> None:
-    def fake_run(*args, **kwargs):
-        return subprocess.CompletedProcess(args, -signal.SIGILL, "", "")
-
-    monkeypatch.setattr(doctor.subprocess, "run", fake_run)
-    args = argparse.Namespace(model_path=None, tokens=4, num_thread=1, timeout=10)
-    assert doctor.main(args) == 1
-    err = capsys.readouterr().err
-    assert "SIGILL" in err and "-DGGML_NATIVE=OFF" in err
-
-
-@pytest.mark.timeout(180)
-def test_doctor_generates(capsys) -> None:
-    args = argparse.Namespace(model_path=None, tokens=4, num_thread=1, timeout=150)
-    assert doctor.main(args) == 0
-    out = capsys.readouterr().out
-    assert "tokens/s" in out and "llama-cpp-python: 0.3.36" in out
 
 
 def test_a_reload_is_timed_whole(model_path: Path) -> None:
