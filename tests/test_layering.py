@@ -32,11 +32,6 @@ NOT_PACKAGES = {
     "cluster": "the workflow on a real Slurm",
     "benchmarks": "the benchmarks, run as `python -m benchmarks`",
 }
-#: packages whose tests are still elsewhere (strict: the test fails once they have moved)
-TESTS_NOT_YET_MOVED = {
-    "cli": "the CLI's tests are in tests/pipeline/test_pipeline_check.py (`mabench check`) "
-    "and tests/servers/embedded/test_server_units.py (`mabench doctor`)",
-}
 
 
 def _configuration() -> dict:
@@ -170,15 +165,7 @@ def test_no_test_imports_the_benchmarks() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "package",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=TESTS_NOT_YET_MOVED[p]))
-        if p in TESTS_NOT_YET_MOVED
-        else p
-        for p in _packages()
-    ],
-)
+@pytest.mark.parametrize("package", _packages())
 def test_each_package_has_its_tests(package: str) -> None:
     tests = sorted((TESTS / package).glob("test_*.py"))
     assert tests, f"src/mabench/{package} has no tests in tests/{package}/test_*.py"
