@@ -62,9 +62,10 @@ lint: setup
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config.yaml
 
-# The table schemas in docs/outputs.md, regenerated from src/mabench/analysis/tables.py
+# The table schemas in docs/outputs.md and the run record's JSON schema, regenerated from the code
 docs: setup
 	$(BIN)/python -m mabench.analysis.schema_docs docs/outputs.md
+	$(BIN)/python -m mabench.measure.schema_file
 
 bench: setup
 	$(BIN)/python -m benchmarks

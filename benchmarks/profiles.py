@@ -44,10 +44,10 @@ def _tables_10k():
 
 def one(name: str) -> str:
     if name == "aggregate":
-        from benchmarks.synthetic_records import ensure_records
         from mabench.analysis.aggregate import aggregate
+        from mabench.datasets.synthetic import ensure_records
 
-        paths = ensure_records(1000)
+        paths = ensure_records(1000, WORK_DIR / "records")
         with tempfile.TemporaryDirectory() as d:
             return _profile(lambda: aggregate(paths, d))
     if name == "statistics":

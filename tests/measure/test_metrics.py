@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
+from msgspec.structs import replace
 
 from mabench.measure.metrics import client_decode_tps, compute_run_metrics
 from mabench.measure.records import AgentInfo, CallRecord, ServerMetrics, Span
