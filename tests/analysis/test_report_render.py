@@ -167,7 +167,7 @@ def test_full_report_leads_with_true_efficiency(full_study) -> None:
 
 def test_validity_section_shows_reloads_both_efficiencies_and_flagged_runs(full_study) -> None:
     text = _section(_text(full_study), "Measurement validity")
-    per_config, flagged = _tables(text)
+    per_config, flagged = _tables(text)[:2]
     rows = {r[0]: dict(zip(per_config[0], r, strict=True)) for r in per_config[2:]}
     shared = rows["test108s"]  # the synthetic shared server reloads 2x alone, 4x concurrently
     assert (shared["Solo reloads"], shared["Concurrent reloads"]) == ("2.00", "4.00")
@@ -178,6 +178,34 @@ def test_validity_section_shows_reloads_both_efficiencies_and_flagged_runs(full_
     assert f"mean true efficiency {md.fmt_pct(first['true_efficiency'].mean())} over" in text
     assert [r[:4] for r in flagged[2:]] == [["test004", "2", "`work_mismatch`", "`insight:1`"]]
     assert "1 of 30 runs generated a different eval_count" in text
+
+
+def test_validity_section_shows_order_balanced_estimates_and_drift(full_study) -> None:
+    text = _section(_text(full_study), "Measurement validity")
+    stats_dir = full_study / "stats"
+    balance = pd.read_parquet(stats_dir / "order_balance.parquet")
+    true = balance.query("level == 'config' and metric == 'true_efficiency'")
+    order_true = _tables(text)[2]
+    assert order_true[0][:6] == [
+        "Config",
+        "Solo first (%)",
+        "n",
+        "Concurrent first (%)",
+        "n",
+        "Order-balanced (%)",
+    ]
+    shown = {r[0]: r[5] for r in order_true[2:]}
+    assert shown == {r.group: md.fmt_num(r.balanced_mean, 2) for r in true.itertuples()}
+    overall = balance.query("level == 'overall' and metric == 'true_efficiency'").iloc[0]
+    assert f"study order effect {md.fmt_signed(overall.order_effect, 2)} pp" in text
+    drift = pd.read_parquet(stats_dir / "drift.parquet").set_index("metric")
+    drift_table = {r[0].replace("\\", ""): r for r in _tables(text)[4][2:]}
+    assert set(drift_table) == {"true_efficiency", "seed_efficiency"}
+    for metric, row in drift_table.items():
+        assert row[4] == md.fmt_signed(drift.loc[metric, "slope_pp_per_h"], 3)
+        assert row[8] == ("yes" if drift.loc[metric, "drift_flagged"] else "no")
+    flagged = drift[drift["drift_flagged"]].index
+    assert all(f"**Drift flagged ({report.LABELS[m]})**" in text for m in flagged)
 
 
 def test_model_text_is_escaped(full_study) -> None:

@@ -21,6 +21,8 @@ Owns, by concern:
 - ``advice``: recommendations, SLO checks, the cost model, limitations;
 - ``validity``: reloads inside the measured phases beside both true efficiencies, the runs
   the checks after the phases flagged, and true efficiency by phase order;
+- ``order``: the order-balanced estimate and the order effect per config and for the study,
+  and drift (efficiency against each run's start time), the config a fixed effect;
 - ``provenance``: settings, methodology fields, input hashes, the coverage table, the
   :class:`Statistics` container and the stats folder (writing, reading, the headline);
 - ``compute``: :func:`compute_statistics` and :func:`run`, which assemble the above.

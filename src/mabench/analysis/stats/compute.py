@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mabench import __version__
-from mabench.analysis.stats import advice, comparisons, latency, summaries, validity
+from mabench.analysis.stats import advice, comparisons, latency, order, summaries, validity
 from mabench.analysis.stats.advice import HOURS_PER_MONTH
 from mabench.analysis.stats.estimators import icc_oneway
 from mabench.analysis.stats.provenance import (
@@ -100,6 +100,8 @@ def compute_statistics(
         ),
         validity=validity.validity(runs),
         flagged_runs=validity.flagged_runs(runs),
+        order_balance=order.order_balance(runs),
+        drift=order.drift(runs),
         reference=dict(legacy.reference),
         tr110=dict(legacy.tr110),
     )

@@ -9,7 +9,8 @@
 - several groups (configs): the interval *conditional on the groups studied* (runs are
   independent replicates within a group: grand mean ± t(N - G) s_w / √N with s_w the pooled
   within-group standard deviation), and the interval that treats the groups as a sample
-  (the t-interval of the group means, G - 1 degrees of freedom);
+  (the t-interval of the group means, G - 1 degrees of freedom); a slope with a fixed
+  effect per group (:func:`within_slope`: order effects, drift over time);
 - differences: Welch's t-interval and test of a - b, the paired t-interval and test and the
   exact Wilcoxon signed-rank test of paired differences, Mann-Whitney U; Holm's correction;
   effect size Cliff's delta;
@@ -139,6 +140,50 @@ def icc_oneway(values: Sequence[float] | np.ndarray, groups: Sequence[Any] | np.
     k0 = (n - float(counts @ counts) / n) / (g - 1)
     denom = msb + (k0 - 1) * msw
     return None if denom == 0 else (msb - msw) / denom
+
+
+def within_slope(
+    values: Sequence[float] | np.ndarray,
+    x: Sequence[float] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    level: float = LEVEL,
+) -> dict[str, Any]:
+    """The slope of values on x with a fixed effect per group (the within estimator).
+
+    Values and x are centred on their group means, so only the variation inside each group
+    counts: slope = Σ x̃ỹ / Σ x̃², its standard error √(s² / Σ x̃²) with s² the residual
+    variance on N - G - 1 degrees of freedom, and its t-interval and two-sided test. The same
+    as OLS of y on x and one dummy per group. With x a 0/1 indicator and one group it is the
+    difference of the two subgroups' means on their pooled standard deviation. ``slope`` is
+    null when x does not vary inside any group; the interval when no degree of freedom is left
+    (N - G - 1 < 1). Inputs must be finite (see :func:`finite_values`).
+    """
+    y, xs = np.asarray(values, dtype=float), np.asarray(x, dtype=float)
+    codes, uniq = pd.factorize(pd.Series(groups), sort=False)
+    n, g = len(y), len(uniq)
+    out: dict[str, Any] = {"n": n, "n_groups": g, "slope": None, "low": None, "high": None}
+    out.update(se=None, df=None, t=None, p=None)
+    if n == 0:
+        return out
+    counts = np.bincount(codes, minlength=g)
+    xc = xs - (np.bincount(codes, weights=xs, minlength=g) / counts)[codes]
+    yc = y - (np.bincount(codes, weights=y, minlength=g) / counts)[codes]
+    sxx = float(xc @ xc)
+    if sxx <= 1e-12 * max(1.0, float(xs @ xs)):
+        return out
+    slope = float(xc @ yc) / sxx
+    out["slope"] = slope
+    df = n - g - 1
+    if df < 1:
+        return out
+    resid = yc - slope * xc
+    se = math.sqrt(float(resid @ resid) / df / sxx)
+    half = float(sps.t.ppf(0.5 + level / 2, df)) * se
+    out.update(low=slope - half, high=slope + half, se=se, df=df)
+    if se > 0:
+        out["t"] = slope / se
+        out["p"] = float(2 * sps.t.sf(abs(out["t"]), df))
+    return out
 
 
 def group_means_interval(

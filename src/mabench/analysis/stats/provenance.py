@@ -153,6 +153,8 @@ class Statistics:
     isolation_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)  # configs without unload
     validity: pd.DataFrame = field(default_factory=pd.DataFrame)  # reloads, work, phase order
     flagged_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # runs a check flagged
+    order_balance: pd.DataFrame = field(default_factory=pd.DataFrame)  # order-balanced, effect
+    drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # efficiency against start time
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 
