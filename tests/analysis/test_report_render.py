@@ -75,7 +75,7 @@ def test_tables_are_well_formed(study, request) -> None:
 def test_overall_table_equals_values_recomputed_from_parquet(study, request) -> None:
     d = request.getfixturevalue(study)
     runs = read_table(d / "tables" / "runs.parquet", "runs").to_pandas()
-    (table,) = _tables(_section(_text(d), "Overall results"))
+    table = _tables(_section(_text(d), "Overall results"))[0]  # the headline's table follows
     header = table[0]
     assert header[:3] == ["Metric", "Unit", "n"]
     seen = set()
@@ -158,8 +158,14 @@ def test_full_report_leads_with_true_efficiency(full_study) -> None:
     assert first.startswith("**Measured against solo baselines")
     assert "The original formula says" in first
     runs = read_table(full_study / "tables" / "runs.parquet", "runs").to_pandas()
-    assert md.fmt_pct(runs["true_efficiency"].mean()) in first
-    assert md.fmt_pct(runs["seed_efficiency"].mean()) in first
+    valid = runs[runs["validity_flags"].fillna("") == ""]
+    assert 0 < len(valid) < len(runs)  # the synthetic study has a flagged run
+    lead = f"the mean efficiency is {md.fmt_pct(valid['true_efficiency'].mean())}**"
+    assert lead in first and f"n = {len(valid)} runs" in first
+    assert f"**The original formula says {md.fmt_pct(valid['seed_efficiency'].mean())}**" in first
+    beside = f"over all {len(runs)} runs, flagged ones included ({len(runs) - len(valid)}), "
+    assert beside + f"true efficiency is {md.fmt_pct(runs['true_efficiency'].mean())}" in first
+    assert f"seed efficiency {md.fmt_pct(runs['seed_efficiency'].mean())}." in first
     assert "not an import of TR110" in _section(text, "TR110 reanalysis")
     assert "figures/run_timeline.png" in text
     assert "figures/topology_comparison.png" in text
@@ -178,6 +184,25 @@ def test_validity_section_shows_reloads_both_efficiencies_and_flagged_runs(full_
     assert f"mean true efficiency {md.fmt_pct(first['true_efficiency'].mean())} over" in text
     assert [r[:4] for r in flagged[2:]] == [["test004", "2", "`work_mismatch`", "`insight:1`"]]
     assert "1 of 30 runs generated a different eval_count" in text
+
+
+def test_results_show_the_headline_over_valid_runs_beside_all_runs(full_study) -> None:
+    block = _section(_text(full_study), "Overall results")
+    table = _tables(block)[1]
+    assert table[0][:4] == ["Metric", "Sample", "n", "Mean"]
+    runs = read_table(full_study / "tables" / "runs.parquet", "runs").to_pandas()
+    samples = {"valid": runs[runs["validity_flags"].fillna("") == ""], "all": runs}
+    shown = [(_unescape(r[0]), r[1]) for r in table[2:]]
+    assert shown[:4] == [
+        ("seed_efficiency", "valid"),
+        ("seed_efficiency", "all"),
+        ("true_efficiency", "valid"),
+        ("true_efficiency", "all"),
+    ]
+    for row in table[2:]:
+        x = samples[row[1]][_unescape(row[0])].to_numpy(float)
+        assert (int(row[2]), row[3]) == (len(x), md.fmt_num(x.mean(), 3))
+    assert f"Leaving out the flagged runs ({len(runs) - len(samples['valid'])})" in block
 
 
 def test_validity_section_shows_order_balanced_estimates_and_drift(full_study) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mabench.analysis.stats.validity import flagged_runs, validity
+from mabench.analysis.stats.validity import flagged_runs, headline, passed_every_check, validity
 
 
 def _runs() -> pd.DataFrame:
@@ -57,3 +57,22 @@ def test_flagged_runs_are_listed_and_old_tables_have_none() -> None:
     assert flagged_runs(old).empty
     row = validity(old).set_index("group").loc["all"]
     assert row["work_checked"] == 0 and row["solo_reloads"] is None
+
+
+def test_headline_sample_leaves_out_flagged_runs_and_keeps_the_full_sample_beside() -> None:
+    runs = _runs().assign(seed_efficiency=[95.0, 90.0, 97.0, 60.0], scenario="s")
+    assert passed_every_check(runs).tolist() == [True, True, True, False]  # null: no check failed
+    table = headline(runs, {"c1": "s", "c2": "s"})
+    true = table[table["metric"] == "true_efficiency"].set_index("sample")
+    assert (true.loc["valid", "n"], true.loc["valid", "mean"]) == (3, pytest.approx(80.0))
+    assert (true.loc["all", "n"], true.loc["all", "mean"]) == (4, pytest.approx(72.5))
+    assert set(table["n_flagged"]) == {1}
+    assert list(table["metric"].unique()) == ["seed_efficiency", "true_efficiency"]
+
+
+def test_headline_sample_is_every_run_without_flags_and_empty_without_runs() -> None:
+    old = _runs().drop(columns="validity_flags").assign(seed_efficiency=90.0, scenario="s")
+    assert passed_every_check(old).all()
+    table = headline(old, {})
+    assert set(table["n_flagged"]) == {0}
+    assert headline(old.iloc[:0], {}).empty

@@ -102,6 +102,7 @@ def compute_statistics(
         flagged_runs=validity.flagged_runs(runs),
         order_balance=order.order_balance(runs),
         drift=order.drift(runs),
+        headline_runs=validity.headline(runs, cfg_scen),
         reference=dict(legacy.reference),
         tr110=dict(legacy.tr110),
     )

@@ -155,6 +155,7 @@ class Statistics:
     flagged_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # runs a check flagged
     order_balance: pd.DataFrame = field(default_factory=pd.DataFrame)  # order-balanced, effect
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # efficiency against start time
+    headline_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # valid runs vs all
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -260,16 +261,56 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(clean, preserve_index=False)
 
 
+#: what the headline keeps of a summary row
+_HEADLINE_KEYS = (
+    "n",
+    "mean",
+    "median",
+    "ci_low",
+    "ci_high",
+    "n_configs",
+    "config_ci_low",
+    "config_ci_high",
+)
+
+
+def _overall_row(summary: pd.DataFrame, metric: str, **where: Any) -> dict[str, Any] | None:
+    """The summary's overall row of a metric (and ``where``), None when it has no value."""
+    if summary.empty or "metric" not in summary:
+        return None
+    picked = (summary["level"] == "overall") & (summary["metric"] == metric)
+    for col, value in where.items():
+        picked &= summary[col] == value
+    row = summary[picked]
+    if row.empty or not row.iloc[0]["n"]:
+        return None
+    return {k: row.iloc[0][k] for k in _HEADLINE_KEYS}
+
+
+def _headline_metric(stats: Statistics, metric: str) -> dict[str, Any] | None:
+    """A headline metric over the runs that passed every check (``sample`` ``valid``) with the
+    full sample beside it (``all_runs``); over every run (``sample`` ``all``) when no run
+    passed or the statistics predate the valid sample."""
+    everything = _overall_row(stats.headline_runs, metric, sample="all") or _overall_row(
+        stats.run_summary, metric
+    )
+    if everything is None:
+        return None
+    valid = _overall_row(stats.headline_runs, metric, sample="valid")
+    if valid is None:
+        return {**everything, "sample": "all", "all_runs": everything}
+    return {**valid, "sample": "valid", "all_runs": everything}
+
+
 def headline(stats: Statistics) -> dict[str, Any]:
     """The numbers the executive summary leads with (also in summary.json)."""
-    rs = stats.run_summary
     out: dict[str, Any] = {}
     for metric in ("seed_efficiency", "true_efficiency", "seed_speedup", "true_speedup"):
-        row = rs[(rs["level"] == "overall") & (rs["metric"] == metric)]
-        if not row.empty and row.iloc[0]["n"]:
-            r = row.iloc[0]
-            keys = ("n", "mean", "median", "ci_low", "ci_high", "n_configs")
-            out[metric] = {k: r[k] for k in (*keys, "config_ci_low", "config_ci_high")}
+        numbers = _headline_metric(stats, metric)
+        if numbers:
+            out[metric] = numbers
+    hr = stats.headline_runs
+    out["n_flagged"] = int(hr["n_flagged"].iloc[0]) if "n_flagged" in hr and len(hr) else None
     cont = stats.contention[stats.contention["level"] == "overall"]
     out["contention"] = {
         r["rule"]: {"n": r["n"], "flagged": r["flagged"], "rate_pct": r["rate_pct"]}

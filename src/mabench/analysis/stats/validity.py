@@ -1,7 +1,8 @@
 """Measurement validity per config and overall: reloads inside the measured phases with true
 efficiency with and without them, the runs whose two phases did different work or whose
-servers held something unexpected afterwards (and a list of every flagged run), and mean true
-efficiency by phase order (solo first vs concurrent first), whose gap shows drift.
+servers held something unexpected afterwards (and a list of every flagged run), mean true
+efficiency by phase order (solo first vs concurrent first), whose gap shows drift, and the
+headline numbers over the runs that passed every check beside the full sample's.
 
 Descriptive only: means of per-run values that :mod:`mabench.measure.metrics` computed and
 the aggregate step put in ``runs.parquet``; null where a source did not record them.
@@ -9,11 +10,13 @@ the aggregate step put in ``runs.parquet``; null where a source did not record t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mabench.analysis.stats.summaries import _flag
+from mabench.analysis.stats.summaries import RUN_METRICS, _flag, summarise
 
 #: run columns averaged per config (null where a source did not record them)
 VALIDITY_MEANS = (
@@ -25,6 +28,9 @@ VALIDITY_MEANS = (
     "concurrent_reload_s",
 )
 SOLO_FIRST, CONCURRENT_FIRST = "solo,concurrent", "concurrent,solo"
+#: the run metrics the executive summary leads with
+HEADLINE_METRICS = ("seed_efficiency", "true_efficiency", "seed_speedup", "true_speedup")
+VALID, ALL = "valid", "all"
 
 
 def _validity_row(g: pd.DataFrame) -> dict[str, Any]:
@@ -69,4 +75,33 @@ def flagged_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return picked.sort_values(["config_id", "run_index"], kind="stable").reset_index(drop=True)
 
 
-__all__ = ["flagged_runs", "validity"]
+def passed_every_check(runs: pd.DataFrame) -> np.ndarray:
+    """Per run, True when no check after its phases failed: its ``validity_flags`` is empty
+    or null (a record of schema 1 ran no check, so none failed)."""
+    if "validity_flags" not in runs:
+        return np.ones(len(runs), dtype=bool)
+    flags = runs["validity_flags"].astype(object).where(runs["validity_flags"].notna(), "")
+    return (flags.astype(str) == "").to_numpy(dtype=bool)
+
+
+def headline(runs: pd.DataFrame, config_scenario: Mapping[str, str]) -> pd.DataFrame:
+    """The overall summary of each headline metric (``sample`` = ``valid``: the runs that
+    passed every check; ``all``: every run), with ``n_flagged``, the runs left out of the valid
+    sample. Columns as in ``run_summary`` (mean, both intervals, ...)."""
+    passed = passed_every_check(runs)
+    metrics = {m: RUN_METRICS[m] for m in HEADLINE_METRICS}
+    frames = []
+    for sample, subset in ((VALID, runs[passed]), (ALL, runs)):
+        if subset.empty:
+            continue
+        summary = summarise(subset, metrics, config_scenario, with_topology=False)
+        frames.append(summary[summary["level"] == "overall"].assign(sample=sample))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    order = out["metric"].map(HEADLINE_METRICS.index) * 2 + (out["sample"] == ALL)
+    out = out.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+    return out.assign(n_flagged=int((~passed).sum()))
+
+
+__all__ = ["flagged_runs", "headline", "passed_every_check", "validity"]
