@@ -248,3 +248,14 @@ def test_config_intervals_cover_what_they_claim() -> None:
         conf += gi["low"] <= 0.0 <= gi["high"]  # the population of configs
     assert 92.0 <= 100 * cond / sims <= 98.0
     assert 92.0 <= 100 * conf / sims <= 98.0
+
+
+def test_quantile_lower_bound_is_the_order_statistic_with_95_percent_coverage() -> None:
+    # n = 50: P(Bin(50, .99) >= 49) = 0.911 < 0.95 <= P(Bin(50, .99) >= 48) = 0.986
+    x = np.arange(1.0, 51.0)[::-1]
+    assert estimators.quantile_lower_bound(x, 0.99) == (48.0, 48)
+    assert estimators.quantile_lower_bound([], 0.99) == (None, None)
+    rng = np.random.default_rng(3)
+    samples = rng.uniform(size=(20_000, 50))
+    bound = np.sort(samples, axis=1)[:, 47]
+    assert np.mean(bound <= 0.99) == pytest.approx(0.986, abs=0.005)

@@ -224,6 +224,15 @@ def test_synthetic_study_statistics() -> None:
     gaps = np.concatenate(list(conc["itl_ms"]))
     itl = lat.loc[("overall", "all", "concurrent", "ITL")]
     assert itl["n"] == len(gaps) and itl["p99"] == pytest.approx(np.percentile(gaps, 99))
+    # a P99 from fewer than 100 values is not estimated: only its order-statistic lower bound
+    ttft = lat.loc[("config", "test004", "concurrent", "TTFT")]
+    values = np.sort(
+        f["calls"]
+        .query("phase == 'concurrent' and config_id == 'test004'")["client_ttft_ms"]
+        .dropna()
+    )
+    assert ttft["n"] < 100 and pd.isna(ttft["p99"])
+    assert ttft["p99_lower_95"] == values[int(ttft["p99_lower_rank"]) - 1]
     tpot = lat.loc[("config", "test004", "solo", "TPOT")]
     solo4 = f["calls"][(f["calls"].phase == "solo") & (f["calls"].config_id == "test004")]
     assert tpot["max"] == pytest.approx(solo4["tpot_ms"].max())

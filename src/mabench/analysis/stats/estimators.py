@@ -15,6 +15,7 @@
   exact Wilcoxon signed-rank test of paired differences, Mann-Whitney U; Holm's correction;
   effect size Cliff's delta;
 - proportions: Wilson score interval (95 %);
+- tail quantiles: the order-statistic lower bound of a quantile (:func:`quantile_lower_bound`);
 - outliers: IQR fences (Q1 - 1.5 IQR, Q3 + 1.5 IQR).
 
 Values that are not finite numbers (null, NaN, ±inf, non-numbers) are left out of every
@@ -266,6 +267,26 @@ def tail(values: Iterable[Any]) -> dict[str, Any]:
         out[f"p{p}"] = float(v)
     out["max"] = float(x.max())
     return out
+
+
+def quantile_lower_bound(
+    values: Iterable[Any], p: float = 0.99, level: float = LEVEL
+) -> tuple[float | None, int | None]:
+    """A distribution-free lower confidence bound of the p-quantile: the k-th smallest value,
+    k the largest rank with P(Binomial(n, p) >= k) >= level (the k-th order statistic lies at
+    or below the quantile exactly when at least k values do). Returns (value, k); (None, None)
+    without values. No upper bound exists below n = log(1 - level) / log(p) values (299 for a
+    95 % bound on P99): even the maximum lies above the P99 less often than that."""
+    x = np.sort(_values(values))
+    n = len(x)
+    if not n:
+        return None, None
+    ranks = np.arange(1, n + 1)
+    ok = ranks[sps.binom.sf(ranks - 1, n, p) >= level]
+    if not len(ok):
+        return None, None
+    k = int(ok.max())
+    return float(x[k - 1]), k
 
 
 def wilson_ci(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:

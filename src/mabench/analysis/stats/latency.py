@@ -3,7 +3,9 @@
 Per phase (solo, concurrent), overall, per scenario and per config: P50, P90, P95, P99 and the
 maximum of time to first token, inter-token latency (every gap between two text chunks of a
 call, pooled), time per output token (one value per call) and end-to-end latency (one value
-per call). Goodput: the share of calls that met the study's TTFT and TPOT targets; a failed call
+per call). A P99 needs :data:`MIN_P99_VALUES` values: from fewer it is null and only its
+order-statistic 95 % lower bound (``p99_lower_95``, the ``p99_lower_rank``-th smallest value)
+is given. Goodput: the share of calls that met the study's TTFT and TPOT targets; a failed call
 never meets them, and a call of fewer than 2 tokens (no TPOT) is judged on its TTFT alone.
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mabench.analysis.stats.estimators import tail, wilson_ci
+from mabench.analysis.stats.estimators import quantile_lower_bound, tail, wilson_ci
 
 #: per-call latency column -> (name in the report, one value per call or a list per call)
 LATENCY_METRICS: dict[str, tuple[str, bool]] = {
@@ -25,6 +27,8 @@ LATENCY_METRICS: dict[str, tuple[str, bool]] = {
     "client_wall_ms": ("end-to-end", False),
 }
 PHASES = ("solo", "concurrent")
+#: the fewest values a P99 is estimated from (below, only its order-statistic lower bound)
+MIN_P99_VALUES = 100
 
 
 LEVELS: tuple[tuple[str, str | None], ...] = (
@@ -70,6 +74,16 @@ class _Columns:
         return None
 
 
+def _tail_with_p99_bound(values: np.ndarray) -> dict[str, Any]:
+    """:func:`tail`, its P99 null below :data:`MIN_P99_VALUES` values, and the P99's
+    order-statistic 95 % lower bound with its rank."""
+    t = tail(values)
+    if t["n"] < MIN_P99_VALUES:
+        t["p99"] = None
+    t["p99_lower_95"], t["p99_lower_rank"] = quantile_lower_bound(values, 0.99)
+    return t
+
+
 def latency(calls: pd.DataFrame, config_scenario: Mapping[str, str]) -> pd.DataFrame:
     """Tail percentiles of each latency per level, group and phase (successful calls)."""
     if calls.empty:
@@ -87,7 +101,7 @@ def latency(calls: pd.DataFrame, config_scenario: Mapping[str, str]) -> pd.DataF
                     vals = cols.values(col, rows_mask)
                     if vals is None:
                         continue
-                    t = tail(vals)
+                    t = _tail_with_p99_bound(vals)
                     if t["n"] == 0:
                         continue  # not measured (ITL: records of schema 1)
                     rows.append(
@@ -155,4 +169,4 @@ def goodput(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["LATENCY_METRICS", "goodput", "latency"]
+__all__ = ["LATENCY_METRICS", "MIN_P99_VALUES", "goodput", "latency"]
