@@ -259,3 +259,20 @@ def test_quantile_lower_bound_is_the_order_statistic_with_95_percent_coverage() 
     samples = rng.uniform(size=(20_000, 50))
     bound = np.sort(samples, axis=1)[:, 47]
     assert np.mean(bound <= 0.99) == pytest.approx(0.986, abs=0.005)
+
+
+def test_spearman_bootstrap_is_scipys_rho_with_a_reproducible_interval_over_units() -> None:
+    x = np.array([70.0, 80.0, 75.0, 90.0, 60.0, 85.0])
+    y = np.array([50.0, 62.0, 58.0, 61.0, 40.0, 66.0])
+    fit = estimators.spearman_bootstrap(x, y)
+    assert fit["rho"] == pytest.approx(sps.spearmanr(x, y).statistic)
+    assert fit["low"] <= fit["rho"] <= fit["high"] <= 1.0
+    assert fit == estimators.spearman_bootstrap(x, y)  # seeded
+    # the interval is the percentiles of rho over units drawn with replacement
+    idx = np.random.default_rng([estimators.BOOTSTRAP_SEED, 6]).integers(0, 6, (4000, 6))
+    rhos = [sps.spearmanr(x[i], y[i]).statistic for i in idx[:200]]
+    kept = [r for r in rhos if np.isfinite(r)]
+    mine = estimators._spearman_rows(x[idx[:200]], y[idx[:200]])
+    assert mine[np.isfinite(mine)] == pytest.approx(kept)
+    assert estimators.spearman_bootstrap(x[:2], y[:2])["rho"] is None
+    assert estimators.spearman_bootstrap(x, np.ones(6))["low"] is None

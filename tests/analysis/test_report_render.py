@@ -166,6 +166,11 @@ def test_full_report_leads_with_true_efficiency(full_study) -> None:
     beside = f"over all {len(runs)} runs, flagged ones included ({len(runs) - len(valid)}), "
     assert beside + f"true efficiency is {md.fmt_pct(runs['true_efficiency'].mean())}" in first
     assert f"seed efficiency {md.fmt_pct(runs['seed_efficiency'].mean())}." in first
+    svt = pd.read_parquet(full_study / "stats" / "seed_vs_true.parquet").iloc[0]
+    low, high = svt["config_rank_spearman_low"], svt["config_rank_spearman_high"]
+    assert -1 <= low <= svt["config_rank_spearman"] <= high <= 1
+    rho = f"Spearman's rho {md.fmt_num(svt['config_rank_spearman'], 2)} (95 % bootstrap interval"
+    assert rho in summary and f"{md.fmt_ci(low, high, 2)})." in summary
     assert "not an import of TR110" in _section(text, "TR110 reanalysis")
     assert "figures/run_timeline.png" in text
     assert "figures/topology_comparison.png" in text

@@ -16,6 +16,7 @@
   effect size Cliff's delta;
 - proportions: Wilson score interval (95 %);
 - tail quantiles: the order-statistic lower bound of a quantile (:func:`quantile_lower_bound`);
+- rank agreement: Spearman's rho with a bootstrap interval over units (:func:`spearman_bootstrap`);
 - outliers: IQR fences (Q1 - 1.5 IQR, Q3 + 1.5 IQR).
 
 Values that are not finite numbers (null, NaN, ±inf, non-numbers) are left out of every
@@ -41,6 +42,9 @@ COVERAGE_SIMULATIONS = 20_000
 COVERAGE_SEED = 20_260_105
 #: the skewed distribution the coverage is measured on: lognormal with this sigma of the log
 LOGNORMAL_SIGMA = 1.0
+#: resamples of a bootstrap interval, and the seed that makes it reproducible
+BOOTSTRAP_RESAMPLES = 4_000
+BOOTSTRAP_SEED = 20_261_207
 
 
 def finite_values(x: Iterable[Any]) -> tuple[np.ndarray, int]:
@@ -287,6 +291,43 @@ def quantile_lower_bound(
         return None, None
     k = int(ok.max())
     return float(x[k - 1]), k
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair (average ranks for ties); NaN where a row is constant."""
+    rx, ry = sps.rankdata(x, axis=1), sps.rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rx * ry).sum(axis=1) / denom, np.nan)
+
+
+def spearman_bootstrap(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = LEVEL,
+) -> dict[str, Any]:
+    """Spearman's rank correlation of paired values (one pair per unit: a config's two means)
+    and its percentile bootstrap interval over units drawn with replacement (resamples whose
+    ranks are all tied are dropped). Null below 3 units or when a side is constant."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    out: dict[str, Any] = {"n": len(a), "rho": None, "low": None, "high": None, "resamples": 0}
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return out
+    out["rho"] = float(_spearman_rows(a[None, :], b[None, :])[0])
+    idx = np.random.default_rng([seed, len(a)]).integers(0, len(a), (resamples, len(a)))
+    rhos = _spearman_rows(a[idx], b[idx])
+    rhos = rhos[np.isfinite(rhos)]
+    if len(rhos):
+        tail_pct = 50 * (1 - level)
+        out["low"], out["high"] = (
+            float(v) for v in np.percentile(rhos, [tail_pct, 100 - tail_pct])
+        )
+        out["resamples"] = len(rhos)
+    return out
 
 
 def wilson_ci(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from mabench.analysis.stats.estimators import (
     conditional_interval,
@@ -23,6 +22,7 @@ from mabench.analysis.stats.estimators import (
     finite_values,
     group_means_interval,
     iqr_fences,
+    spearman_bootstrap,
     wilson_ci,
 )
 
@@ -462,7 +462,9 @@ def ttft_split(
 
 def seed_vs_true(runs: pd.DataFrame) -> pd.DataFrame:
     """How far the seed formula is from true efficiency, run by run (both measured): the mean
-    difference with its interval conditional on the configs and with the configs as a sample."""
+    difference with its interval conditional on the configs and with the configs as a sample;
+    whether they rank the configs alike: Spearman's rho of the config means with its bootstrap
+    interval over configs."""
     both = runs[runs["seed_efficiency"].notna() & runs["true_efficiency"].notna()]
     rows = []
     if both.empty:
@@ -475,13 +477,7 @@ def seed_vs_true(runs: pd.DataFrame) -> pd.DataFrame:
         diff = (g["seed_efficiency"] - g["true_efficiency"]).to_numpy(float)
         configs = g["config_id"].to_numpy()
         cfg = g.groupby("config_id")[["seed_efficiency", "true_efficiency"]].mean()
-        rho = None
-        if (
-            len(cfg) >= 3
-            and cfg["seed_efficiency"].nunique() > 1
-            and cfg["true_efficiency"].nunique() > 1
-        ):
-            rho = float(sps.spearmanr(cfg["seed_efficiency"], cfg["true_efficiency"]).statistic)
+        rank = spearman_bootstrap(cfg["seed_efficiency"], cfg["true_efficiency"])
         best_seed = cfg["seed_efficiency"].idxmax()
         best_true = cfg["true_efficiency"].idxmax()
         rows.append(
@@ -494,7 +490,10 @@ def seed_vs_true(runs: pd.DataFrame) -> pd.DataFrame:
                 "mean_diff_pp": float(diff.mean()),
                 **mean_intervals(diff, configs),
                 "runs_seed_above_true": int((diff > 0).sum()),
-                "config_rank_spearman": rho,
+                "config_rank_spearman": rank["rho"],
+                "config_rank_spearman_low": rank["low"],
+                "config_rank_spearman_high": rank["high"],
+                "config_rank_resamples": rank["resamples"],
                 "best_config_seed": best_seed,
                 "best_config_true": best_true,
                 "same_best_config": best_seed == best_true,
