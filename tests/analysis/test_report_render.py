@@ -342,6 +342,12 @@ def test_full_report_shows_tail_latency_and_cites_unit_and_test(full_study) -> N
     assert "with the config as the unit (Welch t on config means" in summary
     assert "inter-token latency P50" in summary
     assert "tested against its runner-up (Welch t" in summary
+    slo = pd.read_parquet(full_study / "stats" / "slo.parquet").query("scope == 'all'")
+    for r in slo.itertuples():  # every SLO verdict says whether a test or a point estimate
+        label = "(point estimate)" if r.test == "point estimate" else f"the test: {r.test},"
+        assert re.search(
+            rf"- SLO {re.escape(md.md_escape(r.check))}: .*{re.escape(label)}", summary
+        )
     for inference in ("CIs overlap", "CIs do not overlap", "CIs separate", "defensible choice"):
         assert inference not in text  # nothing is inferred from overlapping intervals
     method = _section(text, "Methodology")

@@ -192,6 +192,34 @@ def test_slo_and_outliers() -> None:
     assert set(out["metric"]) == {"true_efficiency", "seed_efficiency"}
 
 
+def test_slo_verdicts_are_one_sided_tests_and_point_estimates_never_list_a_config() -> None:
+    # c1 sits clearly below the 80 % target; c2's mean misses it but its runs scatter
+    # widely, so only c1's failure is shown by the one-sided t test
+    trues = {"c1": [60.0, 61.0, 62.0, 61.0], "c2": [95.0, 50.0, 90.0, 70.0], "c3": [90.0] * 4}
+    rows = [
+        _run(cid, i, 95.0, e + 0.1 * i)
+        for cid, values in trues.items()
+        for i, e in enumerate(values, start=1)
+    ]
+    runs, agents, calls = _frames(rows)
+    settings = {**SMALL, "slo": {"min_true_efficiency_pct": 80}}
+    s = stats.compute_statistics(runs, agents, calls, settings)
+    eff = s.slo[s.slo["check"] == "efficiency"].set_index("scope")
+    for cid in ("c1", "c2"):
+        x = np.array([e + 0.1 * i for i, e in enumerate(trues[cid], start=1)])
+        upper = x.mean() + sps.t.ppf(0.95, 3) * x.std(ddof=1) / 2
+        assert eff.loc[cid, "bound"] == pytest.approx(upper)
+        assert not eff.loc[cid, "passed"]  # both point estimates miss the target
+    assert eff.loc["c1", "failure_shown"] and not eff.loc["c2", "failure_shown"]
+    assert eff.loc["c1", "test"] == "one-sided t, the config's runs"
+    assert eff.loc["all", "test"] == "one-sided t, config means"
+    assert s.slo.set_index(["scope", "check"]).loc[("c1", "p95_ttft"), "test"] == "point estimate"
+    avoid = s.recommendations[s.recommendations["kind"] == "avoid"].set_index("config_id")
+    assert "c2" not in avoid.index
+    assert "fails SLO efficiency (one-sided test" in avoid.loc["c1", "reasons"]
+    assert s.slo_configs.set_index("scope").loc["c1", "failures_shown"] == "efficiency"
+
+
 def test_synthetic_study_statistics() -> None:
     f = build(seed=1)
     s = stats.compute_statistics(f["runs"], f["agents"], f["calls"], SMALL)
