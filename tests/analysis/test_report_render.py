@@ -337,7 +337,8 @@ def test_full_report_shows_tail_latency_and_cites_unit_and_test(full_study) -> N
     (overall, *_rest) = _tables(latency)
     assert overall[0][:3] == ["Phase", "Metric", "Calls"] and "P99 (ms)" in overall[0]
     assert {r[1] for r in overall[2:]} == {"TTFT", "ITL", "TPOT", "end-to-end"}
-    assert "Goodput" in latency and "figures/latency.png" in latency
+    assert "SLO attainment (% of calls)" in latency and "figures/latency.png" in latency
+    assert "good calls per second" in latency and "Good calls per second" in latency
     summary = _section(text, "Executive summary")
     assert "with the config as the unit (Welch t on config means" in summary
     assert "inter-token latency P50" in summary

@@ -321,17 +321,23 @@ def test_reference_or_legacy_tables_must_be_passed_in() -> None:
     assert with_ref.meta["legacy_methodology"] == {}
 
 
-def test_goodput_counts_failed_calls_and_the_slo_checks_it() -> None:
+def test_slo_attainment_counts_failed_calls_and_the_slo_checks_it() -> None:
     f = build(seed=5, evil=True)  # one failed call in test004, run 1
     settings = {**SMALL, "slo": {"goodput_ttft_ms": 400.0, "goodput_tpot_ms": 100.0}}
     s = stats.compute_statistics(f["runs"], f["agents"], f["calls"], settings)
-    g = s.goodput.set_index(["level", "group", "phase"])
+    g = s.slo_attainment.set_index(["level", "group", "phase"])
     calls = f["calls"][f["calls"].phase == "concurrent"]
     good = calls["error_kind"].isna() & (calls["client_ttft_ms"] <= 400) & (calls["tpot_ms"] <= 100)
     row = g.loc[("overall", "all", "concurrent")]
     assert (row["n_calls"], row["n_good"]) == (len(calls), int(good.sum()))
     assert row["n_failed"] == int(calls["error_kind"].notna().sum())
-    check = s.slo.set_index(["scope", "check"]).loc[("all", "goodput")]
+    assert row["slo_attainment_pct"] == pytest.approx(100 * good.mean())
+    # good calls per second: over each run's phase, first request sent to last answer
+    per_run = calls.groupby(["config_id", "run_index"])
+    seconds = (per_run["t_done_s"].max() - per_run["t_sent_s"].min()).sum()
+    assert row["phase_s"] == pytest.approx(seconds)
+    assert row["good_per_s"] == pytest.approx(good.sum() / seconds)
+    check = s.slo.set_index(["scope", "check"]).loc[("all", "slo_attainment")]
     assert check["observed"] == pytest.approx(100 * good.mean())
     assert check["passed"] == (100 * good.mean() >= 90.0)
 

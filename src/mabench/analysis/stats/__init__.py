@@ -17,7 +17,8 @@ Owns, by concern:
 - ``comparisons``: scenarios, topologies and coordinators with the config as the unit
   (paired where the design pairs), Holm across each family; solo vs concurrent per agent;
 - ``latency``: P50/P90/P95/P99/max of TTFT, inter-token latency, time per output token and
-  end-to-end latency per phase; goodput against the study's TTFT and TPOT targets;
+  end-to-end latency per phase; SLO attainment (% of calls within the study's TTFT and TPOT
+  targets) and good calls per second;
 - ``advice``: recommendations, SLO checks, the cost model, limitations;
 - ``validity``: reloads inside the measured phases beside both true efficiencies, the runs
   the checks after the phases flagged, and true efficiency by phase order;

@@ -352,19 +352,19 @@ def _contention_check(scope: str, g: pd.DataFrame, target: float, legacy: float)
     )
 
 
-def _goodput_check(scope: str, goodput: pd.DataFrame, target: float) -> dict[str, Any]:
+def _attainment_check(scope: str, attainment: pd.DataFrame, target: float) -> dict[str, Any]:
     row = pd.DataFrame()
-    if not goodput.empty:
+    if not attainment.empty:
         level, group = ("overall", "all") if scope == "all" else ("config", scope)
-        row = goodput[
-            (goodput["level"] == level)
-            & (goodput["group"] == group)
-            & (goodput["phase"] == "concurrent")
+        row = attainment[
+            (attainment["level"] == level)
+            & (attainment["group"] == group)
+            & (attainment["phase"] == "concurrent")
         ]
     if row.empty:
         return _check(
             scope,
-            "goodput",
+            "slo_attainment",
             target,
             "at least",
             observed=None,
@@ -372,13 +372,13 @@ def _goodput_check(scope: str, goodput: pd.DataFrame, target: float) -> dict[str
             passed=None,
         )
     r = row.iloc[0]
-    obs = float(r["goodput_pct"])
+    obs = float(r["slo_attainment_pct"])
     basis = (
         f"calls of the concurrent phase with TTFT at most {r['ttft_target_ms']:g} ms and TPOT "
         f"at most {r['tpot_target_ms']:g} ms (%)"
     )
     return _check(
-        scope, "goodput", target, "at least", observed=obs, basis=basis, passed=obs >= target
+        scope, "slo_attainment", target, "at least", observed=obs, basis=basis, passed=obs >= target
     )
 
 
@@ -387,7 +387,7 @@ def slo(
     agents: pd.DataFrame,
     calls: pd.DataFrame,
     settings: Mapping[str, Any],
-    goodput: pd.DataFrame,
+    attainment: pd.DataFrame,
 ) -> pd.DataFrame:
     """Each SLO of the settings checked for the whole study (scope ``all``) and per config."""
     targets = settings["slo"]
@@ -400,7 +400,7 @@ def slo(
         rows.append(_efficiency_check(scope, g, float(targets["min_true_efficiency_pct"])))
         rows.append(_ttft_check(scope, ttft, float(targets["max_p95_ttft_ms"])))
         rows.append(_contention_check(scope, g, float(targets["max_contention_rate_pct"]), legacy))
-        rows.append(_goodput_check(scope, goodput, float(targets["min_goodput_pct"])))
+        rows.append(_attainment_check(scope, attainment, float(targets["min_goodput_pct"])))
     return pd.DataFrame(rows)
 
 

@@ -53,7 +53,7 @@ def compute_statistics(
     settings = resolve_settings(settings)
     if runs.empty:
         raise ValueError("the runs table is empty: nothing to analyse")
-    goodput = latency.goodput(calls, settings["slo"])  # failed calls count as misses
+    attainment = latency.slo_attainment(calls, settings["slo"])  # failed calls count as misses
     runs, agents, calls = prepare(runs, agents, calls)
     legacy = legacy or LegacyData()
     _check_legacy(legacy, _sources_of_data(runs), settings["reference"])
@@ -61,7 +61,7 @@ def compute_statistics(
     metric = primary_metric(runs)
     ranked = [metric] if metric == "seed_efficiency" else [metric, "seed_efficiency"]
     run_summary, agent_summary, call_summary = _summaries(runs, agents, calls, cfg_scen)
-    slo = advice.slo(runs, agents, calls, settings, goodput)
+    slo = advice.slo(runs, agents, calls, settings, attainment)
     return Statistics(
         meta=_meta(runs, agents, calls, settings, legacy),
         run_summary=run_summary,
@@ -88,7 +88,7 @@ def compute_statistics(
         inputs=input_sources({"runs": runs, "agents": agents, "calls": calls}, sources),
         reliability=reliability(runs, failures),
         latency=latency.latency(calls, cfg_scen),
-        goodput=goodput,
+        slo_attainment=attainment,
         coverage=coverage(_sample_sizes(runs)),
         isolation_gaps=summaries.isolation_gaps(runs),
         dropped=summaries.dropped(

@@ -1,12 +1,15 @@
-"""Latency distributions and goodput: the tail a user of the agents waits through.
+"""Latency distributions and SLO attainment: the tail a user of the agents waits through.
 
 Per phase (solo, concurrent), overall, per scenario and per config: P50, P90, P95, P99 and the
 maximum of time to first token, inter-token latency (every gap between two text chunks of a
 call, pooled), time per output token (one value per call) and end-to-end latency (one value
 per call). A P99 needs :data:`MIN_P99_VALUES` values: from fewer it is null and only its
 order-statistic 95 % lower bound (``p99_lower_95``, the ``p99_lower_rank``-th smallest value)
-is given. Goodput: the share of calls that met the study's TTFT and TPOT targets; a failed call
-never meets them, and a call of fewer than 2 tokens (no TPOT) is judged on its TTFT alone.
+is given. SLO attainment (what the study settings call goodput): the share of calls that
+met the study's TTFT and TPOT targets (% of calls; a failed call never meets them, and a call
+of fewer than 2 tokens, no TPOT, is judged on its TTFT alone), and beside it the good calls per
+second of the phase (what vLLM and AIPerf call goodput): good calls / Σ over the runs of the
+phase's span (first request sent to last answer).
 """
 
 from __future__ import annotations
@@ -133,14 +136,29 @@ def _good(calls: pd.DataFrame, ttft_ms: float, tpot_ms: float) -> np.ndarray:
     return ok.astype(bool) & (ttft <= ttft_ms) & tpot_ok
 
 
-def goodput(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
-    """Share of calls (failed ones included) that met the TTFT and TPOT targets of ``slo``,
-    with its Wilson interval, per level, group and phase."""
+def _phase_spans(calls: pd.DataFrame) -> np.ndarray:
+    """Per call, the span (s) of its run's phase, first request sent to last answer, given on
+    the first call of each run and phase and 0 on the others (so that a sum over any calls of
+    whole runs is the sum of their phases' spans)."""
+    key_cols = [c for c in ("study", "config_id", "run_index", "phase") if c in calls]
+    sent = pd.to_numeric(calls["t_sent_s"], errors="coerce")
+    done = pd.to_numeric(calls["t_done_s"], errors="coerce").fillna(sent)
+    keys = calls[key_cols].astype(str).agg("\x1f".join, axis=1)
+    span = done.groupby(keys).transform("max") - sent.groupby(keys).transform("min")
+    first = ~keys.duplicated()
+    return np.where(first.to_numpy(), span.fillna(0.0).to_numpy(float), 0.0)
+
+
+def slo_attainment(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
+    """Per level, group and phase: the share of calls (failed ones included) that met the TTFT
+    and TPOT targets of ``slo`` with its Wilson interval (``slo_attainment_pct``), and the good
+    calls per second of the phases (``good_per_s``, over ``phase_s`` seconds)."""
     if calls.empty:
         return pd.DataFrame()
     ttft_ms, tpot_ms = float(slo["goodput_ttft_ms"]), float(slo["goodput_tpot_ms"])
     good = _good(calls, ttft_ms, tpot_ms)
     failed = calls["error_kind"].notna().to_numpy() if "error_kind" in calls else good & False
+    spans = _phase_spans(calls)
     phase = calls["phase"].to_numpy(dtype=object)
     rows = []
     for level, key in LEVELS:
@@ -151,6 +169,7 @@ def goodput(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
                 if not n:
                     continue
                 lo, hi = wilson_ci(k, n)
+                seconds = float(spans[m].sum())
                 rows.append(
                     {
                         "level": level,
@@ -159,9 +178,11 @@ def goodput(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
                         "n_calls": n,
                         "n_failed": int(failed[m].sum()),
                         "n_good": k,
-                        "goodput_pct": 100.0 * k / n,
+                        "slo_attainment_pct": 100.0 * k / n,
                         "ci_low_pct": 100 * lo,
                         "ci_high_pct": 100 * hi,
+                        "phase_s": seconds,
+                        "good_per_s": k / seconds if seconds > 0 else None,
                         "ttft_target_ms": ttft_ms,
                         "tpot_target_ms": tpot_ms,
                     }
@@ -169,4 +190,4 @@ def goodput(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["LATENCY_METRICS", "MIN_P99_VALUES", "goodput", "latency"]
+__all__ = ["LATENCY_METRICS", "MIN_P99_VALUES", "latency", "slo_attainment"]

@@ -147,7 +147,7 @@ class Statistics:
     inputs: pd.DataFrame
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)  # attempts and failures
     latency: pd.DataFrame = field(default_factory=pd.DataFrame)  # P50..P99, max per phase
-    goodput: pd.DataFrame = field(default_factory=pd.DataFrame)  # calls meeting TTFT and TPOT
+    slo_attainment: pd.DataFrame = field(default_factory=pd.DataFrame)  # calls meeting the SLO
     coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # simulated CI coverage
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # values not finite, per metric
     isolation_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)  # configs without unload
