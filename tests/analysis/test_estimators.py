@@ -276,3 +276,13 @@ def test_spearman_bootstrap_is_scipys_rho_with_a_reproducible_interval_over_unit
     assert mine[np.isfinite(mine)] == pytest.approx(kept)
     assert estimators.spearman_bootstrap(x[:2], y[:2])["rho"] is None
     assert estimators.spearman_bootstrap(x, np.ones(6))["low"] is None
+
+
+def test_rate_t_coverage_is_simulated_over_configs_and_falls_with_few() -> None:
+    many = estimators.rate_t_coverage(30, 20, 0.2)
+    few = estimators.rate_t_coverage(3, 5, 0.2)
+    assert 92.0 <= many <= 96.0  # near nominal with many configs
+    assert few < many
+    assert few == estimators.rate_t_coverage(3, 5, 0.2)  # seeded
+    assert estimators.rate_t_coverage(1, 5, 0.2) is None
+    assert estimators.rate_t_coverage(3, 5, 0.0) is None

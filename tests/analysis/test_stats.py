@@ -321,6 +321,19 @@ def test_reference_or_legacy_tables_must_be_passed_in() -> None:
     assert with_ref.meta["legacy_methodology"] == {}
 
 
+def test_contention_rates_have_the_config_as_the_unit() -> None:
+    f = build(seed=2)
+    s = stats.compute_statistics(f["runs"], f["agents"], f["calls"], SMALL)
+    row = s.contention.query("level == 'overall' and rule == 'throughput'").iloc[0]
+    rates = f["runs"].groupby("config_id")["contention_throughput"].mean() * 100
+    assert row["n_configs"] == len(rates)
+    assert row["config_rate_pct"] == pytest.approx(rates.mean())
+    half = sps.t.ppf(0.975, len(rates) - 1) * rates.std(ddof=1) / math.sqrt(len(rates))
+    assert row["config_ci_low_pct"] == pytest.approx(max(0.0, rates.mean() - half))
+    assert row["config_ci_high_pct"] == pytest.approx(min(100.0, rates.mean() + half))
+    assert 0 < row["config_ci_coverage_pct"] < 100
+
+
 def test_slo_attainment_counts_failed_calls_and_the_slo_checks_it() -> None:
     f = build(seed=5, evil=True)  # one failed call in test004, run 1
     settings = {**SMALL, "slo": {"goodput_ttft_ms": 400.0, "goodput_tpot_ms": 100.0}}

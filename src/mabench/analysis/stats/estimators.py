@@ -14,7 +14,8 @@
 - differences: Welch's t-interval and test of a - b, the paired t-interval and test and the
   exact Wilcoxon signed-rank test of paired differences, Mann-Whitney U; Holm's correction;
   effect size Cliff's delta;
-- proportions: Wilson score interval (95 %);
+- proportions: Wilson score interval (95 %); over configs, the t-interval of the configs'
+  rates, its coverage simulated (:func:`rate_t_coverage`);
 - tail quantiles: the order-statistic lower bound of a quantile (:func:`quantile_lower_bound`);
 - rank agreement: Spearman's rho with a bootstrap interval over units (:func:`spearman_bootstrap`);
 - outliers: IQR fences (Q1 - 1.5 IQR, Q3 + 1.5 IQR).
@@ -224,6 +225,32 @@ def t_coverage(
         raise ValueError(f"unknown distribution {distribution!r} (normal or lognormal)")
     half = t_half_width(x.std(axis=1, ddof=1), n, level)
     return 100.0 * float(np.mean(np.abs(x.mean(axis=1) - mu) <= half))
+
+
+#: the spread of the configs' true rates in :func:`rate_t_coverage`: Beta with this a + b
+RATE_CONCENTRATION = 10.0
+
+
+def rate_t_coverage(
+    n_groups: int,
+    per_group: int,
+    rate: float,
+    simulations: int = COVERAGE_SIMULATIONS,
+    seed: int = COVERAGE_SEED,
+    level: float = LEVEL,
+) -> float | None:
+    """Share (%) of simulated studies whose t-interval of the group rates (the configs' shares
+    of flagged runs, G - 1 df) holds the mean true rate. Each of ``n_groups`` configs has a
+    true rate drawn from Beta(rate c, (1 - rate) c), c = :data:`RATE_CONCENTRATION`, and
+    ``per_group`` runs each flagged with that rate. None below 2 groups or 1 run a group."""
+    if n_groups < 2 or per_group < 1 or not 0 < rate < 1:
+        return None
+    rng = np.random.default_rng([seed, n_groups, per_group, round(1000 * rate)])
+    a, b = rate * RATE_CONCENTRATION, (1 - rate) * RATE_CONCENTRATION
+    true = rng.beta(a, b, (simulations, n_groups))
+    rates = rng.binomial(per_group, true) / per_group
+    half = t_half_width(rates.std(axis=1, ddof=1), n_groups, level)
+    return 100.0 * float(np.mean(np.abs(rates.mean(axis=1) - rate) <= half))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from mabench.analysis.stats.estimators import (
     finite_values,
     group_means_interval,
     iqr_fences,
+    rate_t_coverage,
     spearman_bootstrap,
+    t_interval,
     wilson_ci,
 )
 
@@ -287,9 +289,31 @@ def contention(runs: pd.DataFrame) -> pd.DataFrame:
                         "rate_pct": 100.0 * k / n if n else None,
                         "ci_low_pct": None if lo is None else 100 * lo,
                         "ci_high_pct": None if hi is None else 100 * hi,
+                        **_config_rates(g.loc[s.index, "config_id"], s),
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def _config_rates(configs: pd.Series, flags: pd.Series) -> dict[str, Any]:
+    """The configs as the unit of a contention rate: the mean of the configs' rates (%), the
+    t-interval of those rates clipped to [0, 100] and its coverage simulated at this study's
+    configs and runs per config (:func:`rate_t_coverage`, at the pooled rate kept within
+    [5, 95] %)."""
+    rates = flags.astype(float).groupby(configs.to_numpy()).mean() * 100
+    out: dict[str, Any] = {"n_configs": len(rates), "config_rate_pct": None}
+    out.update(config_ci_low_pct=None, config_ci_high_pct=None, config_ci_coverage_pct=None)
+    if not len(rates):
+        return out
+    out["config_rate_pct"] = float(rates.mean())
+    lo, hi = t_interval(rates)
+    if lo is None or hi is None:
+        return out
+    out.update(config_ci_low_pct=max(0.0, lo), config_ci_high_pct=min(100.0, hi))
+    per_config = round(len(flags) / len(rates))
+    pooled = min(0.95, max(0.05, round(float(flags.mean()) * 20) / 20))
+    out["config_ci_coverage_pct"] = rate_t_coverage(len(rates), per_config, pooled)
+    return out
 
 
 def ranked_configs(summary: pd.DataFrame, metrics: Iterable[str], top: bool) -> pd.DataFrame:
