@@ -350,6 +350,12 @@ def test_slo_attainment_counts_failed_calls_and_the_slo_checks_it() -> None:
     seconds = (per_run["t_done_s"].max() - per_run["t_sent_s"].min()).sum()
     assert row["phase_s"] == pytest.approx(seconds)
     assert row["good_per_s"] == pytest.approx(good.sum() / seconds)
+    per_config = good.groupby(calls["config_id"]).mean() * 100
+    half = sps.t.ppf(0.975, len(per_config) - 1) * per_config.std(ddof=1) / math.sqrt(6)
+    assert row["n_configs"] == len(per_config) == 6
+    assert row["config_attainment_pct"] == pytest.approx(per_config.mean())
+    assert row["config_ci_low_pct"] == pytest.approx(max(0.0, per_config.mean() - half))
+    assert row["config_ci_high_pct"] == pytest.approx(min(100.0, per_config.mean() + half))
     check = s.slo.set_index(["scope", "check"]).loc[("all", "slo_attainment")]
     assert check["observed"] == pytest.approx(100 * good.mean())
     assert check["passed"] == (100 * good.mean() >= 90.0)

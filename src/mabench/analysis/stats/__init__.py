@@ -21,7 +21,8 @@ Owns, by concern:
   targets) and good calls per second;
 - ``advice``: recommendations, SLO checks, the cost model, limitations;
 - ``validity``: reloads inside the measured phases beside both true efficiencies, the runs
-  the checks after the phases flagged, and true efficiency by phase order;
+  the checks after the phases flagged, true efficiency by phase order, and the headline numbers
+  over the runs that passed every check beside the full sample's;
 - ``order``: the order-balanced estimate and the order effect per config and for the study,
   and drift (efficiency against each run's start time), the config a fixed effect;
 - ``provenance``: settings, methodology fields, input hashes, the coverage table, the

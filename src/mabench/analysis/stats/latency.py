@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mabench.analysis.stats.estimators import quantile_lower_bound, tail, wilson_ci
+from mabench.analysis.stats.estimators import quantile_lower_bound, t_interval, tail, wilson_ci
 
 #: per-call latency column -> (name in the report, one value per call or a list per call)
 LATENCY_METRICS: dict[str, tuple[str, bool]] = {
@@ -149,16 +149,32 @@ def _phase_spans(calls: pd.DataFrame) -> np.ndarray:
     return np.where(first.to_numpy(), span.fillna(0.0).to_numpy(float), 0.0)
 
 
+def _config_attainment(good: np.ndarray, configs: np.ndarray) -> dict[str, Any]:
+    """The config as the unit: the mean of the configs' attainments (%) and the t-interval of
+    those attainments, clipped to [0, 100] (null below 2 configs)."""
+    rates = pd.Series(good.astype(float)).groupby(configs).mean() * 100
+    lo, hi = t_interval(rates)
+    return {
+        "n_configs": len(rates),
+        "config_attainment_pct": float(rates.mean()) if len(rates) else None,
+        "config_ci_low_pct": None if lo is None else max(0.0, lo),
+        "config_ci_high_pct": None if hi is None else min(100.0, hi),
+    }
+
+
 def slo_attainment(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
     """Per level, group and phase: the share of calls (failed ones included) that met the TTFT
-    and TPOT targets of ``slo`` with its Wilson interval (``slo_attainment_pct``), and the good
-    calls per second of the phases (``good_per_s``, over ``phase_s`` seconds)."""
+    and TPOT targets of ``slo`` with its Wilson interval over calls (``slo_attainment_pct``),
+    the configs' mean attainment with the t-interval of the configs' attainments (the config as
+    the unit), and the good calls per second of the phases (``good_per_s``, over ``phase_s``
+    seconds)."""
     if calls.empty:
         return pd.DataFrame()
     ttft_ms, tpot_ms = float(slo["goodput_ttft_ms"]), float(slo["goodput_tpot_ms"])
     good = _good(calls, ttft_ms, tpot_ms)
     failed = calls["error_kind"].notna().to_numpy() if "error_kind" in calls else good & False
     spans = _phase_spans(calls)
+    configs = calls["config_id"].astype(str).to_numpy()
     phase = calls["phase"].to_numpy(dtype=object)
     rows = []
     for level, key in LEVELS:
@@ -170,6 +186,7 @@ def slo_attainment(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
                     continue
                 lo, hi = wilson_ci(k, n)
                 seconds = float(spans[m].sum())
+                by_config = _config_attainment(good[m], configs[m])
                 rows.append(
                     {
                         "level": level,
@@ -181,6 +198,7 @@ def slo_attainment(calls: pd.DataFrame, slo: Mapping[str, Any]) -> pd.DataFrame:
                         "slo_attainment_pct": 100.0 * k / n,
                         "ci_low_pct": 100 * lo,
                         "ci_high_pct": 100 * hi,
+                        **by_config,
                         "phase_s": seconds,
                         "good_per_s": k / seconds if seconds > 0 else None,
                         "ttft_target_ms": ttft_ms,
