@@ -3,6 +3,7 @@ the Parquet outputs; data text is escaped; a template change re-renders only the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -290,6 +291,31 @@ def test_template_change_rerenders_only_the_report(full_study, tmp_path, monkeyp
     # figure links are relative to the report's own folder
     assert os.path.relpath(full_study / "figures", tmp_path) in out.read_text()
     assert report.template_files(templates)
+
+
+def test_report_renders_from_statistics_written_before_the_new_tables(full_study, tmp_path):
+    """A study's stats folder from before the order, drift, headline and SLO-attainment
+    tables (Snakemake keeps it while the tables are unchanged) still renders."""
+    old = tmp_path / "stats"
+    shutil.copytree(full_study / "stats", old)
+    summary = json.loads((old / "summary.json").read_text())
+    for name in ("order_balance", "drift", "headline_runs", "slo_attainment"):
+        (old / summary["files"].pop(name)["file"]).unlink()
+    dropped = {
+        "slo": ["test", "bound", "failure_shown"],
+        "seed_vs_true": ["config_rank_spearman_low", "config_rank_spearman_high"],
+        "latency": ["p99_lower_95", "p99_lower_rank"],
+    }
+    for name, columns in dropped.items():
+        path = old / summary["files"][name]["file"]
+        pd.read_parquet(path).drop(columns=columns).to_parquet(path)
+    (old / "summary.json").write_text(json.dumps(summary))
+    out = report.render_report(
+        old, full_study / "tables", full_study / "figures", {}, tmp_path / "technical_report.md"
+    )
+    text = out.read_text()
+    assert "### Phase order: order-balanced" not in text and "Leaving out the flagged" not in text
+    assert "(point estimate)" in _section(text, "Executive summary")
 
 
 def test_small_study_without_reference(tmp_path) -> None:
