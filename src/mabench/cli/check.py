@@ -31,7 +31,8 @@ from mabench.steps.rules import StudyPaths
 
 __all__ = ["build_study", "configure", "headline", "main"]
 
-PROJECT = Path(__file__).resolve().parents[2]  # the checkout holding the Snakefile
+#: the checkout holding the Snakefile (this file is src/mabench/cli/check.py)
+PROJECT = Path(__file__).resolve().parents[3]
 WORKLOADS = ("collector", "insight")
 
 
