@@ -18,6 +18,9 @@ Splits the Snakemake wall time into:
 
 Snakemake logs job starts and ends to the second: a job's span is known to ±1 s, so only
 sums and means over many jobs are given (the mean over 135 run jobs is good to ~0.05 s).
+
+``--window START END`` (ISO times) adds the per-run figures of the runs whose jobs lie inside
+that window: on a shared machine, the part of a study during which nothing else ran.
 """
 
 from __future__ import annotations
@@ -80,6 +83,33 @@ def newest_log(checkout: Path) -> Path:
     return logs[-1]
 
 
+def window_per_run(
+    spans: dict[int, tuple[str, float, float]],
+    records: list[dict[str, Any]],
+    start: float,
+    end: float,
+) -> dict[str, Any]:
+    """Per-run means of the run jobs and records that lie wholly inside ``[start, end]``."""
+    jobs = [e - s for rule, s, e in spans.values() if rule == "run" and start <= s and e <= end]
+    inside = [
+        run_times(r)
+        for r in records
+        if start <= datetime.fromisoformat(r["started_at"]).timestamp()
+        and datetime.fromisoformat(r["finished_at"]).timestamp() <= end
+    ]
+    if not jobs or not inside:
+        return {"runs": 0}
+    phases = statistics.mean(p for p, _ in inside)
+    execute = statistics.mean(e for _, e in inside)
+    return {
+        "runs": len(inside),
+        "run_jobs": len(jobs),
+        "measured_phases_s": phases,
+        "protocol_s": execute - phases,
+        "python_job_s": statistics.mean(jobs) - execute,
+    }
+
+
 def study_cost(checkout: Path, study: str, log_path: Path | None = None) -> dict[str, Any]:
     """Where the wall time of ``study``'s one invocation in ``checkout`` went (seconds)."""
     log_path = log_path or newest_log(checkout)
@@ -127,8 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkout", type=Path, help="where snakemake ran the study")
     parser.add_argument("study", nargs="?", default="tr114", help="results/<study> (tr114)")
     parser.add_argument("--log", type=Path, help="Snakemake's log (default: the newest)")
+    parser.add_argument(
+        "--window", nargs=2, metavar=("START", "END"), help="ISO times: per-run figures inside"
+    )
     args = parser.parse_args(argv)
-    json.dump(study_cost(args.checkout, args.study, args.log), sys.stdout, indent=1)
+    cost = study_cost(args.checkout, args.study, args.log)
+    if args.window:
+        start, end = (datetime.fromisoformat(t).timestamp() for t in args.window)
+        spans, _, _ = job_spans(Path(cost["log"]).read_text(encoding="utf-8"))
+        runs = (args.checkout / "results" / args.study / "runs").glob("*/run_*.json")
+        records = [json.loads(p.read_text()) for p in runs]
+        cost["window"] = {"from": args.window[0], "to": args.window[1]}
+        cost["window"] |= window_per_run(spans, records, start, end)
+    json.dump(cost, sys.stdout, indent=1)
     print()
     return 0
 
