@@ -41,7 +41,11 @@ def test_sync_and_async_clients_measure_the_same_call(sim_server):
         assert r.metrics.eval_count == 5
         assert r.done_reason == "length"
         ttft_ms = (r.t_first_token_ns - r.t_sent_ns) / 1e6
-        assert 75 <= ttft_ms < 200
+        # the server's 80 ms are a floor no clock error can go under; above it, a loaded 2-core
+        # machine has delayed the first token by 150+ ms (seen 232 and 251 ms beside a study),
+        # so the ceiling only catches a stalled call (the first token's timing is pinned more
+        # tightly, against an ideal server, by benchmarks/ttft_accuracy.py)
+        assert 75 <= ttft_ms < 1000
         assert r.t_sent_ns < r.t_first_token_ns <= r.t_last_token_ns <= r.t_done_ns
         # 4 more tokens, 10 ms apart
         assert 35 <= (r.t_last_token_ns - r.t_first_token_ns) / 1e6 < 150
