@@ -356,10 +356,13 @@ class GenerateRequest:
             out["system"] = self.system
         if self.raw:
             out["raw"] = True
-        if self.options.to_dict():
-            out["options"] = self.options.to_dict()
-        out["keep_alive"] = self.keep_alive.to_json()
-        return out
+        return out | _runner_fields(self.options, self.keep_alive)
+
+
+def _runner_fields(options: Options, keep_alive: KeepAlive) -> dict[str, Any]:
+    """A generation request's options (only when any is set) and keep-alive, in Ollama's order."""
+    fields: dict[str, Any] = {"options": options.to_dict()} if options.to_dict() else {}
+    return fields | {"keep_alive": keep_alive.to_json()}
 
 
 @dataclass(frozen=True)
@@ -416,10 +419,7 @@ class ChatRequest:
             "messages": [m.to_json() for m in self.messages],
             "stream": self.stream,
         }
-        if self.options.to_dict():
-            out["options"] = self.options.to_dict()
-        out["keep_alive"] = self.keep_alive.to_json()
-        return out
+        return out | _runner_fields(self.options, self.keep_alive)
 
 
 @dataclass(frozen=True)
