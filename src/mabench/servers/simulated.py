@@ -22,6 +22,9 @@ Faults (``--fault``), applied to generation requests after the first ``--fault-a
 exits in the middle of the stream, like a crash). On ``/v1`` the same faults break the SSE
 stream, and ``no_metrics`` sends neither usage nor timings. ``--fault-once FILE`` makes the
 fault happen once across all processes sharing FILE (a crash, then healthy restarts).
+
+``--shape`` answers as a particular real server does, leaving out what it leaves out (the
+conformance matrix, ``tests/conformance``, measures a study against each); see :data:`SHAPES`.
 """
 
 from __future__ import annotations
@@ -93,6 +96,45 @@ FAULTS = (
     "die",
 )
 
+#: ``--shape``: which real server's answers to play. ``complete`` (the default) fills every
+#: field, as our embedded server does. Ollama's answers (``/api``):
+#:
+#: - ``ollama-current``: Ollama since v0.9.7: every metric, ``/api/ps`` with ``context_length``;
+#:   a load or unload answer carries no durations (server/routes.go answers an empty prompt
+#:   with model, created_at, done and done_reason only);
+#: - ``ollama-old``: Ollama v0.1.38 to v0.9.6 (api/types.go's ProcessModelResponse had no
+#:   ContextLength until ollama/ollama@34088dbc, July 2025): ``/api/ps`` entries without
+#:   ``context_length``, and load answers without durations;
+#: - ``ollama-cached``: Ollama up to v0.1.48 (ollama/ollama#2068, #3427; fixed by #5371 in
+#:   v0.1.49): a prompt it has already evaluated is answered from its cache and the final
+#:   chunk omits ``prompt_eval_count`` and ``prompt_eval_duration`` (``omitempty`` on a 0);
+#:   ``/api/ps`` without ``context_length`` too.
+#:
+#: OpenAI's (``/v1/chat/completions``, streamed):
+#:
+#: - ``openai-current``: OpenAI's own, SGLang, Ollama's ``/v1`` since v0.5.2, llama.cpp's
+#:   server since ggml-org/llama.cpp#15444: usage in a last chunk with an empty ``choices``
+#:   list, only when ``stream_options.include_usage`` asks for it; no ``timings``;
+#: - ``openai-no-usage``: llama-cpp-python's server (abetlen/llama-cpp-python#1640) and
+#:   Ollama's ``/v1`` before v0.5.2: ``include_usage`` ignored, no usage, no ``timings``;
+#: - ``openai-usage-every-chunk``: vLLM with ``continuous_usage_stats``: every chunk carries
+#:   the usage so far, and the empty-``choices`` usage chunk still ends the stream;
+#: - ``openai-finish-with-content``: vLLM (vllm-project/vllm#35705): the last content delta
+#:   and ``finish_reason`` in one chunk, no separate finish chunk;
+#: - ``openai-usage-in-finish``: llama.cpp's server before #15444 (August 2025): usage and
+#:   ``timings`` in the finish chunk itself, asked for or not, and no empty-``choices`` chunk.
+OLLAMA_SHAPES = ("ollama-current", "ollama-old", "ollama-cached")
+OPENAI_SHAPES = (
+    "openai-current",
+    "openai-no-usage",
+    "openai-usage-every-chunk",
+    "openai-finish-with-content",
+    "openai-usage-in-finish",
+)
+SHAPES = ("complete", *OLLAMA_SHAPES, *OPENAI_SHAPES)
+#: Ollama shapes whose /api/ps predates ``context_length``
+_PS_WITHOUT_CONTEXT = ("ollama-old", "ollama-cached")
+
 
 @dataclass
 class SimSettings:
@@ -116,6 +158,7 @@ class SimSettings:
     api_key: str | None = field(default=None, repr=False)
     busy_tokens_pct: float = 100.0  # tokens a generation overlapping another one generates
     intruder_after: int | None = None  # generations after which another client loads a model
+    shape: str = "complete"  # which real server's answers to play (SHAPES)
 
 
 @dataclass
@@ -125,6 +168,7 @@ class SimState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generations: int = 0
     streaming: int = 0  # generations holding a slot right now
+    prompts_seen: set[str] = field(default_factory=set)  # (ollama-cached) prompts evaluated
 
 
 #: what the simulated server says of each model it serves (it has no files)
@@ -161,6 +205,11 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
+def _without(body: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``body`` less ``keys``: an answer as a server that leaves them out sends it."""
+    return {k: v for k, v in body.items() if k not in keys}
+
+
 #: the bytes that break a stream, per fault: NDJSON (Ollama) and Server-Sent Events (OpenAI)
 NDJSON_FAULTS = {
     "invalid_json": b'{"model": "broken", "done": fal\n',
@@ -191,6 +240,7 @@ class _Generation:
     n_tokens: int
     prompt_tokens: int
     fault: str
+    repeated: bool = False  # its prompt was generated from before (ollama-cached)
 
 
 class SimServer:
@@ -232,6 +282,8 @@ class SimServer:
             _summary(m).ps_entry(expires, runner.get("num_ctx", DEFAULT_NUM_CTX))
             for m, runner in self.state.loaded.items()
         ]
+        if self.settings.shape in _PS_WITHOUT_CONTEXT:
+            models = [_without(entry, "context_length") for entry in models]
         return JSONResponse(models_body(models))
 
     async def show(self, request: Request) -> Response:
@@ -296,7 +348,10 @@ class SimServer:
         else:
             reason, load_ns = "load", await self.ensure_loaded(req.model, req.options)
         shape = GenerationShape("chat" if chat else "generate", req.model)
-        return JSONResponse(shape.lifecycle(reason, time.perf_counter_ns() - t0, load_ns))
+        body = shape.lifecycle(reason, time.perf_counter_ns() - t0, load_ns)
+        if self.settings.shape in OLLAMA_SHAPES:
+            body = _without(body, "total_duration", "load_duration")
+        return JSONResponse(body)
 
     def plan(self, req: ChatRequest | GenerateRequest, chat: bool) -> _Generation:
         """What this request generates, and which fault (if any) it meets."""
@@ -315,7 +370,14 @@ class SimServer:
             n_tokens=asked if asked and asked > 0 else settings.default_tokens,
             prompt_tokens=max(1, len(text.split())),
             fault=fault,
+            repeated=self.seen_before(text),
         )
+
+    def seen_before(self, prompt: str) -> bool:
+        """Whether ``prompt`` was generated from before (it is remembered from now on)."""
+        seen = prompt in self.state.prompts_seen
+        self.state.prompts_seen.add(prompt)
+        return seen
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -361,8 +423,16 @@ class SimServer:
                     return
                 yield _ndjson(gen.shape.chunk(f"tok{i} "))
             if gen.fault != "truncate":
-                metrics = None if gen.fault == "no_metrics" else self.metrics(gen, pace)
-                yield _ndjson(gen.shape.final("", self.finish(gen, pace), metrics))
+                yield _ndjson(self.final_chunk(gen, pace))
+
+    def final_chunk(self, gen: _Generation, pace: Pace) -> dict[str, Any]:
+        """The stream's last chunk: its metrics (none under ``no_metrics``), less the prompt's
+        for a repeated prompt when playing ``ollama-cached``."""
+        metrics = None if gen.fault == "no_metrics" else self.metrics(gen, pace)
+        body = gen.shape.final("", self.finish(gen, pace), metrics)
+        if self.settings.shape == "ollama-cached" and gen.repeated:
+            body = _without(body, "prompt_eval_count", "prompt_eval_duration")
+        return body
 
     @staticmethod
     async def token_fault(fault: str, i: int, broken: Mapping[str, bytes]) -> bytes | None:
@@ -442,20 +512,61 @@ class SimServer:
         """The SSE stream: the role at once (as OpenAI sends it), one content delta every
         ``token_ms`` after ``ttft_ms``, the finish chunk, usage if asked for, ``[DONE]``."""
         async with self.slot():
-            yield sse_event(shape.first())
             pace = Pace()
+            yield sse_event(self.running_usage(shape.first(), gen, pace))
             async for i in self.tokens(gen, pace):
                 broken = await self.token_fault(gen.fault, i, SSE_FAULTS)
                 if broken is not None:
                     yield broken
                     return
-                yield sse_event(shape.text(f"tok{i} "))
+                yield sse_event(self.token_chunk(gen, shape, pace, f"tok{i} "))
             if gen.fault == "truncate":
                 return
-            yield sse_event(shape.finish(self.finish(gen, pace), self.timings(gen, pace)))
-            if include_usage and self.settings.usage == "include" and gen.fault != "no_metrics":
-                yield sse_event(shape.usage(Usage(gen.prompt_tokens, pace.tokens)))
+            for chunk in self.closing_chunks(gen, shape, pace, include_usage):
+                yield sse_event(chunk)
             yield sse_event(DONE)
+
+    def running_usage(self, chunk: dict[str, Any], gen: _Generation, pace: Pace) -> dict[str, Any]:
+        """``chunk`` with the usage so far, when playing ``openai-usage-every-chunk``."""
+        if self.settings.shape != "openai-usage-every-chunk" or gen.fault == "no_metrics":
+            return chunk
+        return {**chunk, "usage": Usage(gen.prompt_tokens, pace.tokens).to_json()}
+
+    def token_chunk(
+        self, gen: _Generation, shape: CompletionShape, pace: Pace, text: str
+    ) -> dict[str, Any]:
+        """One content delta; the last one also carries ``finish_reason`` when playing
+        ``openai-finish-with-content``."""
+        chunk = shape.text(text)
+        if self.finishes_with_content(gen, pace):
+            chunk["choices"][0]["finish_reason"] = self.finish(gen, pace)
+        return self.running_usage(chunk, gen, pace)
+
+    def finishes_with_content(self, gen: _Generation, pace: Pace) -> bool:
+        """The last content delta carries ``finish_reason`` (``openai-finish-with-content``;
+        a generation cut short by ``--busy-tokens-pct`` still ends in a finish chunk)."""
+        return self.settings.shape == "openai-finish-with-content" and pace.tokens == gen.n_tokens
+
+    def closing_chunks(
+        self, gen: _Generation, shape: CompletionShape, pace: Pace, include_usage: bool
+    ) -> list[dict[str, Any]]:
+        """What follows the last content delta: the finish chunk (unless the delta carried
+        it), then usage if asked for and sent in a chunk of its own, as the shape plays it."""
+        chunks = []
+        usage = None if gen.fault == "no_metrics" else Usage(gen.prompt_tokens, pace.tokens)
+        if not self.finishes_with_content(gen, pace):
+            finish = shape.finish(self.finish(gen, pace), self.timings(gen, pace))
+            if self.settings.shape == "openai-usage-in-finish" and usage is not None:
+                finish["usage"] = usage.to_json()
+            chunks.append(self.running_usage(finish, gen, pace))
+        if include_usage and usage is not None and self.sends_usage_chunk():
+            chunks.append(shape.usage(usage))
+        return chunks
+
+    def sends_usage_chunk(self) -> bool:
+        """Whether ``include_usage`` gets its empty-``choices`` usage chunk."""
+        never = ("openai-no-usage", "openai-usage-in-finish")
+        return self.settings.usage == "include" and self.settings.shape not in never
 
     async def v1_completion(self, gen: _Generation, shape: CompletionShape) -> Response:
         """The non-streamed answer, sent when the last token would have been."""
@@ -470,7 +581,8 @@ class SimServer:
 
     def timings(self, gen: _Generation, pace: Pace) -> Timings | None:
         """llama.cpp's ``timings`` of ``gen`` when the settings add them."""
-        if not self.settings.timings or gen.fault == "no_metrics":
+        llama_cpp = self.settings.shape == "openai-usage-in-finish"
+        if not (self.settings.timings or llama_cpp) or gen.fault == "no_metrics":
             return None
         return Timings.of(self.metrics(gen, pace))
 
@@ -531,6 +643,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--timings", action="store_true", help="/v1: add llama.cpp's timings (prompt, predicted)"
     )
     parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="complete",
+        help="answer as this real server does, leaving out what it leaves out (default "
+        "complete: every field)",
+    )
+    parser.add_argument(
         "--api-key-env",
         metavar="NAME",
         help="/v1 routes require the API key held by environment variable NAME",
@@ -562,6 +681,7 @@ def main(args: argparse.Namespace) -> int:
         api_key=_api_key(args.api_key_env),
         busy_tokens_pct=args.busy_tokens_pct,
         intruder_after=args.intruder_after,
+        shape=args.shape,
     )
     uvicorn.run(
         build_app(settings),
