@@ -106,9 +106,10 @@ FAULTS = (
 #:   ContextLength until ollama/ollama@34088dbc, July 2025): ``/api/ps`` entries without
 #:   ``context_length``, and load answers without durations;
 #: - ``ollama-cached``: Ollama up to v0.1.48 (ollama/ollama#2068, #3427; fixed by #5371 in
-#:   v0.1.49): a prompt it has already evaluated is answered from its cache and the final
-#:   chunk omits ``prompt_eval_count`` and ``prompt_eval_duration`` (``omitempty`` on a 0);
-#:   ``/api/ps`` without ``context_length`` too.
+#:   v0.1.49) answering prompts it had cached: the final chunk omits ``prompt_eval_count``
+#:   and ``prompt_eval_duration`` (``omitempty`` on a 0). #3427 saw them missing on most
+#:   calls; this shape omits them on every one, whatever the prompt (the harness salts its
+#:   prompts against caches); ``/api/ps`` without ``context_length`` too.
 #:
 #: OpenAI's (``/v1/chat/completions``, streamed):
 #:
@@ -168,7 +169,6 @@ class SimState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generations: int = 0
     streaming: int = 0  # generations holding a slot right now
-    prompts_seen: set[str] = field(default_factory=set)  # (ollama-cached) prompts evaluated
 
 
 #: what the simulated server says of each model it serves (it has no files)
@@ -240,7 +240,6 @@ class _Generation:
     n_tokens: int
     prompt_tokens: int
     fault: str
-    repeated: bool = False  # its prompt was generated from before (ollama-cached)
 
 
 class SimServer:
@@ -370,14 +369,7 @@ class SimServer:
             n_tokens=asked if asked and asked > 0 else settings.default_tokens,
             prompt_tokens=max(1, len(text.split())),
             fault=fault,
-            repeated=self.seen_before(text),
         )
-
-    def seen_before(self, prompt: str) -> bool:
-        """Whether ``prompt`` was generated from before (it is remembered from now on)."""
-        seen = prompt in self.state.prompts_seen
-        self.state.prompts_seen.add(prompt)
-        return seen
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -427,10 +419,10 @@ class SimServer:
 
     def final_chunk(self, gen: _Generation, pace: Pace) -> dict[str, Any]:
         """The stream's last chunk: its metrics (none under ``no_metrics``), less the prompt's
-        for a repeated prompt when playing ``ollama-cached``."""
+        when playing ``ollama-cached``."""
         metrics = None if gen.fault == "no_metrics" else self.metrics(gen, pace)
         body = gen.shape.final("", self.finish(gen, pace), metrics)
-        if self.settings.shape == "ollama-cached" and gen.repeated:
+        if self.settings.shape == "ollama-cached":
             body = _without(body, "prompt_eval_count", "prompt_eval_duration")
         return body
 
