@@ -150,7 +150,18 @@ def _load_result(data: Any, t0: int) -> LoadResult:
     wall = time.perf_counter_ns() - t0
     if not isinstance(data, dict):
         raise ValueError("load answer is not an object")
-    return LoadResult(data.get("done_reason"), int(data.get("load_duration") or 0), wall)
+    return LoadResult(data.get("done_reason"), _load_duration(data), wall)
+
+
+def _load_duration(data: dict[str, Any]) -> int | None:
+    """The load answer's ``load_duration`` (ns); None where the server leaves it out, as
+    Ollama does (it answers an empty prompt with model, created_at, done and done_reason)."""
+    value = data.get("load_duration")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"load answer has no valid 'load_duration' (got {value!r})")
+    return value
 
 
 def _version_of(data: Any) -> str:
