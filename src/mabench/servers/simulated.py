@@ -23,6 +23,12 @@ exits in the middle of the stream, like a crash). On ``/v1`` the same faults bre
 stream, and ``no_metrics`` sends neither usage nor timings. ``--fault-once FILE`` makes the
 fault happen once across all processes sharing FILE (a crash, then healthy restarts).
 
+``--prefix-cache`` caches prompts as vLLM's automatic prefix caching does: the part of a
+prompt that begins like a prompt served before (in words, the simulation's tokens) skips its
+share of the TTFT, and the answer says how many were cached (``usage.prompt_tokens_details
+.cached_tokens``, llama.cpp's ``timings.cache_n`` where timings are sent, and on Ollama's API
+fewer ``prompt_eval_count``); ``POST /reset_prefix_cache`` (vLLM's) and an unload empty it.
+
 ``--shape`` answers as a particular real server does, leaving out what it leaves out (the
 conformance matrix, ``tests/conformance``, measures a study against each); see :data:`SHAPES`.
 """
@@ -160,6 +166,7 @@ class SimSettings:
     busy_tokens_pct: float = 100.0  # tokens a generation overlapping another one generates
     intruder_after: int | None = None  # generations after which another client loads a model
     shape: str = "complete"  # which real server's answers to play (SHAPES)
+    prefix_cache: bool = False  # cache prompts' prefixes (vLLM's automatic prefix caching)
 
 
 @dataclass
@@ -169,6 +176,7 @@ class SimState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generations: int = 0
     streaming: int = 0  # generations holding a slot right now
+    prompts: list[tuple[str, ...]] = field(default_factory=list)  # --prefix-cache: served
 
 
 #: what the simulated server says of each model it serves (it has no files)
@@ -240,6 +248,7 @@ class _Generation:
     n_tokens: int
     prompt_tokens: int
     fault: str
+    cached_tokens: int = 0  # --prefix-cache: the prompt's words a served prompt began with
 
 
 class SimServer:
@@ -262,6 +271,8 @@ class SimServer:
             Route(MODELS_PATH, self.v1_models),
             Route(CHAT_PATH, self.v1_chat, methods=["POST"]),
         ]
+        if self.settings.prefix_cache:
+            routes.append(Route("/reset_prefix_cache", self.reset_prefix_cache, methods=["POST"]))
         return Starlette(routes=routes)
 
     # -- management ------------------------------------------------------------------------
@@ -343,6 +354,7 @@ class SimServer:
         t0 = time.perf_counter_ns()
         if req.keep_alive.unload_now:
             self.state.loaded.pop(req.model, None)
+            self.state.prompts.clear()  # an unloaded model keeps no cache
             reason, load_ns = "unload", 0
         else:
             reason, load_ns = "load", await self.ensure_loaded(req.model, req.options)
@@ -369,7 +381,42 @@ class SimServer:
             n_tokens=asked if asked and asked > 0 else settings.default_tokens,
             prompt_tokens=max(1, len(text.split())),
             fault=fault,
+            cached_tokens=self.cache_prompt(tuple(text.split())),
         )
+
+    def cache_prompt(self, words: tuple[str, ...]) -> int:
+        """``--prefix-cache``: how many of ``words`` a prompt served before began with (at most
+        all but the last, as a real server evaluates at least one token); then ``words`` is
+        served too. 0 without the cache."""
+        if not self.settings.prefix_cache:
+            return 0
+        cached = max((_common_prefix(words, seen) for seen in self.state.prompts), default=0)
+        self.state.prompts.append(words)
+        return min(cached, max(0, len(words) - 1))
+
+    async def reset_prefix_cache(self, _: Request) -> Response:
+        """vLLM's ``POST /reset_prefix_cache``: the cache emptied, an empty 200."""
+        self.state.prompts.clear()
+        return Response(status_code=200)
+
+    def ttft_ms(self, gen: _Generation) -> float:
+        """The TTFT of ``gen``: its cached share of the prompt skipped (``--prefix-cache``),
+        never below one token's time."""
+        uncached = 1 - gen.cached_tokens / gen.prompt_tokens
+        return max(self.settings.token_ms, self.settings.ttft_ms * uncached)
+
+    def cache_report(self, chunk: dict[str, Any], gen: _Generation) -> dict[str, Any]:
+        """``chunk`` saying how many prompt tokens came from the cache (``--prefix-cache``):
+        in its usage as vLLM and OpenAI do, in its timings as llama.cpp does."""
+        if not self.settings.prefix_cache:
+            return chunk
+        out = dict(chunk)
+        if isinstance(out.get("usage"), dict):
+            details = {"cached_tokens": gen.cached_tokens}
+            out["usage"] = {**out["usage"], "prompt_tokens_details": details}
+        if isinstance(out.get("timings"), dict):
+            out["timings"] = {**out["timings"], "cache_n": gen.cached_tokens}
+        return out
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -396,7 +443,7 @@ class SimServer:
         busy_limit = max(1, math.ceil(gen.n_tokens * self.settings.busy_tokens_pct / 100))
         overlapped = False
         for i in range(gen.n_tokens):
-            deadline = start + (self.settings.ttft_ms + i * self.settings.token_ms) / 1000
+            deadline = start + (self.ttft_ms(gen) + i * self.settings.token_ms) / 1000
             await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
             overlapped = overlapped or self.state.streaming > 1
             if overlapped and i >= busy_limit:
@@ -424,6 +471,9 @@ class SimServer:
         body = gen.shape.final("", self.finish(gen, pace), metrics)
         if self.settings.shape == "ollama-cached":
             body = _without(body, "prompt_eval_count", "prompt_eval_duration")
+        elif self.settings.prefix_cache and "prompt_eval_count" in body:
+            # as Ollama (since v0.1.49) does: only the prompt tokens it evaluated
+            body["prompt_eval_count"] = gen.prompt_tokens - gen.cached_tokens
         return body
 
     @staticmethod
@@ -553,7 +603,7 @@ class SimServer:
             chunks.append(self.running_usage(finish, gen, pace))
         if include_usage and usage is not None and self.sends_usage_chunk():
             chunks.append(shape.usage(usage))
-        return chunks
+        return [self.cache_report(c, gen) for c in chunks]
 
     def sends_usage_chunk(self) -> bool:
         """Whether ``include_usage`` gets its empty-``choices`` usage chunk."""
@@ -642,6 +692,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "complete: every field)",
     )
     parser.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="cache prompts' prefixes (vLLM's automatic prefix caching): a repeated prefix "
+        "skips its share of the TTFT and is reported as cached; POST /reset_prefix_cache "
+        "empties the cache",
+    )
+    parser.add_argument(
         "--api-key-env",
         metavar="NAME",
         help="/v1 routes require the API key held by environment variable NAME",
@@ -674,6 +731,7 @@ def main(args: argparse.Namespace) -> int:
         busy_tokens_pct=args.busy_tokens_pct,
         intruder_after=args.intruder_after,
         shape=args.shape,
+        prefix_cache=args.prefix_cache,
     )
     uvicorn.run(
         build_app(settings),
@@ -721,6 +779,16 @@ class SimServerProcess:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _flags(settings: Mapping[str, object]) -> list[str]:
