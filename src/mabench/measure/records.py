@@ -41,6 +41,9 @@ PHASES = (SOLO, CONCURRENT)
 Phase = Literal["solo", "concurrent"]
 #: where a server metric's count came from
 CountSource = Literal["final_metrics", "usage", "timings", "stream"]
+#: how a server's cache was brought to the same state before each measured phase
+#: (mabench.measure.cache_state)
+CacheReset = Literal["none", "reload", "endpoint", "salt"]
 NonNegative = Annotated[int, Meta(ge=0)]
 Positive = Annotated[int, Meta(ge=1)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
@@ -82,6 +85,15 @@ class ServerMetrics(_Part):
     eval_duration_ns: NonNegative | None
     eval_count_source: Annotated[CountSource | None, Meta(description=_SOURCE_DOC)] = None
     prompt_eval_count_source: Annotated[CountSource | None, Meta(description=_SOURCE_DOC)] = None
+    cached_prompt_tokens: Annotated[
+        NonNegative | None,
+        Meta(
+            description="Prompt tokens the server took from its prompt cache, as it reported "
+            "them: usage.prompt_tokens_details.cached_tokens (OpenAI API, vLLM, SGLang) or "
+            "timings.cache_n (llama.cpp). Null where the server did not say (Ollama's API, "
+            "llama-cpp-python's server) and in records written before."
+        ),
+    ] = None
 
 
 class CallRecord(_Part):
@@ -118,6 +130,14 @@ class CallRecord(_Part):
         Meta(
             description="Connections the call opened: 0 when it reused its agent's open "
             f"connection (opened by the unmeasured warm-up). {_V1_ABSENT}"
+        ),
+    ] = None
+    prompt_salt: Annotated[
+        str | None,
+        Meta(
+            description="The nonce the call's prompt began with (cache policy salt: new for "
+            "every phase and agent, so no phase reuses another's cached prefix); null when "
+            "none, and in records written before."
         ),
     ] = None
 
@@ -234,6 +254,20 @@ class ServerInfo(_Part):
             description="set: the pool started the server with these settings (ollama); "
             "declared: the config says so and nothing observed them (external); null: none."
         ),
+    ] = None
+    cache_reset: Annotated[
+        CacheReset | None,
+        Meta(
+            description="How the server's prompt cache was brought to the same state before "
+            "each measured phase: none (nothing done; the embedded server clears its KV cache "
+            "per request), reload (unmeasured unload and load), endpoint (the server's cache "
+            "reset), salt (a per-phase nonce at the start of every prompt). Null in records "
+            "written before."
+        ),
+    ] = None
+    cache_reset_how: Annotated[
+        str | None,
+        Meta(description="That policy in words: the endpoint called, or why it was chosen."),
     ] = None
 
 
@@ -435,6 +469,14 @@ class WorkComparison(_Part):
     solo_text_sha256: Annotated[str, _SHA_DOC]
     concurrent_text_sha256: Annotated[str, _SHA_DOC]
     matched: bool
+    compared_text: Annotated[
+        bool,
+        Meta(
+            description="False when the two calls' prompts began with different salts (cache "
+            "policy salt): their texts then differ by design, and only eval_count and "
+            "done_reason are compared. Absent (true) in records written before."
+        ),
+    ] = True
 
 
 class WorkCheck(_Part):
@@ -466,6 +508,28 @@ class IsolationAfter(_Part):
     verified: bool
 
 
+class CacheCheck(_Part):
+    """Did every measured phase find the servers' prompt caches in the same state? Per
+    (agent, call) the cached prompt tokens each phase's call reported are compared (on
+    Ollama's API, which reports no cached count, the prompt tokens it evaluated: fewer when
+    part of the prompt was cached)."""
+
+    status: Annotated[
+        Literal["equal", "differ", "reset", "unknown"],
+        Meta(
+            description="equal: the servers reported their cache hits and every phase saw the "
+            "same; differ: they did not (the run is flagged cache_differ); reset: the servers "
+            "said nothing, but every one was brought to the same state before each phase (or "
+            "clears its cache per request); unknown: they said nothing and at least one was "
+            "not reset (flagged cache_unknown)"
+        ),
+    ]
+    first_difference: Annotated[
+        dict[str, NonNegative],
+        Meta(description="agent -> first call index whose phases saw different cache hits"),
+    ]
+
+
 class Validity(_Part):
     """Evidence that a run measured what it claims, checked after its measured phases.
 
@@ -481,6 +545,10 @@ class Validity(_Part):
             "loads left. Null when not checked."
         ),
     ]
+    cache: Annotated[
+        CacheCheck | None,
+        Meta(description="The same prompt-cache state in every phase. Null when not checked."),
+    ] = None
 
 
 class RunRecord(_Part):
