@@ -45,15 +45,24 @@ class AgentPlan:
     corpus: str
     #: the agent's server as the study declares it (its API and key variable)
     server: ServerSpec = field(default_factory=lambda: ServerSpec("server"))
+    #: a nonce at the very start of what the model reads (cache policy salt,
+    #: :mod:`mabench.measure.cache_state`): the system prompt if there is one, else each prompt
+    salt: str = ""
 
     @property
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def system_prompt(self) -> str | None:
+        """The system prompt sent, salted when the agent has one."""
+        return None if self.system is None else self.salt + self.system
+
     def prompt(self, index: int, previous: str) -> str:
-        return (
+        text = (
             self.calls[index].template.render(corpus=self.corpus, previous=previous.strip()).strip()
         )
+        return text if self.system is not None else self.salt + text
 
     def options(self, index: int) -> dict[str, Any]:
         return {**self.info.options, "num_predict": self.calls[index].num_predict}
@@ -72,6 +81,15 @@ def warmup_plan(plan: AgentPlan) -> AgentPlan:
     client, connection, endpoint, model and options; one generated token), unmeasured."""
     call = PromptCall(template=_ENV.from_string(WARMUP_PROMPT), source="warmup", num_predict=1)
     return replace(plan, system=WARMUP_SYSTEM, calls=(call,))
+
+
+def first_call_warmup(plan: AgentPlan, salt: str) -> AgentPlan:
+    """The agent with one unmeasured call as long as its first measured one: the same system
+    prompt and first prompt, begun with ``salt`` (so no measured phase can reuse what it left
+    in a prompt cache), one generated token. It absorbs what only a server's first long
+    request pays (buffers sized for a full prefill)."""
+    first = replace(plan.calls[0], source=f"warmup ({plan.calls[0].source})", num_predict=1)
+    return replace(plan, calls=(first,), salt=salt)
 
 
 def effective_options(study: Study, config: ConfigSpec, agent: AgentSpec) -> dict[str, Any]:
@@ -149,6 +167,7 @@ def _record(
         endpoint=plan.endpoint,
         options=plan.options(index),
         prompt_chars=len(prompt),
+        prompt_salt=plan.salt or None,
     )
     if result is None:
         now = clock.now()
@@ -182,7 +201,9 @@ def _record(
 
 def server_metrics(m: Metrics | CompletionMetrics) -> ServerMetrics:
     """What the server said of a call, in the record's terms: Ollama's final metrics, or an
-    OpenAI-compatible server's counts (with their sources) and llama.cpp timings if any."""
+    OpenAI-compatible server's counts (with their sources), llama.cpp timings and the cached
+    prompt tokens if any. Ollama reports no cached count (only fewer evaluated prompt tokens
+    when part of the prompt was cached), so its ``cached_prompt_tokens`` stays None."""
     if isinstance(m, Metrics):
         return ServerMetrics(
             total_duration_ns=m.total_duration,
@@ -203,6 +224,7 @@ def server_metrics(m: Metrics | CompletionMetrics) -> ServerMetrics:
         eval_duration_ns=None if m.predicted_ms is None else round(m.predicted_ms * 1e6),
         eval_count_source=m.completion_tokens_source,
         prompt_eval_count_source=m.prompt_tokens_source,
+        cached_prompt_tokens=m.cached_prompt_tokens,
     )
 
 
@@ -260,7 +282,7 @@ def _agent_steps(
                 "endpoint": plan.endpoint,
                 "model": plan.info.model,
                 "prompt": prompt,
-                "system": plan.system,
+                "system": plan.system_prompt,
                 "options": plan.options(i),
                 "phase": phase,
             },

@@ -44,9 +44,18 @@ class CompletionMetrics:
     prompt_tokens_source: str | None
     prompt_ms: float | None
     predicted_ms: float | None
+    #: prompt tokens the server took from its prompt cache, as it reported them (None: it
+    #: did not say): ``usage.prompt_tokens_details.cached_tokens`` or ``timings.cache_n``
+    cached_prompt_tokens: int | None = None
 
     @classmethod
-    def of(cls, usage: Usage | None, timings: Timings | None, deltas: int) -> CompletionMetrics:
+    def of(
+        cls,
+        usage: Usage | None,
+        timings: Timings | None,
+        deltas: int,
+        cached_prompt_tokens: int | None = None,
+    ) -> CompletionMetrics:
         """Counts from ``usage``, else ``timings``, else the counted deltas."""
         if usage is not None:
             completion, source = usage.completion_tokens, "usage"
@@ -66,6 +75,7 @@ class CompletionMetrics:
             prompt_tokens_source=prompt_source,
             prompt_ms=None if timings is None else timings.prompt_ms,
             predicted_ms=None if timings is None else timings.predicted_ms,
+            cached_prompt_tokens=cached_prompt_tokens,
         )
 
 

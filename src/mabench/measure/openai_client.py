@@ -12,9 +12,13 @@ bookkeeping (:class:`~mabench.measure.call.StreamBookkeeping`); what differs is 
   the streamed content deltas (llama-cpp-python's server ignores ``include_usage``); each
   count says where it came from (:class:`~mabench.measure.call.CompletionMetrics`). The server's time splits are
   known only where a server adds ``timings``; otherwise they are None, never zero;
+* the prompt tokens a server took from its cache come from
+  ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, vLLM, SGLang), else llama.cpp's
+  ``timings.cache_n``; None where the server says neither (:func:`cached_prompt_tokens`);
 * management (the blocking client): models from ``GET /v1/models``; :meth:`load` is a
   non-streamed one-token completion (the API has no load, but a server that loads models on demand loads it now);
-  there is no unload and no list of loaded models in the API;
+  there is no unload and no list of loaded models in the API; a server's own prompt-cache
+  reset, where it has one (:meth:`OpenAIClient.reset_cache`, :meth:`OpenAIClient.slot_ids`);
 * an API key goes in an ``authorization: Bearer`` header and is cut out of any error message
   a server sends back, so it never reaches a record, a log or the report.
 """
@@ -23,10 +27,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
+
+import httpx
 
 from mabench.api.ollama import Options
 from mabench.api.openai import (
@@ -48,13 +54,42 @@ from mabench.measure.call import (
     StreamBookkeeping,
 )
 from mabench.measure.client_base import AsyncClientBase, SyncClientBase, Timeouts
-from mabench.measure.errors import ProtocolError, ServerCallError, ServerStreamError
+from mabench.measure.errors import (
+    ProtocolError,
+    ServerCallError,
+    ServerConnectError,
+    ServerHTTPError,
+    ServerStreamError,
+)
 from mabench.measure.transport import SSE, SSEFraming, error_message, json_body
 
-__all__ = ["AsyncOpenAIClient", "OpenAIClient"]
+__all__ = ["AsyncOpenAIClient", "OpenAIClient", "cached_prompt_tokens"]
+
+#: llama.cpp server's slots (each holds one sequence's KV cache)
+SLOTS_PATH = "/slots"
 
 #: what the load step asks for (one token)
 LOAD_PROMPT = "Reply with the single word: ready."
+#: the HTTP statuses of a route a server does not have (or has switched off: llama.cpp's
+#: /slots without --slots answers 501)
+NOT_OFFERED = (404, 405, 501)
+
+
+def _count_at(obj: Any, *keys: str) -> int | None:
+    """The non-negative integer at ``obj[keys[0]][keys[1]]...``, None where absent."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    if isinstance(obj, bool) or not isinstance(obj, int) or obj < 0:
+        return None
+    return obj
+
+
+def cached_prompt_tokens(chunk: Any) -> int | None:
+    """The prompt tokens a streamed chunk says the server took from its prompt cache:
+    ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, vLLM, SGLang), else llama.cpp's
+    ``timings.cache_n``; None where it says neither (never a guess)."""
+    usage = _count_at(chunk, "usage", "prompt_tokens_details", "cached_tokens")
+    return usage if usage is not None else _count_at(chunk, "timings", "cache_n")
 
 
 class _SSEStreamParser(StreamBookkeeping):
@@ -66,6 +101,7 @@ class _SSEStreamParser(StreamBookkeeping):
         self.finish: str | None = None
         self.usage: Usage | None = None
         self.timings: Timings | None = None
+        self.cached: int | None = None  # prompt tokens the server took from its cache
         self.done = False  # [DONE] read
 
     def _fail(self, message: str) -> ProtocolError:
@@ -92,6 +128,8 @@ class _SSEStreamParser(StreamBookkeeping):
             chunk = StreamChunk.from_json(obj)
         except ValueError as exc:
             raise self._fail(f"stream event {self.chunks + 1}: {exc}") from None
+        cached = cached_prompt_tokens(obj)
+        self.cached = self.cached if cached is None else cached
         self.read(chunk, t_arrived_ns)
 
     def read(self, chunk: StreamChunk, t_arrived_ns: int) -> None:
@@ -111,7 +149,7 @@ class _SSEStreamParser(StreamBookkeeping):
                 f"stream ended after {self.chunks} chunk(s) without a finish_reason "
                 "(truncated answer)"
             )
-        metrics = CompletionMetrics.of(self.usage, self.timings, self.deltas)
+        metrics = CompletionMetrics.of(self.usage, self.timings, self.deltas, self.cached)
         return self.call_result(metrics, self.finish, t_done)
 
 
@@ -231,6 +269,51 @@ class OpenAIClient(_OpenAIRequests, SyncClientBase):
         with self._secret_kept():
             payload = self._json("POST", CHAT_PATH, body, "load", self.timeouts.load_s)
         return self._loaded(payload, t0)
+
+    def _status(self, method: str, path: str, phase: str) -> tuple[int, bytes]:
+        """A management request's HTTP status and body (no error for a status: the caller
+        decides what each one means)."""
+        if self._http_client is None:
+            self._http_client = httpx.Client(**self._httpx_options())
+        try:
+            resp = self._http_client.request(method, path, timeout=self.timeouts.httpx(60.0))
+        except httpx.HTTPError as exc:
+            raise ServerConnectError(
+                f"{type(exc).__name__}: {exc}", url=self.base_url + path, phase=phase
+            ) from exc
+        return resp.status_code, resp.content
+
+    def _offered(self, status: int, body: bytes, path: str, phase: str) -> bool:
+        """True for 200, False for a route the server does not offer; an error otherwise."""
+        if status in NOT_OFFERED:
+            return False
+        if status != 200:
+            url = self.base_url + path
+            raise ServerHTTPError(error_message(body), url=url, phase=phase, status=status)
+        return True
+
+    def reset_cache(self, path: str) -> bool:
+        """``POST path``, a server's prompt-cache reset (vLLM ``/reset_prefix_cache``, SGLang
+        ``/flush_cache``, llama.cpp ``/slots/<id>?action=erase``): True when it answered 200,
+        False when the server has no such route."""
+        with self._secret_kept():
+            status, body = self._status("POST", path, "cache_reset")
+            return self._offered(status, body, path, "cache_reset")
+
+    def slot_ids(self) -> list[int] | None:
+        """The ids of llama.cpp server's slots (``GET /slots``); None when the server has no
+        such route or has it switched off (started without ``--slots``)."""
+        with self._secret_kept():
+            status, body = self._status("GET", SLOTS_PATH, "cache_reset")
+            if not self._offered(status, body, SLOTS_PATH, "cache_reset"):
+                return None
+        try:
+            slots = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(slots, list) or not all(_count_at(s, "id") is not None for s in slots):
+            return None
+        return [s["id"] for s in slots]
 
     def call(self, endpoint: str, model: str, prompt: str, **kwargs: Any) -> CallResult:
         """One streamed call, timed on the client: :meth:`prepare` (its keyword arguments), then
