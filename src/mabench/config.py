@@ -69,6 +69,9 @@ class ServerSpec:
     api_key_env: str | None = None  # the environment variable holding the API key
     #: external servers only: their concurrency settings as the config declares them
     settings: dict[str, str] = field(default_factory=dict)
+    #: how the server's prompt cache is brought to the same state before each measured phase:
+    #: auto, none, reload, endpoint or salt (mabench.measure.cache_state)
+    cache_reset: str = "auto"
 
     def api_key(self) -> str | None:
         """The API key from the environment (None when the server takes none).
@@ -96,6 +99,8 @@ class ServerSpec:
             out["api_key_env"] = self.api_key_env
         if self.settings:
             out["settings"] = self.settings
+        if self.cache_reset != "auto":
+            out["cache_reset"] = self.cache_reset
         return out
 
 
@@ -530,6 +535,7 @@ def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
         api=s.get("api", "ollama"),
         api_key_env=s.get("api_key_env"),
         settings={str(k): _setting_text(v) for k, v in (s.get("settings") or {}).items()},
+        cache_reset=s.get("cache_reset", "auto"),
     )
 
 
