@@ -115,7 +115,9 @@ FAULTS = (
 #:   v0.1.49) answering prompts it had cached: the final chunk omits ``prompt_eval_count``
 #:   and ``prompt_eval_duration`` (``omitempty`` on a 0). #3427 saw them missing on most
 #:   calls; this shape omits them on every one, whatever the prompt (the harness salts its
-#:   prompts against caches); ``/api/ps`` without ``context_length`` too.
+#:   prompts against caches); ``/api/ps`` without ``context_length`` too;
+#: - ``ollama-no-ps``: Ollama before v0.1.38 (server/routes.go had no ``/api/ps`` route
+#:   until then): HTTP 404 for ``/api/ps``, so what a server holds cannot be listed.
 #:
 #: OpenAI's (``/v1/chat/completions``, streamed):
 #:
@@ -130,7 +132,7 @@ FAULTS = (
 #:   and ``finish_reason`` in one chunk, no separate finish chunk;
 #: - ``openai-usage-in-finish``: llama.cpp's server before #15444 (August 2025): usage and
 #:   ``timings`` in the finish chunk itself, asked for or not, and no empty-``choices`` chunk.
-OLLAMA_SHAPES = ("ollama-current", "ollama-old", "ollama-cached")
+OLLAMA_SHAPES = ("ollama-current", "ollama-old", "ollama-cached", "ollama-no-ps")
 OPENAI_SHAPES = (
     "openai-current",
     "openai-no-usage",
@@ -141,6 +143,8 @@ OPENAI_SHAPES = (
 SHAPES = ("complete", *OLLAMA_SHAPES, *OPENAI_SHAPES)
 #: Ollama shapes whose /api/ps predates ``context_length``
 _PS_WITHOUT_CONTEXT = ("ollama-old", "ollama-cached")
+#: Ollama shapes from before /api/ps
+_NO_PS = ("ollama-no-ps",)
 
 
 @dataclass
@@ -287,6 +291,8 @@ class SimServer:
         return JSONResponse(models_body([_summary(m).tags_entry() for m in self.settings.models]))
 
     async def ps(self, _: Request) -> Response:
+        if self.settings.shape in _NO_PS:
+            return PlainTextResponse("404 page not found", status_code=404)  # as Go's mux says
         expires = rfc3339(datetime.now(UTC) + _LOADED_FOR)
         models = [
             _summary(m).ps_entry(expires, runner.get("num_ctx", DEFAULT_NUM_CTX))
