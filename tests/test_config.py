@@ -66,11 +66,27 @@ def test_defaults_fill_every_section():
 
 
 def test_phase_order_alternates_with_the_run_index():
-    study = study_from_dict(minimal())
-    assert study.phase_order_for(1) == ["solo", "concurrent"]
-    assert study.phase_order_for(2) == ["concurrent", "solo"]
+    study = study_from_dict(minimal(phase_order="alternate"))
+    assert study.phase_order_for(1, "c1") == ["solo", "concurrent"]
+    assert study.phase_order_for(2, "c1") == ["concurrent", "solo"]
+    assert study.phase_order_for(2, "c1", sequential=True) == ["concurrent", "solo", "sequential"]
     fixed = study_from_dict(minimal(phase_order="solo_first"))
-    assert fixed.phase_order_for(2) == ["solo", "concurrent"]
+    assert fixed.phase_order_for(2, "c1") == ["solo", "concurrent"]
+    assert fixed.phase_order_for(2, "c1", sequential=True) == ["sequential", "solo", "concurrent"]
+
+
+def test_balanced_order_has_as_many_runs_of_each_order_over_the_study():
+    # 5 runs (odd) of 3 configs: alternate would give 3 forward and 2 reversed runs to every
+    # config (9 against 6); balanced starts every other config reversed, so each config still
+    # alternates and the study has 8 and 7.
+    configs = [{"id": f"c{i}", "scenario": "chimera_homo"} for i in range(1, 4)]
+    study = study_from_dict({"study": "t", "runs": 5, "configs": configs})
+    assert study.phase_order == "balanced"
+    orders = {c: [study.phase_order_for(r, c)[0] for r in range(1, 6)] for c in study.config_ids}
+    assert orders["c1"] == ["solo", "concurrent", "solo", "concurrent", "solo"]
+    assert orders["c2"] == ["concurrent", "solo", "concurrent", "solo", "concurrent"]
+    firsts = [o for runs in orders.values() for o in runs]
+    assert sorted((firsts.count("solo"), firsts.count("concurrent"))) == [7, 8]
 
 
 def test_config_hash_tracks_what_is_measured_only():

@@ -146,7 +146,8 @@ class Study:
     raw: dict[str, Any] = field(repr=False)
     base_dir: Path = field(repr=False, default=Path("."))
     import_: dict[str, Any] | None = None
-    on_work_mismatch: str = "flag"
+    on_work_mismatch: str = "auto"
+    baseline: str = "auto"
 
     @property
     def imported(self) -> bool:
@@ -201,13 +202,28 @@ class Study:
         them) or None (no settings)."""
         return {"ollama": "set", "external": "declared"}.get(self.backend_kind)
 
-    def phase_order_for(self, run_index: int) -> list[str]:
-        """The measured phases of one run, in order (``alternate`` flips with the run index)."""
-        if self.phase_order == "solo_first":
-            return ["solo", "concurrent"]
-        if self.phase_order == "concurrent_first":
-            return ["concurrent", "solo"]
-        return ["solo", "concurrent"] if run_index % 2 == 1 else ["concurrent", "solo"]
+    def phase_order_for(
+        self, run_index: int, config_id: str, sequential: bool = False
+    ) -> list[str]:
+        """The measured phases of one run of ``config_id``, in order: solo first, then
+        concurrent, with a sequential phase before them when ``sequential``; reversed for
+        ``concurrent_first``, every other run for ``alternate``, and every other run starting
+        with the reversed one in every other config for ``balanced``."""
+        forward = (["sequential"] if sequential else []) + ["solo", "concurrent"]
+        flips = {
+            "solo_first": 0,
+            "concurrent_first": 1,
+            "alternate": run_index + 1,
+            "balanced": run_index + 1 + self.config_ids.index(config_id),
+        }[self.phase_order]
+        return forward if flips % 2 == 0 else forward[::-1]
+
+    @property
+    def work_mismatch_policy(self) -> str:
+        """``flag`` or ``fail`` (``auto``: flag on the embedded server, fail elsewhere)."""
+        if self.on_work_mismatch != "auto":
+            return self.on_work_mismatch
+        return "flag" if self.backend_kind == "embedded" else "fail"
 
     def measurement_fingerprint(self, config_id: str) -> dict[str, Any]:
         """Everything that changes what a run of ``config_id`` measures, and nothing else.
@@ -228,6 +244,7 @@ class Study:
             "model": self.model,
             "endpoint": self.endpoint,
             "seed": self.seed,
+            "baseline": self.baseline,
             "backend": {k: v for k, v in self.backend.items() if k != "startup_timeout_s"},
             "servers": [
                 s.fingerprint() for s in self.servers if s.name in {a.server for a in cfg.agents}
@@ -437,6 +454,7 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
         base_dir=base_dir,
         import_=_import_settings(data, base_dir),
         on_work_mismatch=data["on_work_mismatch"],
+        baseline=data["baseline"],
     )
 
 

@@ -31,6 +31,7 @@ def _study(servers: list[dict], agents: list[tuple[str, str]], coordinator="asyn
             "servers": servers,
             "workloads": {"w": {"calls": calls}},
             "agents": [{"name": a, "workload": "w", "server": s} for a, s in agents],
+            "baseline": "solo",  # each simulated server's timing is its own: solo = sequential
             "configs": [
                 {
                     "id": "c1",

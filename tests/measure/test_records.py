@@ -88,7 +88,7 @@ BROKEN = [
         _set(["metrics", "agents", 1, "solo_tps"], True),
         "at $.metrics.agents[1].solo_tps: Expected `float | null`, got `bool`",
     ),
-    (_set(["schema_version"], 3), "at $.schema_version: Invalid enum value 3"),
+    (_set(["schema_version"], 4), "at $.schema_version: Invalid enum value 4"),
     (_set(["topology", "agents", 0], "x"), "at $.topology.agents[0]: Expected `object`, got `str`"),
     (
         _set(["protocol", "phase_order"], ["solo", "solo"]),
@@ -169,7 +169,7 @@ def test_null_in_nullable_bounded_fields_round_trips(tmp_path: Path) -> None:
 
 
 def test_a_version_1_record_still_reads(tmp_path: Path) -> None:
-    assert READABLE_VERSIONS == (1, 2) and SCHEMA_VERSION == 2
+    assert READABLE_VERSIONS == (1, 2, 3) and SCHEMA_VERSION == 3
     data = make_record(5).to_json()
     assert data["schema_version"] == SCHEMA_VERSION
     old = {**copy.deepcopy(data), "schema_version": 1}
@@ -182,6 +182,20 @@ def test_a_version_1_record_still_reads(tmp_path: Path) -> None:
     assert record.schema_version == 1
     assert record.calls[0].token_arrivals_us is None and record.validity is None
     assert record == RunRecord.from_json(old)
+
+
+def test_a_version_2_record_reads_with_no_baseline_of_its_own() -> None:
+    # Version 2 measured no sequential phase: its true_speedup is the solo phase's, which the
+    # analysis reads as interference (mabench.analysis.aggregate)
+    data = make_record(6).to_json()
+    old = {**copy.deepcopy(data), "schema_version": 2}
+    for key in ("sequential_sum_s", "interference_speedup", "interference_efficiency"):
+        old["metrics"].pop(key, None)
+    old["protocol"].pop("baseline", None)
+    if old["validity"]:
+        old["validity"].pop("sequential_work", None)
+    record = RunRecord.from_json(old)
+    assert record.protocol.baseline is None and record.metrics.interference_speedup is None
 
 
 def test_token_arrivals_are_optional_and_checked() -> None:

@@ -3,9 +3,17 @@
 - seed_speedup = Σ agent wall times in the concurrent phase / concurrent wall time;
   seed_efficiency = 100 × seed_speedup / N. The original study's formula: it only measures
   how evenly the agents finish, because every term was timed while the agents shared the box.
-- true_speedup = Σ agent wall times in the solo phase / concurrent wall time;
-  true_efficiency = 100 × true_speedup / N. What running the agents at once really saved.
-- slowdown (per agent) = its concurrent wall time / its solo wall time.
+- true_speedup = Σ agent wall times in the baseline / concurrent wall time; true_efficiency
+  = 100 × true_speedup / N. How much sooner the agents finished together than one after
+  another, each with the whole machine. The baseline (:mod:`mabench.measure.baseline`) is the
+  sequential phase, or the solo phase where every server had the whole machine; without one,
+  both are null.
+- interference_speedup = Σ agent wall times in the solo phase / concurrent wall time;
+  interference_efficiency = 100 × that / N. Each agent alone on the config's own servers
+  against all of them together there: how much the agents slow each other down. Equal to
+  true_speedup where the solo phase is the baseline.
+- slowdown (per agent) = its concurrent wall time / its solo wall time (interference);
+  sequential_slowdown = its concurrent wall time / its baseline wall time.
 - throughput (per agent and phase) = Σ eval_count / Σ eval_duration (server clock; calls whose
   server reports no eval duration, as the OpenAI API does not, are left out), and the
   client's decode rate Σ (text chunks − 1) / Σ (last token − first token) over the calls with
@@ -28,8 +36,8 @@
   eval_duration when no text came), clipped to the call. On one server loads never
   overlap, so this is the sum of their load_duration.
 - true_speedup_excl_load = (Σ solo agent wall times − solo_reload_s) / (concurrent wall −
-  concurrent_reload_s); true_efficiency_excl_load = 100 × that / N. What true efficiency
-  would be if the phases had paid no model load; equal to true efficiency without reloads.
+  concurrent_reload_s); true_efficiency_excl_load = 100 × that / N. What interference
+  efficiency would be if the phases had paid no model load; equal to it without reloads.
   A server that reports no load_duration (the OpenAI API) leaves its agents' reload counts
   unknown (null) and the run's reload times and load-excluded efficiency too.
 """
@@ -42,6 +50,7 @@ from statistics import fmean
 
 from mabench.measure.records import (
     CONCURRENT,
+    SEQUENTIAL,
     SOLO,
     AgentInfo,
     AgentMetrics,
@@ -140,13 +149,18 @@ def _pair(agents: Sequence[AgentInfo]) -> tuple[str, str] | None:
 
 
 def agent_metrics(
-    agent: AgentInfo, calls: Sequence[CallRecord], span: Mapping[tuple[str, str | None], float]
+    agent: AgentInfo,
+    calls: Sequence[CallRecord],
+    span: Mapping[tuple[str, str | None], float],
+    baseline: str | None = SOLO,
 ) -> AgentMetrics:
-    """One agent's walls, slowdown, throughputs and TTFTs in each phase."""
+    """One agent's walls, slowdowns, throughputs and TTFTs in each phase; ``baseline``: the
+    phase that is its baseline (sequential or solo; None: none)."""
     solo_calls = [c for c in calls if c.agent == agent.name and c.phase == SOLO]
     conc_calls = [c for c in calls if c.agent == agent.name and c.phase == CONCURRENT]
     solo_wall = span.get((SOLO, agent.name))
     conc_wall = span.get((CONCURRENT, agent.name))
+    base_wall = span.get((baseline, agent.name)) if baseline else None
     solo_reloads, solo_reload_s = reloads(solo_calls)
     conc_reloads, conc_reload_s = reloads(conc_calls)
     return AgentMetrics(
@@ -165,6 +179,8 @@ def agent_metrics(
         concurrent_reloads=conc_reloads if conc_wall is not None else None,
         solo_reload_s=solo_reload_s if solo_wall is not None else None,
         concurrent_reload_s=conc_reload_s if conc_wall is not None else None,
+        sequential_wall_s=span.get((SEQUENTIAL, agent.name)),
+        sequential_slowdown=_ratio(conc_wall, base_wall),
     )
 
 
@@ -209,24 +225,28 @@ def compute_run_metrics(
     phases: Sequence[Span],
     agent_spans: Sequence[Span],
     *,
+    baseline: str | None = SOLO,
     legacy_speedup: float = 1.5,
     ttft_ms: float = 3000.0,
     throughput_pct: float = 70.0,
 ) -> RunMetrics:
-    """Derive :class:`RunMetrics` from one run's measurements (see the module docstring)."""
+    """Derive :class:`RunMetrics` from one run's measurements (see the module docstring);
+    ``baseline``: the phase that is the baseline (``sequential``, ``solo``, or None)."""
     n = len(agents)
     phase_wall = {p.phase: p.wall_ns / NS for p in phases}
     if CONCURRENT not in phase_wall:
         raise ValueError("a run needs a concurrent phase")
     span = {(s.phase, s.agent): s.wall_ns / NS for s in agent_spans}
-    per_agent = [agent_metrics(a, calls, span) for a in agents]
+    per_agent = [agent_metrics(a, calls, span, baseline) for a in agents]
 
     wall = phase_wall[CONCURRENT]
     conc_sum = sum(m.concurrent_wall_s or 0.0 for m in per_agent)
     has_solo = SOLO in phase_wall and all(m.solo_wall_s is not None for m in per_agent)
     solo_sum = sum(m.solo_wall_s or 0.0 for m in per_agent) if has_solo else None
+    sequential_sum = phase_sum(span, SEQUENTIAL, agents)
     seed = conc_sum / wall
-    true = _ratio(solo_sum, wall)
+    interference = _ratio(solo_sum, wall)
+    true = _ratio({SOLO: solo_sum, SEQUENTIAL: sequential_sum}.get(baseline or ""), wall)
     longest = max((m.concurrent_wall_s or 0.0) for m in per_agent)
     tput_delta, ttft_delta = _deltas(agents, per_agent)
     reload_time = _reload_time(calls, has_solo)
@@ -248,6 +268,9 @@ def compute_run_metrics(
             _throughput_contention(per_agent, throughput_pct) if has_solo else None
         ),
         agents=per_agent,
+        sequential_sum_s=sequential_sum,
+        interference_speedup=interference,
+        interference_efficiency=None if interference is None else 100.0 * interference / n,
         solo_reloads=_known_sum(m.solo_reloads for m in per_agent) if has_solo else None,
         concurrent_reloads=_known_sum(m.concurrent_reloads for m in per_agent),
         solo_reload_s=reload_time.solo_s,
@@ -255,6 +278,14 @@ def compute_run_metrics(
         true_speedup_excl_load=reload_time.speedup(solo_sum, wall),
         true_efficiency_excl_load=reload_time.efficiency(solo_sum, wall, n),
     )
+
+
+def phase_sum(
+    span: Mapping[tuple[str, str | None], float], phase: str, agents: Sequence[AgentInfo]
+) -> float | None:
+    """Σ the agents' wall times in ``phase``; None unless every agent has one."""
+    walls = [span.get((phase, a.name)) for a in agents]
+    return None if any(w is None for w in walls) else sum(w for w in walls if w is not None)
 
 
 @dataclass(frozen=True)

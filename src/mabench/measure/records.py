@@ -28,17 +28,18 @@ import msgspec
 from msgspec import Meta, field
 
 #: the record versions this code reads (a field added since is optional, with a default)
-SchemaVersion = Literal[1, 2]
+SchemaVersion = Literal[1, 2, 3]
 READABLE_VERSIONS: tuple[int, ...] = get_args(SchemaVersion)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RecordKind = Literal["mabench.run"]
 RECORD_KIND: str = get_args(RecordKind)[0]
 
 SOLO = "solo"
 CONCURRENT = "concurrent"
+SEQUENTIAL = "sequential"
 PHASES = (SOLO, CONCURRENT)
 
-Phase = Literal["solo", "concurrent"]
+Phase = Literal["solo", "concurrent", "sequential"]
 #: where a server metric's count came from
 CountSource = Literal["final_metrics", "usage", "timings", "stream"]
 #: how a server's cache was brought to the same state before each measured phase
@@ -56,6 +57,7 @@ _SOURCE_DOC = (
     "(the client counted the streamed content deltas). Absent or null in records written before."
 )
 _V1_ABSENT = "Absent or null in schema version 1."
+_V2_ABSENT = "Absent or null in schema versions 1 and 2."
 
 
 class _Part(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -202,6 +204,13 @@ class LoadRecord(_Part):
     ]
     wall_ns: int
     warmup_wall_ns: NonNegative
+    phases: Annotated[
+        list[Phase] | None,
+        Meta(
+            description="The measured phases this load and warm-up served (the sequential "
+            f"phase has loads of its own, with the whole machine's threads). {_V2_ABSENT}"
+        ),
+    ] = None
 
 
 class Isolation(_Part):
@@ -298,6 +307,26 @@ class Topology(_Part):
         return "mixed"
 
 
+class Baseline(_Part):
+    """What the run's speedup is measured against: the agents one after another, each with
+    the whole machine (mabench.measure.baseline)."""
+
+    kind: Annotated[
+        Literal["sequential", "solo"] | None,
+        Meta(
+            description="sequential: a phase of its own, each agent alone on its server loaded "
+            "with the whole machine's threads; solo: the solo phase, because every server "
+            "already had the whole machine; null: no baseline could be measured (only the "
+            "interference numbers are known)"
+        ),
+    ]
+    threads: Annotated[
+        Positive | None,
+        Meta(description="llama.cpp threads of the whole machine (num_thread); null if not set"),
+    ]
+    reason: Annotated[str, Meta(description="Why this baseline, in words, for the report")]
+
+
 class Protocol(_Part):
     """How the run was measured: coordinator, order of the measured phases, forced unload."""
 
@@ -306,6 +335,12 @@ class Protocol(_Part):
     forced_unload: bool
     request_timeout_s: float
     seed: int | None
+    baseline: Annotated[
+        Baseline | None,
+        Meta(
+            description=f"The sequential baseline. {_V2_ABSENT} (their baseline was the solo phase)"
+        ),
+    ] = None
 
     def __post_init__(self) -> None:
         if len(set(self.phase_order)) != len(self.phase_order):
@@ -400,6 +435,20 @@ class AgentMetrics(_Part):
             f"{_V1_ABSENT}"
         ),
     ] = None
+    sequential_wall_s: Annotated[
+        NonNegativeSeconds | None,
+        Meta(
+            description="The agent's wall time in the sequential phase: alone, with the whole "
+            f"machine. {_V2_ABSENT}"
+        ),
+    ] = None
+    sequential_slowdown: Annotated[
+        float | None,
+        Meta(
+            description="concurrent_wall_s / the agent's baseline wall time (sequential_wall_s, "
+            f"or solo_wall_s when the solo phase is the baseline). {_V2_ABSENT}"
+        ),
+    ] = None
 
 
 class RunMetrics(_Part):
@@ -411,8 +460,17 @@ class RunMetrics(_Part):
     solo_sum_s: float | None
     seed_speedup: float
     seed_efficiency: float
-    true_speedup: float | None
-    true_efficiency: float | None
+    true_speedup: Annotated[
+        float | None,
+        Meta(
+            description="The agents' baseline wall times summed (protocol.baseline: the "
+            "sequential phase, or the solo phase where every server had the whole machine) / "
+            "concurrent_wall_s: how much sooner the agents finished together than one after "
+            "another. Null without a baseline. In schema versions 1 and 2, solo_sum_s / "
+            "concurrent_wall_s"
+        ),
+    ]
+    true_efficiency: Annotated[float | None, Meta(description="100 * true_speedup / n_agents (%)")]
     coordination_overhead_ms: float
     throughput_delta: float | None
     ttft_delta_ms: float | None
@@ -451,6 +509,25 @@ class RunMetrics(_Part):
     true_efficiency_excl_load: Annotated[
         float | None,
         Meta(description=f"100 * true_speedup_excl_load / n_agents (%). {_V1_ABSENT}"),
+    ] = None
+    sequential_sum_s: Annotated[
+        NonNegativeSeconds | None,
+        Meta(
+            description="Sum of the agents' wall times in the sequential phase (null without "
+            f"one). {_V2_ABSENT}"
+        ),
+    ] = None
+    interference_speedup: Annotated[
+        float | None,
+        Meta(
+            description="solo_sum_s / concurrent_wall_s: each agent alone on the config's own "
+            "servers against all together on them, i.e. how much the agents slow each other "
+            f"down. {_V2_ABSENT} (there, true_speedup holds it)"
+        ),
+    ] = None
+    interference_efficiency: Annotated[
+        float | None,
+        Meta(description=f"100 * interference_speedup / n_agents (%). {_V2_ABSENT}"),
     ] = None
 
 
@@ -548,6 +625,14 @@ class Validity(_Part):
     cache: Annotated[
         CacheCheck | None,
         Meta(description="The same prompt-cache state in every phase. Null when not checked."),
+    ] = None
+    sequential_work: Annotated[
+        WorkCheck | None,
+        Meta(
+            description="The sequential phase against the concurrent one, compared like work "
+            "(its solo_* fields hold the sequential phase). Null without a sequential phase. "
+            f"{_V2_ABSENT}"
+        ),
     ] = None
 
 
@@ -733,9 +818,11 @@ __all__ = [
     "READABLE_VERSIONS",
     "RECORD_KIND",
     "SCHEMA_VERSION",
+    "SEQUENTIAL",
     "SOLO",
     "AgentInfo",
     "AgentMetrics",
+    "Baseline",
     "CallRecord",
     "Environment",
     "ErrorInfo",
