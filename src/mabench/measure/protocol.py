@@ -10,6 +10,8 @@
    agents sharing a server load and warm up one after another, in roster order);
 4. solo phase: each agent alone, one after another;
 5. concurrent phase: all agents at once;
+   (before each measured phase, every server's prompt cache is brought to the same state by
+   its cache policy, :mod:`mabench.measure.cache_state`: reset, reloaded or salted)
 6. checks of what was measured (:mod:`mabench.measure.validity`): both phases did the same
    work, and the servers hold only what the agents loaded; a failed check flags the run (or
    fails it: ``on_work_mismatch: fail``).
@@ -33,8 +35,15 @@ import msgspec
 
 from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
-from mabench.measure.agents import AgentPlan, Clock, build_plans, warmup_plan
+from mabench.measure.agents import AgentPlan, Clock, build_plans
 from mabench.measure.apis import SyncClient, can_unload, inventory, open_management_clients
+from mabench.measure.cache_state import (
+    CacheState,
+    bring_to_same_cache_state,
+    open_cache_state,
+    warmup_plans,
+    with_cache_policy,
+)
 from mabench.measure.client import LoadResult, Timeouts
 from mabench.measure.coordinators import PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
@@ -56,7 +65,12 @@ from mabench.measure.records import (
     Span,
     Topology,
 )
-from mabench.measure.validity import check_isolation_after, check_validity
+from mabench.measure.validity import (
+    check_isolation_after,
+    check_validity,
+    compare_cache_state,
+    with_cache_check,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +180,13 @@ def execute_run(
         config, plans, urls, timeouts, backend or study.backend_kind, servers=specs, threads=threads
     )
     order = study.phase_order_for(run_index)
-    measured = measure_phases(config, plans, order, timeouts, label=f"{config_id} run {run_index}")
+    cache = open_cache_state(specs, urls, timeouts, backend or study.backend_kind)
+    measured = measure_phases(
+        config, plans, order, timeouts, label=f"{config_id} run {run_index}", cache=cache
+    )
     after = isolation_after(urls, timeouts, prepared.expected, backend or study.backend_kind, specs)
     validity = check_validity(measured.calls, after, study.on_work_mismatch)
+    validity = with_cache_check(validity, compare_cache_state(measured.calls, cache.assured))
     metrics = compute_run_metrics(
         [p.info for p in plans],
         measured.calls,
@@ -194,7 +212,7 @@ def execute_run(
             seed=study.seed,
         ),
         topology=Topology(
-            servers=[with_settings(study, s) for s in prepared.servers],
+            servers=[with_cache_policy(with_settings(study, s), cache) for s in prepared.servers],
             agents=[p.info for p in plans],
         ),
         isolation=prepared.isolation,
@@ -337,6 +355,7 @@ def measure_phases(
     order: Sequence[str],
     timeouts: Timeouts,
     label: str,
+    cache: CacheState | None = None,
 ) -> MeasuredPhases:
     """With one client (and connection) per agent for the whole run: warm every agent's code
     path up, unmeasured, then run the measured phases in ``order``."""
@@ -349,12 +368,13 @@ def measure_phases(
     own_servers = len(set(servers)) == len(servers)
     with open_coordinator(config.coordinator, timeouts) as coordinator:
         warm = coordinator.run_phase(
-            [warmup_plan(p) for p in plans], WARMUP, concurrent=own_servers, clock=Clock()
+            warmup_plans(plans), WARMUP, concurrent=own_servers, clock=Clock()
         )
         for phase in order:
             log.info("%s: %s phase", label, phase)
+            now = bring_to_same_cache_state(cache, plans)
             outcome = coordinator.run_phase(
-                plans, phase, concurrent=(phase == CONCURRENT), clock=clock
+                now, phase, concurrent=(phase == CONCURRENT), clock=clock
             )
             phases.append(outcome.phase)
             spans.extend(outcome.agent_spans)

@@ -11,7 +11,14 @@
   length). Anything else means another client, or a leftover, shared a server while it was
   measured.
 
-:func:`check_validity` makes both checks of a run and turns the failed ones into its flags.
+- The same cache state (:func:`compare_cache_state`): per (agent, call) the prompt tokens
+  the server took from its prompt cache in each phase (on Ollama's API, which reports no such
+  count, the prompt tokens it evaluated: fewer when part of the prompt was cached) must be
+  equal; where the servers say nothing, the cache policies (:mod:`mabench.measure.cache_state`)
+  must have brought every server to the same state before each phase, else nobody knows.
+
+:func:`check_validity` makes the first two checks of a run and turns the failed ones into its
+flags; :func:`with_cache_check` adds the third.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
+import msgspec
+
 from mabench.measure.errors import RunFailed
 from mabench.measure.records import (
     CONCURRENT,
     SOLO,
+    CacheCheck,
     CallRecord,
     ErrorInfo,
     IsolationAfter,
@@ -34,6 +44,8 @@ from mabench.measure.records import (
 )
 
 WORK_MISMATCH = "work_mismatch"
+CACHE_DIFFER = "cache_differ"
+CACHE_UNKNOWN = "cache_unknown"
 ISOLATION_AFTER = "isolation_after"
 
 log = logging.getLogger(__name__)
@@ -50,6 +62,8 @@ def _eval_count(call: CallRecord) -> int | None:
 def _compare(solo: CallRecord, concurrent: CallRecord) -> WorkComparison:
     solo_sha, conc_sha = text_sha256(solo.response_text), text_sha256(concurrent.response_text)
     solo_count, conc_count = _eval_count(solo), _eval_count(concurrent)
+    # prompts begun with different salts (cache policy salt) generate different texts
+    compared_text = solo.prompt_salt == concurrent.prompt_salt
     return WorkComparison(
         agent=solo.agent,
         call_index=solo.call_index,
@@ -62,8 +76,9 @@ def _compare(solo: CallRecord, concurrent: CallRecord) -> WorkComparison:
         matched=(
             solo_count == conc_count
             and solo.done_reason == concurrent.done_reason
-            and solo_sha == conc_sha
+            and (solo_sha == conc_sha or not compared_text)
         ),
+        compared_text=compared_text,
     )
 
 
@@ -171,13 +186,72 @@ def check_validity(
     return Validity(work=work, flags=flags, isolation_after=after)
 
 
+def _cache_evidence(call: CallRecord) -> tuple[str, int] | None:
+    """What the server said of the call's cache hits: the cached prompt tokens it reported,
+    or on Ollama's API the prompt tokens it evaluated (an unsalted prompt only: a salt may
+    tokenize to another length); None where it said nothing."""
+    metrics = call.server_metrics
+    if metrics is None:
+        return None
+    if metrics.cached_prompt_tokens is not None:
+        return "cached", metrics.cached_prompt_tokens
+    ollama = metrics.prompt_eval_count_source == "final_metrics"
+    if ollama and call.prompt_salt is None and metrics.prompt_eval_count is not None:
+        return "evaluated", metrics.prompt_eval_count
+    return None
+
+
+def compare_cache_state(calls: Sequence[CallRecord], reset_before_each_phase: bool) -> CacheCheck:
+    """Did every phase find the same prompt-cache state? Per (agent, call), what the servers
+    said of each phase's cache hits, compared; ``reset_before_each_phase``: every server's
+    cache policy brought it to the same state before each phase (or it keeps none)."""
+    by_call: dict[tuple[str, int], list[tuple[str, int] | None]] = {}
+    for call in calls:
+        by_call.setdefault((call.agent, call.call_index), []).append(_cache_evidence(call))
+    first: dict[str, int] = {}
+    known = True
+    for (agent, index), seen in sorted(by_call.items()):
+        if len(seen) < 2 or None in seen:
+            known = False
+        elif len(set(seen)) > 1:
+            first.setdefault(agent, index)
+    if first:
+        status = "differ"
+    elif known and by_call:
+        status = "equal"
+    else:
+        status = "reset" if reset_before_each_phase else "unknown"
+    return CacheCheck(status=status, first_difference=first)
+
+
+def with_cache_check(validity: Validity, cache: CacheCheck) -> Validity:
+    """``validity`` with the cache check, flagged ``cache_differ`` when the phases saw
+    different cache hits and ``cache_unknown`` when nobody can tell."""
+    flags = list(validity.flags)
+    if cache.status == "differ":
+        where = ", ".join(f"{a} from call {i}" for a, i in cache.first_difference.items())
+        log.warning("the phases found different prompt-cache hits: %s (run flagged)", where)
+        flags.append(CACHE_DIFFER)
+    elif cache.status == "unknown":
+        log.warning(
+            "the servers reported no cache hits and a server was not reset before each phase "
+            "(cache_reset: none): the phases may have reused each other's prompts (run flagged)"
+        )
+        flags.append(CACHE_UNKNOWN)
+    return msgspec.structs.replace(validity, cache=cache, flags=flags)
+
+
 __all__ = [
+    "CACHE_DIFFER",
+    "CACHE_UNKNOWN",
     "ISOLATION_AFTER",
     "WORK_MISMATCH",
     "check_isolation_after",
     "check_validity",
+    "compare_cache_state",
     "compare_work",
     "describe_divergence",
     "describe_unexpected",
     "text_sha256",
+    "with_cache_check",
 ]
