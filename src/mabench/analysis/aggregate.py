@@ -168,6 +168,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         )
         or None,
         **_server_settings_columns(r),
+        "cache_reset": _cache_reset(r),
         "gpus": ";".join(env.gpus),
         **slurm_columns(env.slurm),
         "server_version": ";".join(sorted({s.version or "" for s in r.topology.servers})),
@@ -181,6 +182,12 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
 def _ms(ns: int | None) -> float | None:
     """Nanoseconds as milliseconds; None (a duration the server did not report) stays None."""
     return None if ns is None else ns / 1e6
+
+
+def _cache_reset(r: RunRecord) -> str | None:
+    """Each server's cache policy, ``a: endpoint; b: salt``; None in records without one."""
+    policies = [f"{s.name}: {s.cache_reset}" for s in r.topology.servers if s.cache_reset]
+    return "; ".join(policies) or None
 
 
 def _server_settings_columns(r: RunRecord) -> dict[str, Any]:
@@ -204,6 +211,7 @@ def _validity_columns(r: RunRecord) -> dict[str, Any]:
             "work_matched": None,
             "work_diverged": None,
             "validity_flags": None,
+            "cache_state": None,
         }
     diverged = sorted(v.work.first_divergence.items())
     return {
@@ -213,6 +221,7 @@ def _validity_columns(r: RunRecord) -> dict[str, Any]:
         "work_matched": v.work.matched,
         "work_diverged": ";".join(f"{agent}:{index}" for agent, index in diverged),
         "validity_flags": ";".join(v.flags),
+        "cache_state": None if v.cache is None else v.cache.status,
     }
 
 
@@ -326,6 +335,7 @@ def call_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "total_ms": None if m is None else _ms(m.total_duration_ns),
                 "load_ms": None if m is None else _ms(m.load_duration_ns),
                 "prompt_eval_count": None if m is None else m.prompt_eval_count,
+                "cached_prompt_tokens": None if m is None else m.cached_prompt_tokens,
                 "prompt_eval_ms": None if m is None else _ms(m.prompt_eval_duration_ns),
                 "eval_count": None if m is None else m.eval_count,
                 "eval_count_source": None if m is None else m.eval_count_source,

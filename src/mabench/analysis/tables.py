@@ -162,6 +162,21 @@ RUNS_SCHEMA = pa.schema(
             "the checks after the measured phases that failed, ';'-joined (work_mismatch, "
             "...); empty for an unflagged run, null in records of schema 1",
         ),
+        _f(
+            "cache_state",
+            pa.string(),
+            "did every measured phase find the servers' prompt caches in the same state? "
+            "equal (the servers reported the same cache hits in every phase), differ (they did "
+            "not: flagged cache_differ), reset (they said nothing, but every server was reset "
+            "before each phase or keeps no cache), unknown (they said nothing and a server was "
+            "not reset: flagged cache_unknown); null in older records",
+        ),
+        _f(
+            "cache_reset",
+            pa.string(),
+            "each server's cache policy before every measured phase, e.g. 'a: endpoint; b: "
+            "salt' (none, reload, endpoint, salt); null in older records",
+        ),
         _f("n_calls", pa.int32(), "LLM calls in the run (both phases)"),
         _f("n_errors", pa.int32(), "calls that failed"),
         _f("hostname", pa.string(), "machine that ran the harness"),
@@ -320,6 +335,13 @@ CALLS_SCHEMA = pa.schema(
         _f("total_ms", pa.float64(), "server total_duration (ms)"),
         _f("load_ms", pa.float64(), "server load_duration (ms)"),
         _f("prompt_eval_count", pa.int64(), "prompt tokens evaluated"),
+        _f(
+            "cached_prompt_tokens",
+            pa.int64(),
+            "prompt tokens the server took from its prompt cache, as it reported them "
+            "(usage.prompt_tokens_details.cached_tokens or llama.cpp's timings.cache_n); null "
+            "where it did not say (Ollama's API, llama-cpp-python's server)",
+        ),
         _f("prompt_eval_ms", pa.float64(), "server prompt_eval_duration (ms)"),
         _f("eval_count", pa.int64(), "tokens generated"),
         _f(
