@@ -53,6 +53,7 @@ __all__ = [
     "bring_to_same_cache_state",
     "new_salt",
     "open_cache_state",
+    "planned_policy",
     "resolve_policy",
     "warmup_plans",
     "with_cache_policy",
@@ -146,6 +147,29 @@ def resolve_policy(spec: ServerSpec, client: SyncClient, backend: str) -> CacheP
     return CachePolicy(
         spec.name, SALT, "a new nonce at the start of every prompt of each phase (no reset found)"
     )
+
+
+#: each policy before a phase, in words (the report's methodology)
+PLANNED = {
+    NONE: "nothing",
+    RELOAD: "an unmeasured unload and load of each agent's model",
+    ENDPOINT: "the server's own cache reset (vLLM /reset_prefix_cache, SGLang /flush_cache, "
+    "llama.cpp's slots erased)",
+    SALT: "a new nonce of the same length at the start of every prompt",
+}
+
+
+def planned_policy(spec: ServerSpec, backend: str) -> str:
+    """What ``spec``'s cache policy will do before each phase, in words, before any server is
+    asked (``auto`` is settled per run, from what the server answers)."""
+    kind = spec.cache_reset
+    if kind == AUTO and backend == "embedded":
+        return f"none ({PER_REQUEST})"
+    if kind == AUTO and (spec.api == "ollama" or backend == "ollama"):
+        return f"reload ({PLANNED[RELOAD]})"
+    if kind == AUTO:
+        return f"auto: {PLANNED[ENDPOINT]} where the server answers one, else {PLANNED[SALT]}"
+    return f"{kind} ({PLANNED[kind]}, declared)"
 
 
 def new_salt() -> str:

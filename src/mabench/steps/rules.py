@@ -22,6 +22,7 @@ import msgspec
 
 from mabench.config import ServerSpec, Study, study_from_dict
 from mabench.measure.apis import open_management_clients
+from mabench.measure.cache_state import planned_policy
 from mabench.measure.client import Timeouts
 from mabench.measure.isolation import force_unload
 from mabench.measure.protocol import check_servers, models_by_server
@@ -263,7 +264,8 @@ def report_settings(study: Study) -> dict[str, Any]:
         "Protocol": (
             "per run: every server answers and has the model; forced unload of every model on "
             "every server, verified by /api/ps; each agent's model loaded with its options, "
-            "then one unmeasured one-token warm-up call per agent; solo phase (each agent "
+            "then one unmeasured warm-up call per agent, as long as its first measured one "
+            "(salted, one generated token); solo phase (each agent "
             f"alone, one after another) and concurrent phase (all agents at once); {phases}; "
             "then the checks: the same work in both phases (on a mismatch: "
             f"{study.on_work_mismatch}), and every server holding only what the agents loaded"
@@ -271,6 +273,7 @@ def report_settings(study: Study) -> dict[str, Any]:
         "Runs per config": str(study.runs),
         "Backend": f"{study.backend_kind} ({len(study.servers)} servers)",
         **_api_methodology(study),
+        "Prompt cache": _cache_methodology(study),
         "Sampling seed": f"{study.seed} (unless an agent's options set one)",
         "Workloads": workloads,
         "Corpus": f"{study.corpus['files']} result files of "
@@ -278,6 +281,21 @@ def report_settings(study: Study) -> dict[str, Any]:
         "Client timeouts": ", ".join(f"{k} {v:g}" for k, v in study.timeouts.items()),
     }
     return settings
+
+
+def _cache_methodology(study: Study) -> str:
+    """The methodology line on the prompt caches: each server's policy before every phase."""
+    servers_by_policy: dict[str, list[str]] = {}
+    for s in study.servers:
+        servers_by_policy.setdefault(planned_policy(s, study.backend_kind), []).append(s.name)
+    policies = "; ".join(f"{', '.join(n)}: {p}" for p, n in servers_by_policy.items())
+    return (
+        "before each measured phase every server's prompt cache is brought to the same state, "
+        f"so no phase reuses another's prompts ({policies}; the policy used is recorded per "
+        "server in every run); a run whose phases found different cache hits (cache_differ), "
+        "or whose servers said nothing and were not reset (cache_unknown), is flagged and "
+        "left out of the headline"
+    )
 
 
 def _api_methodology(study: Study) -> dict[str, str]:
