@@ -23,9 +23,13 @@ config                                  what it answers like
 ``llama-cpp-python``                    a real ``python -m llama_cpp.server`` at its defaults
 ======================================  ====================================================
 
-``ollama-cached`` (Ollama up to v0.1.48: no ``prompt_eval_count`` for a cached prompt) is
-measured in a study of its own: today its runs fail (see the test), which would stop the
-shared study's analysis.
+Two shapes are measured in studies of their own, since their runs do not complete (which
+would stop the shared study's analysis):
+
+- ``ollama-no-ps`` (Ollama before v0.1.38, no ``/api/ps``): refused before any run, by the
+  forced unload, with a message that names the server and the missing route;
+- ``ollama-cached`` (Ollama up to v0.1.48: no ``prompt_eval_count`` for a cached prompt):
+  today its runs fail (an expected failure, see the test).
 
 Not covered: llama.cpp's own server binary (not built on these machines), vLLM, SGLang and
 TGI themselves (played by the simulated shapes above).
@@ -33,6 +37,7 @@ TGI themselves (played by the simulated shapes above).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +87,11 @@ SHAPES: dict[str, Shape] = {
     "llama-cpp-python": Shape("openai", 1, "stream", False, False, False, None),
 }
 SIMULATED = [s for s in SHAPES if s.startswith(("ollama-", "openai-"))]
-#: measured in a study of its own (see the module's docstring)
-CACHED = Shape("ollama", 2, "final_metrics", False, True, False, False)
+#: measured in studies of their own (see the module's docstring)
+APART = {
+    "ollama-cached": Shape("ollama", 2, "final_metrics", False, True, False, False),
+    "ollama-no-ps": Shape("ollama", 2, "final_metrics", True, True, False, None),
+}
 
 
 def study(urls: dict[str, str], name: str = STUDY) -> dict[str, Any]:
@@ -120,7 +128,7 @@ def study(urls: dict[str, str], name: str = STUDY) -> dict[str, Any]:
 
 
 def _shape(server: str) -> Shape:
-    return CACHED if server == "ollama-cached" else SHAPES[server]
+    return APART[server] if server in APART else SHAPES[server]
 
 
 def _agents(server: str) -> list[dict[str, str]]:
@@ -130,10 +138,17 @@ def _agents(server: str) -> list[dict[str, str]]:
     return agents
 
 
-def _measure(workdir: Path, config: dict[str, Any]) -> Path:
+def _snakemake(workdir: Path, config: dict[str, Any], check: bool = True) -> str:
+    """Snakemake on ``config`` (its stderr); ``check``: fail the test if Snakemake fails."""
     path = workdir / f"{config['study']}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    snakemake(workdir, configfile=path, check=True)
+    proc = snakemake(workdir, configfile=path, check=check)
+    assert check or proc.returncode != 0, "the study was expected to be refused"
+    return proc.stderr
+
+
+def _measure(workdir: Path, config: dict[str, Any]) -> Path:
+    _snakemake(workdir, config)
     return workdir / "results" / config["study"]
 
 
@@ -227,3 +242,15 @@ def test_ollama_with_a_cached_prompt_records_a_null_prompt_count(
         m = call.server_metrics
         assert m is not None and m.prompt_eval_count is None and m.prompt_eval_duration_ns is None
         assert m.eval_count == TOKENS
+
+
+def test_an_ollama_without_api_ps_is_refused_before_any_run(
+    tmp_path: Path, sim_servers: Callable[..., dict[str, str]]
+) -> None:
+    urls = sim_servers("ollama-no-ps")
+    stderr = _snakemake(tmp_path, study(urls, name="conformance-no-ps"), check=False)
+    url = urls["ollama-no-ps"]
+    assert f"server 'ollama-no-ps' at {url} has no /api/ps (HTTP 404" in stderr
+    assert "servers[].api: openai" in stderr  # what to do
+    assert not re.search(r"^\s*(local)?rule run:", stderr, flags=re.M), "a run job started"
+    assert not list((tmp_path / "results").rglob("run_*.json"))

@@ -6,6 +6,10 @@ record and the report say so rather than pretending.
 
 :func:`loaded_entries` says what the servers that list their loaded models hold now (names and
 context lengths), for the checks after the measured phases.
+
+A server of Ollama's API without ``/api/ps`` (Ollama before v0.1.38) is refused with a
+:class:`~mabench.measure.errors.ServerSetupError` naming it: without that list nothing can be
+unloaded or verified, so no run is measured on it.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import msgspec
 
 from mabench.measure.apis import SyncClient, can_unload
 from mabench.measure.client import OllamaClient
-from mabench.measure.errors import RunFailed, ServerCallError
+from mabench.measure.errors import RunFailed, ServerCallError, ServerHTTPError, ServerSetupError
 from mabench.measure.records import Isolation, PsModel
 
 #: /api/ps polls after an unload: 5 ms, doubling up to 100 ms (a poll costs a local server
@@ -27,9 +32,25 @@ POLL_FIRST_S = 0.005
 POLL_MAX_S = 0.1
 
 
+def listed(name: str, client: OllamaClient) -> list[dict[str, Any]]:
+    """Server ``name``'s ``/api/ps`` entries; a :class:`ServerSetupError` naming the server
+    where it has no such route (HTTP 404)."""
+    try:
+        return client.ps()
+    except ServerHTTPError as exc:
+        if exc.status != 404:
+            raise
+        raise ServerSetupError(
+            f"server {name!r} at {client.base_url} has no /api/ps (HTTP 404; Ollama added it "
+            "in v0.1.38): the forced unload can neither list nor verify what it holds, so no "
+            "run is measured on it. Upgrade the server, or measure it through its OpenAI API "
+            "(servers[].api: openai), which has no unload and is recorded as such"
+        ) from None
+
+
 def loaded_models(clients: Mapping[str, OllamaClient]) -> dict[str, list[str]]:
     return {
-        name: sorted(str(m.get("name") or m.get("model")) for m in c.ps())
+        name: sorted(str(m.get("name") or m.get("model")) for m in listed(name, c))
         for name, c in clients.items()
     }
 
@@ -47,7 +68,7 @@ def loaded_entries(clients: Mapping[str, SyncClient], step: str) -> dict[str, li
     whose API lists no loaded models (the OpenAI API) is left out."""
     try:
         return {
-            name: sorted((_ps_model(m) for m in c.ps()), key=lambda p: p.name)
+            name: sorted((_ps_model(m) for m in listed(name, c)), key=lambda p: p.name)
             for name, c in clients.items()
             if can_unload(c)
         }
