@@ -63,7 +63,9 @@ class Shape:
     which of the server's numbers are there (the rest must be null, never a made-up zero)."""
 
     api: str
-    agents: int  # 2, or 1 where the server cuts a stream off when another request arrives
+    #: 2 on a simulated server; 1 on a server running a real model (cheaper on 2 cores, and
+    #: llama_cpp.server at its defaults cuts a stream off when another request arrives)
+    agents: int
     count_source: str  # each call's eval_count_source
     prompt_count: bool  # each call's prompt_eval_count is there
     durations: bool  # each call's prompt and eval durations are there
@@ -83,7 +85,6 @@ SHAPES: dict[str, Shape] = {
     "openai-usage-in-finish": Shape("openai", 2, "usage", True, True, False, None),
     "embedded-ollama": Shape("ollama", 1, "final_metrics", True, True, True, True),
     "embedded-openai": Shape("openai", 1, "usage", True, True, False, None),
-    # llama_cpp.server at its defaults interrupts a stream when another request arrives
     "llama-cpp-python": Shape("openai", 1, "stream", False, False, False, None),
 }
 SIMULATED = [s for s in SHAPES if s.startswith(("ollama-", "openai-"))]
