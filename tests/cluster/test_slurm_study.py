@@ -1,18 +1,20 @@
 """The smoke study on a real Slurm cluster through `--workflow-profile profiles/slurm`.
 
 One invocation measures the study while a watcher follows the cluster: it cancels (scancel)
-the job of the second config once that job has recorded one run and is measuring the next,
-and notes every server process with the Slurm job it belongs to. Then:
+the job of a run once another run of the same config is recorded and this one is measuring a
+phase, and notes every server process with the Slurm job it belongs to. Then:
 
-- every run record came from a Slurm job of this test, on this node, in the test partition;
-- no server outlived its job (not the completed one, not the cancelled one);
-- the cancel failed only that job's runs: the other config's records are complete after the
-  first invocation, and byte-identical after the next one, which measures exactly the missing
-  runs and produces the report.
+- every run record came from its own Slurm job of this test, on this node, in the test
+  partition (one job per run: a record is its job's only output);
+- no server outlived its job (not a completed one, not the cancelled one);
+- the cancel failed only the run it measured: every record written before it, of that config
+  too, is still there after the first invocation and byte-identical after the next one, which
+  measures exactly the cancelled run and produces the report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -48,11 +50,34 @@ def sh(*cmd: str) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def job_config(job_id: str) -> str | None:
-    """The config a measurement job measures (its batch script names the target jobs)."""
+@dataclass(frozen=True)
+class Job:
+    """What a measurement job does: its rules, its config and, for a run's job, the run."""
+
+    rules: frozenset[str]
+    config: str
+    run: int | None
+
+    @property
+    def record(self) -> str:
+        return f"runs/{self.config}/run_{self.run}.json"
+
+
+def job_of(job_id: str) -> Job | None:
+    """The job's targets, from its batch script (``--target-jobs rule:key=value,...``)."""
     script = sh("scontrol", "write", "batch_script", job_id, "-")
-    found = set(re.findall(r"config=([A-Za-z0-9_.-]+)", script))
-    return found.pop() if len(found) == 1 else None
+    targets = script.partition("--target-jobs")[2].partition("--")[0]
+    found = [
+        (rule, dict(pair.split("=", 1) for pair in wildcards.split(",")))
+        for rule, wildcards in re.findall(r"(\w+):((?:\w+=[\w.-]+,?)+)", targets)
+    ]
+    configs = {w.get("config") for _, w in found}
+    if not found or len(configs) != 1 or None in configs:
+        return None
+    runs = {int(w["run"]) for rule, w in found if rule == "run"}
+    return Job(
+        frozenset(r for r, _ in found), configs.pop(), runs.pop() if len(runs) == 1 else None
+    )
 
 
 def job_end(job_id: str) -> tuple[str, float]:
@@ -67,15 +92,19 @@ def job_end(job_id: str) -> tuple[str, float]:
         time.sleep(1)
 
 
+def job_elapsed_s(job_id: str) -> int:
+    """How long a finished job held its node, from the accounting."""
+    return int(sh("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "ElapsedRaw").split()[0])
+
+
 @dataclass
 class Watcher:
-    """Follows the cluster while Snakemake runs: cancels the second config's job after its
-    first record, and notes when each server process of each Slurm job was last seen."""
+    """Follows the cluster while Snakemake runs: cancels a run's job once another run of its
+    config is recorded, and notes when each server process of each Slurm job was last seen."""
 
     results: Path
-    cancel_second: bool
-    jobs: dict[str, str] = field(default_factory=dict)  # Slurm job id -> config
-    order: list[str] = field(default_factory=list)  # configs in the order their jobs started
+    cancel_a_run: bool
+    jobs: dict[str, Job] = field(default_factory=dict)  # Slurm job id -> what it does
     cancelled: str | None = None
     last_seen: dict[str, float] = field(default_factory=dict)  # job id -> time
     servers: dict[int, str] = field(default_factory=dict)  # server pid -> job id
@@ -86,6 +115,9 @@ class Watcher:
             self._see_servers()
             self._see_jobs()
             time.sleep(0.5)
+
+    def run_jobs(self) -> dict[str, Job]:
+        return {j: job for j, job in self.jobs.items() if job.rules == {"run"}}
 
     def _see_servers(self) -> None:
         for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -102,31 +134,33 @@ class Watcher:
 
     def _see_jobs(self) -> None:
         out = sh("squeue", "-h", "-t", "RUNNING", "-o", "%i")
-        for job in out.split():
-            if job not in self.jobs and (config := job_config(job)) is not None:
-                self.jobs[job] = config
-                self.order.append(config)
-        if self.cancel_second and self.cancelled is None and len(self.order) == 2:
-            victim = self.order[1]
-            if self._measuring_after_a_record(victim):
-                job = next(j for j, c in self.jobs.items() if c == victim)
-                sh("scancel", job)
-                self.cancelled = job
+        for job_id in out.split():
+            if job_id not in self.jobs and (job := job_of(job_id)) is not None:
+                self.jobs[job_id] = job
+            if (
+                self.cancel_a_run
+                and self.cancelled is None
+                and job_id in self.run_jobs()
+                and self._measuring_after_a_record(self.jobs[job_id])
+            ):
+                sh("scancel", job_id)
+                self.cancelled = job_id
 
-    def _measuring_after_a_record(self, config: str) -> bool:
-        """One run of ``config`` is recorded and another one is measuring a phase (so the
-        cancel lands in the middle of a measurement, not in the record's last millisecond)."""
-        runs = self.results / "runs" / config
-        logs = self.results / "logs" / "runs" / config
-        done = {p.stem for p in runs.glob("run_*.json")}
-        return bool(done) and any(
-            log.stem not in done and "phase" in log.read_text(errors="replace")
-            for log in logs.glob("run_*.log")
+    def _measuring_after_a_record(self, job: Job) -> bool:
+        """Another run of the job's config is recorded and this one is measuring a phase (so
+        the cancel lands in the middle of a measurement, not in the record's last millisecond)."""
+        done = {p.stem for p in (self.results / "runs" / job.config).glob("run_*.json")}
+        log = self.results / "logs" / "runs" / job.config / f"run_{job.run}.log"
+        return (
+            bool(done)
+            and f"run_{job.run}" not in done
+            and log.exists()
+            and "phase" in log.read_text(errors="replace")
         )
 
 
-def run_study(workdir: Path, cancel_second: bool) -> tuple[subprocess.CompletedProcess, Watcher]:
-    watcher = Watcher(workdir / "results" / STUDY.name, cancel_second)
+def run_study(workdir: Path, cancel_a_run: bool) -> tuple[subprocess.CompletedProcess, Watcher]:
+    watcher = Watcher(workdir / "results" / STUDY.name, cancel_a_run)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -146,20 +180,22 @@ def expected_records() -> set[str]:
     return {f"runs/{c}/run_{r}.json" for c in STUDY.config_ids for r in range(1, STUDY.runs + 1)}
 
 
-def records(results: Path) -> dict[str, bytes]:
+def record_hashes(results: Path) -> dict[str, str]:
+    """Every run record under ``results``: its path there -> the SHA-256 of its bytes."""
     return {
-        str(p.relative_to(results)): p.read_bytes() for p in sorted(results.glob("runs/*/*.json"))
+        str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(results.glob("runs/*/*.json"))
     }
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slurm_smoke")
-    first, first_watch = run_study(workdir, cancel_second=True)
+    first, first_watch = run_study(workdir, cancel_a_run=True)
     results = workdir / "results" / STUDY.name
-    after_first = records(results)
+    after_first = record_hashes(results)
     report_after_first = (results / "technical_report.md").exists()
-    second, second_watch = run_study(workdir, cancel_second=False)
+    second, second_watch = run_study(workdir, cancel_a_run=False)
     return {
         "workdir": workdir,
         "results": results,
@@ -169,46 +205,44 @@ def study(tmp_path_factory):
     }
 
 
-def test_the_cancelled_job_failed_only_its_runs(study):
-    """The cancel fails the invocation and the cancelled job's config only: the other config
-    is complete. (Snakemake removes every output of a failed group job, so the run that job
-    had finished goes too and is measured again; see docs/cluster.md.)"""
+def test_the_cancel_failed_only_the_run_it_measured(study):
+    """The cancel fails the invocation and the cancelled run only: every other record,
+    the earlier runs of the same config included, is kept."""
     (first, watch), _ = study["runs"]
-    assert watch.cancelled is not None, f"no job was cancelled; jobs seen: {watch.jobs}"
+    assert watch.cancelled is not None, f"no run's job was cancelled; jobs seen: {watch.jobs}"
     assert job_end(watch.cancelled)[0] == "CANCELLED"
     assert first.returncode != 0, "a cancelled job must fail the invocation"
     victim = watch.jobs[watch.cancelled]
-    survivor = next(c for c in STUDY.config_ids if c != victim)
-    assert {f"runs/{survivor}/run_{r}.json" for r in range(1, STUDY.runs + 1)} <= set(
-        study["after_first"]
+    assert set(study["after_first"]) == expected_records() - {victim.record}
+    assert any(p.startswith(f"runs/{victim.config}/") for p in study["after_first"]), (
+        "the cancel came before its config's first record"
     )
-    victim_runs = {p for p in expected_records() if p.startswith(f"runs/{victim}/")}
-    assert not victim_runs <= set(study["after_first"]), "the cancel came after the job's last run"
     assert not study["report_after_first"], "a report of an incomplete study"
 
 
 def test_the_next_invocation_measures_only_the_missing_runs(study):
-    _, (second, watch) = study["runs"]
+    (_, first_watch), (second, watch) = study["runs"]
     assert second.returncode == 0, second.stderr[-6000:]
-    now = records(study["results"])
+    now = record_hashes(study["results"])
     before = study["after_first"]
-    for path, data in before.items():
-        assert now[path] == data, f"{path} changed in the second invocation"
+    for path, digest in before.items():
+        assert now[path] == digest, f"{path} changed in the second invocation"
     assert set(now) == expected_records()
-    new_jobs = {
-        read_record(study["results"] / p).environment.slurm.job_id for p in set(now) - set(before)
-    }
-    assert new_jobs <= set(watch.jobs), (new_jobs, watch.jobs)
-    assert set(watch.jobs.values()) == {Path(p).parent.name for p in set(now) - set(before)}
+    victim = first_watch.jobs[first_watch.cancelled]
+    assert set(now) - set(before) == {victim.record}
+    assert {job.record for job in watch.run_jobs().values()} == {victim.record}, watch.jobs
 
 
-def test_every_run_record_came_from_a_slurm_job(study):
+def test_every_run_record_came_from_its_own_slurm_job(study):
     host = socket.gethostname()
-    jobs = {j for _, watch in study["runs"] for j in watch.jobs}
+    jobs = {j: job for _, watch in study["runs"] for j, job in watch.jobs.items()}
     for path in sorted(study["results"].glob("runs/*/*.json")):
         slurm = read_record(path).environment.slurm
         assert slurm is not None, f"{path} was not measured in a Slurm job"
         assert slurm.job_id in jobs, (path, slurm.job_id, jobs)
+        assert jobs[slurm.job_id].record == str(path.relative_to(study["results"])), (
+            f"{path} was measured by job {slurm.job_id}, which is {jobs[slurm.job_id]}"
+        )
         assert (slurm.node, slurm.partition, slurm.cluster) == (host, PARTITION, "mabench")
         assert slurm.cpus is not None and slurm.cpus >= 1
     runs = json.loads((study["results"] / "stats" / "summary.json").read_text())
@@ -235,6 +269,11 @@ def test_the_report_is_produced(study):
     assert report.is_file()
     assert report.read_text().startswith("# Smoke study")
     for _, watch in study["runs"]:
-        print(f"jobs {watch.jobs}")
+        for job_id, job in sorted(watch.jobs.items()):
+            if job_id != watch.cancelled:
+                print(
+                    f"job {job_id}: {sorted(job.rules)} of {job.config}, run {job.run}: "
+                    f"{job_elapsed_s(job_id)} s on the node"
+                )
     walls = [round(proc.wall_s) for proc, _ in study["runs"]]  # type: ignore[attr-defined]
     print(f"wall time of the two invocations through Slurm: {walls} s")

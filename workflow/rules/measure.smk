@@ -4,9 +4,11 @@
 # so a later invocation starts servers again whenever a run must be measured. Servers stop
 # when the workflow ends, fails or is interrupted (and with their owner process, always).
 #
-# On a cluster (profiles/slurm) a config's start_servers, unload and runs are one job on one
-# node; its servers' owner is that job's first Snakemake, so they stop when the job ends (or
-# is cancelled). See docs/cluster.md.
+# On a cluster (profiles/slurm) a config's start_servers and unload are one job, and each run
+# is a job of its own, which starts the config's servers on its node (the pool starts a server
+# that is not up) and whose first Snakemake owns them, so they stop when the job ends (or is
+# cancelled). A run record is its own job's only output: a later failure of any job leaves it
+# in place. See docs/cluster.md.
 
 
 # bench_slot: one measurement at a time. Servers the pool starts (embedded, ollama) live on
@@ -23,11 +25,11 @@ if "bench_slot" not in workflow.global_resources:
     workflow.register_resource("bench_slot", 1)
 
 
-# A cluster's submitting Snakemake never resubmits a config's job: that would measure its
-# finished runs again. A failed run is retried inside the job, on the node that measures, by
-# the job's own Snakemake (`retries` of rule run). A job that still fails fails its config's
-# runs (Snakemake removes a failed group job's outputs); the next invocation measures them.
-# (onstart: the executor is known only once the workflow is parsed.)
+# A cluster's submitting Snakemake never resubmits a run's job: a failed run is retried inside
+# its job, on the node and with the servers that measured it, by the job's own Snakemake
+# (`retries` of rule run), so each attempt's failure report names one node. A run whose job
+# still fails is measured by the next invocation. (onstart: the executor is known only once
+# the workflow is parsed.)
 onstart:
     if workflow.non_local_exec:
         workflow.get_rule("run").restart_times = 0
