@@ -7,9 +7,11 @@
 #   tests/cluster/slurm.sh down    stop every daemon that `up` started, by the PIDs they wrote,
 #                                  and remove the configuration it wrote
 #
-# The configuration is /etc/slurm/slurm.conf and slurmdbd.conf (the executor plugin's job step
-# drops SLURM_CONF, so Slurm's default place it is); `up` refuses to replace files it did not
-# write. State, spool, logs and PID files live under $MABENCH_SLURM_DIR (default
+# The configuration is /etc/slurm/slurm.conf, slurmdbd.conf and cgroup.conf (the executor
+# plugin's job step drops SLURM_CONF, so Slurm's default place it is); `up` refuses to replace
+# files it did not write. Processes are tracked as production clusters do, with cgroups
+# (proctrack/cgroup: a job step's processes end with the step), where this machine lets root
+# create cgroups; elsewhere, or with MABENCH_SLURM_PROCTRACK=linuxproc, by their parent PIDs. State, spool, logs and PID files live under $MABENCH_SLURM_DIR (default
 # /var/tmp/mabench-slurm). munge and MariaDB are the system's: `up` starts them only when they
 # do not answer, and `down` stops only those it started. Without accounting (slurmdbd) the
 # Snakemake slurm executor never sees a job finish (it asks sacct), so accounting is part of it.
@@ -97,13 +99,56 @@ ours_or_absent() {
         || die "$1 exists and was not written by this script; not replacing it"
 }
 
+# The cgroup version Slurm can track processes with here (v1: the freezer hierarchy; v2: the
+# unified one), proven by creating and removing a cgroup; nothing when neither works.
+cgroup_version() {
+    local probe
+    if [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
+        probe=/sys/fs/cgroup/mabench-probe.$$
+        mkdir "$probe" 2>/dev/null && rmdir "$probe" && echo v2
+    elif [[ -d /sys/fs/cgroup/freezer ]]; then
+        probe=/sys/fs/cgroup/freezer/mabench-probe.$$
+        mkdir "$probe" 2>/dev/null && rmdir "$probe" && echo v1
+    fi
+    return 0
+}
+
+# ProctrackType: cgroup where it works (as on production clusters), else linuxproc.
+proctrack() {
+    local version
+    version=$(cgroup_version)
+    if [[ ${MABENCH_SLURM_PROCTRACK:-cgroup} == cgroup && -n $version ]]; then
+        echo "proctrack/cgroup cgroup/$version"
+    else
+        [[ ${MABENCH_SLURM_PROCTRACK:-cgroup} == cgroup ]] \
+            && say "no writable cgroup hierarchy under /sys/fs/cgroup: tracking processes by parent PID"
+        echo "proctrack/linuxproc"
+    fi
+}
+
 write_configs() {
     ours_or_absent "$CONF_DIR/slurm.conf"
     ours_or_absent "$CONF_DIR/slurmdbd.conf"
+    ours_or_absent "$CONF_DIR/cgroup.conf"
     mkdir -p "$CONF_DIR"
-    local node
+    local node tracking plugin
     node=$(slurmd -C | head -1)  # NodeName=<host> CPUs=... RealMemory=...
     [[ $node == NodeName=* ]] || die "slurmd -C did not describe this node: $node"
+    read -r tracking plugin <<<"$(proctrack)"
+    say "process tracking: $tracking${plugin:+ ($plugin)}"
+    rm -f "$CONF_DIR/cgroup.conf"
+    if [[ -n $plugin ]]; then
+        # Track only: no confinement of cores, memory or devices (one test node, no GPUs).
+        cat >"$CONF_DIR/cgroup.conf" <<CONF
+$MARK: track job steps' processes only.
+CgroupPlugin=$plugin
+CgroupMountpoint=/sys/fs/cgroup
+IgnoreSystemd=yes
+ConstrainCores=no
+ConstrainRAMSpace=no
+ConstrainDevices=no
+CONF
+    fi
     cat >"$CONF_DIR/slurm.conf" <<CONF
 $MARK: a single-node cluster with accounting.
 ClusterName=$CLUSTER
@@ -111,7 +156,7 @@ SlurmctldHost=$(hostname)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-ProctrackType=proctrack/linuxproc
+ProctrackType=$tracking
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -230,7 +275,7 @@ down() {
         rm -f "$DIR/run/munged.started"
     fi
     local f
-    for f in "$CONF_DIR/slurm.conf" "$CONF_DIR/slurmdbd.conf"; do
+    for f in "$CONF_DIR/slurm.conf" "$CONF_DIR/slurmdbd.conf" "$CONF_DIR/cgroup.conf"; do
         [[ -e $f ]] && head -1 "$f" | grep -qF "$MARK" && rm -f "$f"
     done
     say "down: no daemon of $DIR is left"
