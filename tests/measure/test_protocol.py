@@ -148,10 +148,12 @@ def test_a_phase_starts_before_any_of_its_agents_sends(sim_server, coordinator):
 def _switches(record, phase: str, loaded: str) -> int:
     """Calls of ``phase`` that the server served right after another agent's call: the reloads
     its FIFO order implies (calls served one at a time, in first-token order), starting with
-    the agent whose model was loaded before the measured phases (``loaded``)."""
-    served = sorted(record.calls, key=lambda c: c.t_first_token_ns)
+    the agent whose model the server held when the phase began (``loaded``: before every
+    phase the cache policy of an Ollama-API server, reload, loads the agents' models again in
+    roster order, so the last agent's is loaded)."""
+    served = sorted((c for c in record.calls if c.phase == phase), key=lambda c: c.t_first_token_ns)
     agents = [loaded, *(c.agent for c in served)]
-    return sum(prev != c.agent for prev, c in zip(agents, served, strict=False) if c.phase == phase)
+    return sum(prev != c.agent for prev, c in zip(agents, served, strict=False))
 
 
 @pytest.mark.parametrize("coordinator", ["asyncio", "threads"])

@@ -12,13 +12,19 @@
 5. concurrent phase: all agents at once;
    (before each measured phase, every server's prompt cache is brought to the same state by
    its cache policy, :mod:`mabench.measure.cache_state`: reset, reloaded or salted)
-6. checks of what was measured (:mod:`mabench.measure.validity`): both phases did the same
+6. checks of what was measured (:mod:`mabench.measure.validity`): every phase did the same
    work, and the servers hold only what the agents loaded; a failed check flags the run (or
    fails it: ``on_work_mismatch: fail``).
 
-Phases 4 and 5 run in the order the study prescribes for this run index (``alternate`` flips
-it every run to cancel drift). Any failure raises :class:`RunFailed` naming the server, the
-step or phase and the agent; nothing is returned that looks like a complete run.
+Where the config splits the machine (:mod:`mabench.measure.baseline`), a third phase,
+``sequential``, measures the baseline: each agent alone on its server loaded with the whole
+machine's threads. It has a load and warm-up of its own (step 3 with those options), before
+or after steps 3-5.
+
+The phases run in the order the study prescribes for this config and run index
+(``balanced`` and ``alternate`` reverse it every other run to cancel drift). Any failure
+raises :class:`RunFailed` naming the server, the step or phase and the agent; nothing is
+returned that looks like a complete run.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
 from mabench.measure.agents import AgentPlan, Clock, build_plans
 from mabench.measure.apis import SyncClient, can_unload, inventory, open_management_clients
+from mabench.measure.baseline import choose_baseline, whole_machine_plans
 from mabench.measure.cache_state import (
     CacheState,
     bring_to_same_cache_state,
@@ -45,7 +52,7 @@ from mabench.measure.cache_state import (
     with_cache_policy,
 )
 from mabench.measure.client import LoadResult, Timeouts
-from mabench.measure.coordinators import PhaseOutcome, open_coordinator
+from mabench.measure.coordinators import Coordinator, PhaseOutcome, open_coordinator
 from mabench.measure.corpus import load_corpus
 from mabench.measure.errors import IsolationError, RunFailed, ServerCallError, ServerSetupError
 from mabench.measure.isolation import force_unload, loaded_entries
@@ -54,6 +61,8 @@ from mabench.measure.records import (
     CONCURRENT,
     RECORD_KIND,
     SCHEMA_VERSION,
+    SEQUENTIAL,
+    Baseline,
     CallRecord,
     Isolation,
     IsolationAfter,
@@ -176,22 +185,29 @@ def execute_run(
     corpus = load_corpus(study.corpus.get("path"), int(study.corpus["files"]))
     plans = build_plans(study, config, dict(urls), corpus.summary)
     specs = {s.name: s for s in study.servers}
-    prepared = prepare_servers(
-        config, plans, urls, timeouts, backend or study.backend_kind, servers=specs, threads=threads
-    )
-    order = study.phase_order_for(run_index)
-    cache = open_cache_state(specs, urls, timeouts, backend or study.backend_kind)
+    backend = backend or study.backend_kind
+    baseline = choose_baseline(study, config, threads or {}, environment.available_cpus())
+    order = study.phase_order_for(run_index, config_id, sequential=baseline.kind == SEQUENTIAL)
+    blocks = phase_blocks(order, plans, baseline)
+    prepared = prepare_servers(config, urls, timeouts, backend, servers=specs, threads=threads)
+    cache = open_cache_state(specs, urls, timeouts, backend)
     measured = measure_phases(
-        config, plans, order, timeouts, label=f"{config_id} run {run_index}", cache=cache
+        config,
+        blocks,
+        timeouts,
+        LoadTarget(specs, urls, backend),
+        label=f"{config_id} run {run_index}",
+        cache=cache,
     )
-    after = isolation_after(urls, timeouts, prepared.expected, backend or study.backend_kind, specs)
-    validity = check_validity(measured.calls, after, study.on_work_mismatch)
+    after = isolation_after(urls, timeouts, measured.expected, backend, specs)
+    validity = check_validity(measured.calls, after, study.work_mismatch_policy)
     validity = with_cache_check(validity, compare_cache_state(measured.calls, cache.assured))
     metrics = compute_run_metrics(
         [p.info for p in plans],
         measured.calls,
         measured.phases,
         measured.spans,
+        baseline=baseline.kind,
         legacy_speedup=study.contention["legacy_speedup"],
         ttft_ms=study.contention["ttft_ms"],
         throughput_pct=study.contention["throughput_pct"],
@@ -210,13 +226,14 @@ def execute_run(
             forced_unload=True,
             request_timeout_s=timeouts.request_s,
             seed=study.seed,
+            baseline=baseline,
         ),
         topology=Topology(
             servers=[with_cache_policy(with_settings(study, s), cache) for s in prepared.servers],
             agents=[p.info for p in plans],
         ),
         isolation=prepared.isolation,
-        loads=load_records(plans, prepared.loaded, measured.warmup),
+        loads=measured.loads,
         phases=measured.phases,
         agent_spans=measured.spans,
         calls=measured.calls,
@@ -251,25 +268,21 @@ def with_settings(study: Study, server: ServerInfo) -> ServerInfo:
 
 @dataclass(frozen=True)
 class PreparedServers:
-    """Steps 1-3: the servers checked, the isolation evidence, each agent's model load, and
-    what the loads left on each server (/api/ps after each one)."""
+    """Steps 1-2: the servers checked, and the isolation evidence."""
 
     servers: list[ServerInfo]
     isolation: Isolation
-    loaded: list[LoadResult]
-    expected: dict[str, list[PsModel]]
 
 
 def prepare_servers(
     config: ConfigSpec,
-    plans: Sequence[AgentPlan],
     urls: Mapping[str, str],
     timeouts: Timeouts,
     backend: str,
     servers: Mapping[str, ServerSpec] | None = None,
     threads: Mapping[str, int | None] | None = None,
 ) -> PreparedServers:
-    """Steps 1-3 of the protocol, on every server at ``urls``, through Ollama's API wherever
+    """Steps 1-2 of the protocol, on every server at ``urls``, through Ollama's API wherever
     the server speaks it (:mod:`mabench.measure.apis`); ``servers``: the study's servers."""
     needs = models_by_server(config)
     specs = servers or {}
@@ -285,9 +298,51 @@ def prepare_servers(
                 f"models still loaded after the forced unload: {isolation.loaded_after}; "
                 "another client may be using these servers"
             )
-        # 3. load each agent's model with its options
-        loaded, expected = load_agent_models(clients, plans)
-    return PreparedServers(infos, isolation, loaded, expected)
+    return PreparedServers(infos, isolation)
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """Where a block's loads go: the study's servers, their URLs, the backend."""
+
+    servers: Mapping[str, ServerSpec]
+    urls: Mapping[str, str]
+    backend: str
+
+    def load(
+        self, plans: Sequence[AgentPlan], timeouts: Timeouts
+    ) -> tuple[list[LoadResult], dict[str, list[PsModel]]]:
+        """Step 3 for ``plans``, through management clients opened for it."""
+        with ExitStack() as stack:
+            clients = open_management_clients(
+                stack, self.servers, self.urls, timeouts, self.backend
+            )
+            return load_agent_models(clients, plans)
+
+
+@dataclass(frozen=True)
+class PhaseBlock:
+    """Measured phases that share one load and warm-up: the agents as the config sets them
+    up (solo, concurrent), or with the whole machine (sequential)."""
+
+    phases: tuple[str, ...]
+    plans: tuple[AgentPlan, ...]
+
+
+def phase_blocks(
+    order: Sequence[str], plans: Sequence[AgentPlan], baseline: Baseline
+) -> list[PhaseBlock]:
+    """``order`` cut where the agents' options change: the sequential phase is a block of its
+    own, loaded with the whole machine's threads."""
+    blocks: list[PhaseBlock] = []
+    for phase in order:
+        sequential = phase == SEQUENTIAL
+        if blocks and not sequential and SEQUENTIAL not in blocks[-1].phases:
+            blocks[-1] = PhaseBlock((*blocks[-1].phases, phase), blocks[-1].plans)
+            continue
+        agents = whole_machine_plans(plans, baseline) if sequential else plans
+        blocks.append(PhaseBlock((phase,), tuple(agents)))
+    return blocks
 
 
 def load_agent_models(
@@ -341,49 +396,59 @@ def load_agent_model(client: SyncClient, plan: AgentPlan) -> LoadResult:
 
 @dataclass(frozen=True)
 class MeasuredPhases:
-    """Steps 4 and 5: the phases' spans, each agent's span per phase, every call."""
+    """Steps 3-5: the phases' spans, each agent's span per phase, every call, each agent's
+    load per block, and what the last block's loads left on each server."""
 
     phases: list[Span]
     spans: list[Span]
     calls: list[CallRecord]
-    warmup: PhaseOutcome
+    loads: list[LoadRecord]
+    expected: dict[str, list[PsModel]]
 
 
 def measure_phases(
     config: ConfigSpec,
-    plans: Sequence[AgentPlan],
-    order: Sequence[str],
+    blocks: Sequence[PhaseBlock],
     timeouts: Timeouts,
+    target: LoadTarget,
     label: str,
     cache: CacheState | None = None,
 ) -> MeasuredPhases:
-    """With one client (and connection) per agent for the whole run: warm every agent's code
-    path up, unmeasured, then run the measured phases in ``order``."""
+    """With one client (and connection) per agent for the whole run, block by block: load
+    the block's agents' models, warm every agent's code path up (unmeasured), then run the
+    block's measured phases in order."""
     clock = Clock()
-    phases, spans, calls = [], [], []
-    # Agents on servers of their own warm up at the same time (unmeasured; each server its own
-    # process); agents that share a server warm up one after another in roster order, so the
-    # options each server holds when the measured phases start are always the same.
+    phases, spans, calls, loads = [], [], [], []
+    expected: dict[str, list[PsModel]] = {}
+    with open_coordinator(config.coordinator, timeouts) as coordinator:
+        for block in blocks:
+            loaded, expected = target.load(block.plans, timeouts)
+            warm = warm_up(coordinator, block.plans)
+            loads.extend(load_records(block, loaded, warm))
+            for phase in block.phases:
+                log.info("%s: %s phase", label, phase)
+                now = bring_to_same_cache_state(cache, block.plans)
+                outcome = coordinator.run_phase(
+                    now, phase, concurrent=(phase == CONCURRENT), clock=clock
+                )
+                phases.append(outcome.phase)
+                spans.extend(outcome.agent_spans)
+                calls.extend(outcome.calls)
+    return MeasuredPhases(phases, spans, calls, loads, expected)
+
+
+def warm_up(coordinator: Coordinator, plans: Sequence[AgentPlan]) -> PhaseOutcome:
+    """One unmeasured warm-up call per agent. Agents on servers of their own warm up at the
+    same time (each server its own process); agents that share a server warm up one after
+    another in roster order, so the options each server holds when the measured phases start
+    are always the same."""
     servers = [p.info.server for p in plans]
     own_servers = len(set(servers)) == len(servers)
-    with open_coordinator(config.coordinator, timeouts) as coordinator:
-        warm = coordinator.run_phase(
-            warmup_plans(plans), WARMUP, concurrent=own_servers, clock=Clock()
-        )
-        for phase in order:
-            log.info("%s: %s phase", label, phase)
-            now = bring_to_same_cache_state(cache, plans)
-            outcome = coordinator.run_phase(
-                now, phase, concurrent=(phase == CONCURRENT), clock=clock
-            )
-            phases.append(outcome.phase)
-            spans.extend(outcome.agent_spans)
-            calls.extend(outcome.calls)
-    return MeasuredPhases(phases, spans, calls, warm)
+    return coordinator.run_phase(warmup_plans(plans), WARMUP, concurrent=own_servers, clock=Clock())
 
 
 def load_records(
-    plans: Sequence[AgentPlan], loaded: Sequence[LoadResult], warmup: PhaseOutcome
+    block: PhaseBlock, loaded: Sequence[LoadResult], warmup: PhaseOutcome
 ) -> list[LoadRecord]:
     warm_ns = {s.agent: s.wall_ns for s in warmup.agent_spans}
     return [
@@ -395,6 +460,7 @@ def load_records(
             load_duration_ns=res.load_duration_ns,
             wall_ns=res.wall_ns,
             warmup_wall_ns=warm_ns[plan.name],
+            phases=list(block.phases),
         )
-        for plan, res in zip(plans, loaded, strict=True)
+        for plan, res in zip(block.plans, loaded, strict=True)
     ]

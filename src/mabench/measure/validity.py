@@ -1,7 +1,8 @@
 """Checks that a run measured what it claims, made after its measured phases.
 
 - Same work (:func:`compare_work`): every call sends the study's seed, so an agent's call in
-  the solo phase and the same call in the concurrent phase must generate the same tokens.
+  the solo phase (and in the sequential phase, where there is one) and the same call in the
+  concurrent phase must generate the same tokens.
   Per (agent, call) the two phases' eval_count, done_reason and the sha256 of the response
   text are compared; a difference is never silent. Each call's prompt includes the previous
   answer, so after a first difference the later calls of that agent differ too: the first
@@ -32,6 +33,7 @@ import msgspec
 from mabench.measure.errors import RunFailed
 from mabench.measure.records import (
     CONCURRENT,
+    SEQUENTIAL,
     SOLO,
     CacheCheck,
     CallRecord,
@@ -82,13 +84,14 @@ def _compare(solo: CallRecord, concurrent: CallRecord) -> WorkComparison:
     )
 
 
-def compare_work(calls: Sequence[CallRecord]) -> WorkCheck:
-    """Each (agent, call) measured in both phases, compared; in the order of the solo phase."""
+def compare_work(calls: Sequence[CallRecord], alone: str = SOLO) -> WorkCheck:
+    """Each (agent, call) measured in phase ``alone`` (solo, or sequential) and in the
+    concurrent phase, compared; in the order of phase ``alone``."""
     concurrent = {(c.agent, c.call_index): c for c in calls if c.phase == CONCURRENT}
     compared = [
         _compare(c, concurrent[(c.agent, c.call_index)])
         for c in calls
-        if c.phase == SOLO and (c.agent, c.call_index) in concurrent
+        if c.phase == alone and (c.agent, c.call_index) in concurrent
     ]
     first: dict[str, int] = {}
     for comparison in compared:
@@ -163,27 +166,40 @@ def check_validity(
     """Both checks of one run; each failed one adds its flag, and a work mismatch fails the
     run instead (:class:`RunFailed`) when the study says ``on_work_mismatch: fail``."""
     work = compare_work(calls)
+    sequential = (
+        compare_work(calls, SEQUENTIAL) if any(c.phase == SEQUENTIAL for c in calls) else None
+    )
     flags = []
-    if not work.matched:
-        where = describe_divergence(work)
-        if on_work_mismatch == "fail":
-            message = (
-                f"the solo and the concurrent phase did different work: {where}; the study "
-                "sets on_work_mismatch: fail (flag records such a run and marks it instead)"
-            )
-            info = ErrorInfo(
-                kind=WORK_MISMATCH, message=message, url=None, phase="validity", status=None
-            )
-            raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
-        log.warning("the two phases did different work: %s (run flagged)", where)
-        flags.append(WORK_MISMATCH)
+    for alone, check in ((SOLO, work), (SEQUENTIAL, sequential)):
+        if check is not None and not check.matched:
+            _work_mismatch(alone, check, on_work_mismatch)
+            if WORK_MISMATCH not in flags:
+                flags.append(WORK_MISMATCH)
     if not after.verified:
         log.warning(
             "after the measured phases the servers held what no agent loaded: %s (run flagged)",
             describe_unexpected(after),
         )
         flags.append(ISOLATION_AFTER)
-    return Validity(work=work, flags=flags, isolation_after=after)
+    return Validity(work=work, flags=flags, isolation_after=after, sequential_work=sequential)
+
+
+def _work_mismatch(alone: str, work: WorkCheck, on_work_mismatch: str) -> None:
+    """Phase ``alone`` and the concurrent phase did different work: fail the run, or log it
+    (the caller flags it)."""
+    where = describe_divergence(work)
+    if on_work_mismatch == "fail":
+        message = (
+            f"the {alone} and the concurrent phase did different work: {where}; the study "
+            "sets on_work_mismatch: fail (flag records such a run and marks it instead)"
+        )
+        info = ErrorInfo(
+            kind=WORK_MISMATCH, message=message, url=None, phase="validity", status=None
+        )
+        raise RunFailed(message, info, agent=next(iter(work.first_divergence)))
+    log.warning(
+        "the %s and the concurrent phase did different work: %s (run flagged)", alone, where
+    )
 
 
 def _cache_evidence(call: CallRecord) -> tuple[str, int] | None:
