@@ -156,7 +156,7 @@ def test_full_report_leads_with_true_efficiency(full_study) -> None:
     text = _text(full_study)
     summary = _section(text, "Executive summary")
     first = summary.split("\n- ")[1]
-    assert first.startswith("**Measured against solo baselines")
+    assert first.startswith("**Against the agents run one after another, each with the whole")
     assert "The original formula says" in first
     runs = read_table(full_study / "tables" / "runs.parquet", "runs").to_pandas()
     valid = runs[runs["validity_flags"].fillna("") == ""]
@@ -231,7 +231,7 @@ def test_validity_section_shows_order_balanced_estimates_and_drift(full_study) -
     assert f"study order effect {md.fmt_signed(overall.order_effect, 2)} pp" in text
     drift = pd.read_parquet(stats_dir / "drift.parquet").set_index("metric")
     drift_table = {r[0].replace("\\", ""): r for r in _tables(text)[4][2:]}
-    assert set(drift_table) == {"true_efficiency", "seed_efficiency"}
+    assert set(drift_table) == {"true_efficiency", "interference_efficiency", "seed_efficiency"}
     for metric, row in drift_table.items():
         assert row[4] == md.fmt_signed(drift.loc[metric, "slope_pp_per_h"], 3)
         assert row[8] == ("yes" if drift.loc[metric, "drift_flagged"] else "no")

@@ -130,7 +130,11 @@ def test_a_study_through_the_workflow_on_llama_cpp_server(
         record = read_record(out / "runs" / "shared-openai" / f"run_{run}.json")
         assert [(s.api, s.version) for s in record.topology.servers] == [("openai", None)]
         assert record.isolation.unavailable == ["llama"]
-        assert record.metrics.true_efficiency is not None
+        # an external server: the harness cannot know its share of the machine, so no
+        # sequential baseline (the study could declare baseline: solo); interference is known
+        assert record.protocol.baseline.kind is None
+        assert record.metrics.true_efficiency is None
+        assert record.metrics.interference_efficiency is not None
         assert all(load.load_duration_ns is None for load in record.loads)
         for call in record.calls:
             assert call.server_metrics.eval_count_source == "stream"
@@ -142,6 +146,7 @@ def test_a_study_through_the_workflow_on_llama_cpp_server(
     section = report[report.index("## API comparison") :]
     assert "Servers without a forced unload" in section and "shared-openai" in section
     assert "OpenAI API" in report  # the methodology names the API and what it lacks
+    assert "**No sequential baseline was measured**" in report  # and says what it lacks
     assert "[1/2]" in proc.stderr and "[2/2]" in proc.stderr  # progress lines
     # the key went to the server only: not into a record, a log, a table or the report
     for path in out.rglob("*"):

@@ -142,6 +142,7 @@ def run_row(r: RunRecord, path: str) -> dict[str, Any]:
         "seed_efficiency": m.seed_efficiency,
         "true_speedup": m.true_speedup,
         "true_efficiency": m.true_efficiency,
+        **_baseline_columns(r),
         "true_speedup_excl_load": m.true_speedup_excl_load,
         "true_efficiency_excl_load": m.true_efficiency_excl_load,
         "solo_reloads": m.solo_reloads,
@@ -200,6 +201,29 @@ def _server_settings_columns(r: RunRecord) -> dict[str, Any]:
     return {
         "server_settings": settings or None,
         "server_settings_source": ";".join(sources) or None,
+    }
+
+
+def _baseline_columns(r: RunRecord) -> dict[str, Any]:
+    """What the run's true speedup is measured against, and the interference numbers. A
+    record of schema version 1 or 2 has no baseline of its own: it measured the solo phase
+    only, so its true speedup is the interference one and its baseline the solo phase."""
+    m, b = r.metrics, r.protocol.baseline
+    if b is None:
+        return {
+            "baseline": "solo",
+            "baseline_reason": "recorded before sequential baselines (schema version "
+            f"{r.schema_version}): the solo phase",
+            "sequential_sum_s": None,
+            "interference_speedup": m.true_speedup,
+            "interference_efficiency": m.true_efficiency,
+        }
+    return {
+        "baseline": b.kind or "none",
+        "baseline_reason": b.reason,
+        "sequential_sum_s": m.sequential_sum_s,
+        "interference_speedup": m.interference_speedup,
+        "interference_efficiency": m.interference_efficiency,
     }
 
 
@@ -266,6 +290,10 @@ def agent_rows(r: RunRecord) -> list[dict[str, Any]]:
                 "solo_wall_s": a.solo_wall_s,
                 "concurrent_wall_s": a.concurrent_wall_s,
                 "slowdown": a.slowdown,
+                "sequential_wall_s": a.sequential_wall_s,
+                "sequential_slowdown": (
+                    a.sequential_slowdown if r.protocol.baseline is not None else a.slowdown
+                ),
                 "solo_tps": a.solo_tps,
                 "concurrent_tps": a.concurrent_tps,
                 "solo_client_tps": a.solo_client_tps,

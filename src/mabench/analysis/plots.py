@@ -46,9 +46,11 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 
 def _label(metric: str) -> str:
-    return {"seed_efficiency": "seed formula", "true_efficiency": "true (vs solo)"}.get(
-        metric, metric
-    )
+    return {
+        "seed_efficiency": "seed formula",
+        "true_efficiency": "true (vs one after another)",
+        "interference_efficiency": "interference (vs solo)",
+    }.get(metric, metric)
 
 
 def _efficiency_distribution(ctx: dict[str, Any], path: Path) -> str | None:

@@ -67,10 +67,12 @@ SECTIONS: tuple[str, ...] = (
 
 LABELS: dict[str, str] = {
     "seed_efficiency": "seed efficiency (%)",
-    "true_efficiency": "true efficiency (%)",
+    "true_efficiency": "true efficiency, against one after another (%)",
+    "interference_efficiency": "interference efficiency, against the solo phase (%)",
     "seed_speedup": "seed speedup (x)",
     "true_speedup": "true speedup (x)",
-    "true_efficiency_excl_load": "true efficiency without model loads (%)",
+    "interference_speedup": "interference speedup (x)",
+    "true_efficiency_excl_load": "interference efficiency without model loads (%)",
     "concurrent_wall_s": "concurrent wall time (s)",
     "solo_sum_s": "sum of solo agent times (s)",
     "coordination_overhead_ms": "coordination overhead (ms)",

@@ -70,8 +70,35 @@ RUNS_SCHEMA = pa.schema(
             "concurrent_sum_s / concurrent_wall_s (the original study's 'speedup')",
         ),
         _f("seed_efficiency", pa.float64(), "100 * seed_speedup / n_agents (%)"),
-        _f("true_speedup", pa.float64(), "solo_sum_s / concurrent_wall_s"),
+        _f(
+            "true_speedup",
+            pa.float64(),
+            "the agents' baseline wall times summed / concurrent_wall_s: how much sooner the "
+            "agents finished together than one after another, each with the whole machine "
+            "(baseline: sequential_sum_s, or solo_sum_s where the solo phase is the baseline); "
+            "null without a baseline",
+        ),
         _f("true_efficiency", pa.float64(), "100 * true_speedup / n_agents (%)"),
+        _f(
+            "baseline",
+            pa.string(),
+            "what true_speedup is measured against: sequential (a phase of its own: each agent "
+            "alone on its server with every CPU), solo (the solo phase: every server had the "
+            "whole machine) or none",
+        ),
+        _f("baseline_reason", pa.string(), "why that baseline, in words"),
+        _f(
+            "sequential_sum_s",
+            pa.float64(),
+            "sum of agent wall times in the sequential phase (s); null without one",
+        ),
+        _f(
+            "interference_speedup",
+            pa.float64(),
+            "solo_sum_s / concurrent_wall_s: each agent alone on the config's own servers "
+            "against all together there (how much the agents slow each other down)",
+        ),
+        _f("interference_efficiency", pa.float64(), "100 * interference_speedup / n_agents (%)"),
         _f(
             "true_speedup_excl_load",
             pa.float64(),
@@ -248,7 +275,23 @@ AGENTS_SCHEMA = pa.schema(
         _f("n_calls", pa.int32(), "calls per phase"),
         _f("solo_wall_s", pa.float64(), "agent wall time alone (s)"),
         _f("concurrent_wall_s", pa.float64(), "agent wall time in the concurrent phase (s)"),
-        _f("slowdown", pa.float64(), "concurrent_wall_s / solo_wall_s"),
+        _f(
+            "slowdown",
+            pa.float64(),
+            "concurrent_wall_s / solo_wall_s: interference, on the config's own servers",
+        ),
+        _f(
+            "sequential_wall_s",
+            pa.float64(),
+            "agent wall time alone with the whole machine, in the sequential phase (s)",
+        ),
+        _f(
+            "sequential_slowdown",
+            pa.float64(),
+            "concurrent_wall_s / the agent's baseline wall time (sequential_wall_s, or "
+            "solo_wall_s where the solo phase is the baseline): how much later it finished than "
+            "alone with the whole machine",
+        ),
         _f("solo_tps", pa.float64(), "server eval tok/s alone: sum eval_count / sum eval_duration"),
         _f("concurrent_tps", pa.float64(), "server eval tok/s in the concurrent phase"),
         _f("solo_client_tps", pa.float64(), "client-observed decode tok/s alone"),

@@ -32,6 +32,7 @@ from mabench.measure.records import (
     RECORD_KIND,
     SCHEMA_VERSION,
     AgentInfo,
+    Baseline,
     CallRecord,
     Environment,
     Isolation,
@@ -59,6 +60,13 @@ TEXT = "".join(f"tok{k} " for k in range(40))
 log = logging.getLogger(__name__)
 #: a work check that found the two phases alike (a synthetic run's calls do the same work)
 SAME_WORK = WorkCheck(matched=True, calls=[], first_divergence={})
+
+#: The synthetic servers are independent processes: the solo phase is the baseline.
+SYNTHETIC_BASELINE = Baseline(
+    kind="solo",
+    threads=None,
+    reason="every server has the whole machine (synthetic), so the solo phase is the baseline",
+)
 
 
 def _config(ci: int) -> dict:
@@ -174,6 +182,7 @@ def make_record(i: int, seed: int = SEED) -> RunRecord:
             forced_unload=True,
             request_timeout_s=300.0,
             seed=42,
+            baseline=SYNTHETIC_BASELINE,
         ),
         topology=Topology(
             servers=[

@@ -237,6 +237,23 @@ def run_step(
     progress.report_run(study, record, paths.root)
 
 
+def _baseline_methodology(study: Study) -> str:
+    """What the headline speedup is measured against, in words (per config: the report's
+    baseline column and each run record's protocol.baseline)."""
+    what = (
+        "one after another, each agent with the whole machine: where a config's servers "
+        "have fewer threads than the CPUs the harness may use, a sequential phase runs each "
+        "agent alone on its server reloaded with every CPU (its own load and warm-up); where "
+        "every server has the whole machine, the solo phase is that baseline"
+    )
+    return {
+        "auto": f"{what} (baseline: auto; external servers have none unless declared)",
+        "sequential": f"{what}; the study asks for a sequential phase in every config",
+        "solo": "the solo phase: the study declares that every server has the whole machine",
+        "none": "none (baseline: none): only the interference numbers are reported",
+    }[study.baseline]
+
+
 def report_settings(study: Study) -> dict[str, Any]:
     """What statistics and report need from a study: its report block, thresholds, and a
     methodology summary. Plain data (a rule parameter): changing any of it re-renders the
@@ -252,9 +269,12 @@ def report_settings(study: Study) -> dict[str, Any]:
         settings["tr110_dir"] = study.import_.get("path") if study.import_ else None
         return settings
     phases = {
-        "alternate": "solo then concurrent in odd runs, concurrent then solo in even runs",
-        "solo_first": "solo then concurrent in every run",
-        "concurrent_first": "concurrent then solo in every run",
+        "balanced": "(sequential,) solo, concurrent in odd runs and the reverse in even runs "
+        "for every other config, the other way round for the others (as many runs of each "
+        "order over the study)",
+        "alternate": "(sequential,) solo, concurrent in odd runs, the reverse in even runs",
+        "solo_first": "(sequential,) solo, concurrent in every run",
+        "concurrent_first": "concurrent, solo(, sequential) in every run",
     }[study.phase_order]
     workloads = "; ".join(
         f"{w.name}: " + ", ".join(f"{c.prompt.name} (num_predict {c.num_predict})" for c in w.calls)
@@ -268,8 +288,10 @@ def report_settings(study: Study) -> dict[str, Any]:
             "(salted, one generated token); solo phase (each agent "
             f"alone, one after another) and concurrent phase (all agents at once); {phases}; "
             "then the checks: the same work in both phases (on a mismatch: "
-            f"{study.on_work_mismatch}), and every server holding only what the agents loaded"
+            f"{study.work_mismatch_policy}), and every server holding only what the agents "
+            "loaded"
         ),
+        "Baseline": _baseline_methodology(study),
         "Runs per config": str(study.runs),
         "Backend": f"{study.backend_kind} ({len(study.servers)} servers)",
         **_api_methodology(study),

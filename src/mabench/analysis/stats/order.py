@@ -23,10 +23,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from mabench.analysis.stats.estimators import LEVEL, within_slope
-from mabench.analysis.stats.validity import CONCURRENT_FIRST, SOLO_FIRST
+from mabench.analysis.stats.validity import CONCURRENT_FIRST, SOLO_FIRST, solo_concurrent_order
 
 #: the run metrics whose order effect and drift are reported (percent: effects are in pp)
-METRICS = ("true_efficiency", "seed_efficiency")
+METRICS = ("true_efficiency", "interference_efficiency", "seed_efficiency")
 BOTH_ORDERS, SOLO_FIRST_ONLY, CONCURRENT_FIRST_ONLY, NO_RUNS = (
     "both orders",
     "solo first only: no order-balanced estimate",
@@ -41,8 +41,7 @@ def _ordered(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric not in runs or "phase_order" not in runs:
         return pd.DataFrame(columns=["config_id", "y", "solo_first"])
     y = pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    order = runs["phase_order"].astype(object).where(runs["phase_order"].notna(), "")
-    order = order.astype(str).to_numpy()
+    order = solo_concurrent_order(runs["phase_order"]).astype(str).to_numpy()
     keep = np.isfinite(y) & np.isin(order, [SOLO_FIRST, CONCURRENT_FIRST])
     return pd.DataFrame(
         {

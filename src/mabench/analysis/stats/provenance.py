@@ -20,6 +20,16 @@ import pyarrow.parquet as pq
 from mabench.analysis.tables import read_table
 from mabench.measure.records import write_json_atomic
 
+#: the run metrics the executive summary leads with
+HEADLINE_METRICS = (
+    "seed_efficiency",
+    "true_efficiency",
+    "interference_efficiency",
+    "seed_speedup",
+    "true_speedup",
+    "interference_speedup",
+)
+
 DEFAULT_SETTINGS: dict[str, Any] = {
     "study": "study",
     "title": "Concurrent multi-agent LLM performance",
@@ -55,6 +65,7 @@ METHODOLOGY_FIELDS = (
     "coordinator",
     "topology",
     "phase_order",
+    "baseline",
     "n_agents",
     "n_servers",
     "cpus_available",
@@ -305,7 +316,7 @@ def _headline_metric(stats: Statistics, metric: str) -> dict[str, Any] | None:
 def headline(stats: Statistics) -> dict[str, Any]:
     """The numbers the executive summary leads with (also in summary.json)."""
     out: dict[str, Any] = {}
-    for metric in ("seed_efficiency", "true_efficiency", "seed_speedup", "true_speedup"):
+    for metric in HEADLINE_METRICS:
         numbers = _headline_metric(stats, metric)
         if numbers:
             out[metric] = numbers

@@ -36,6 +36,8 @@ RUN_METRICS: dict[str, str] = {
     "true_efficiency": "%",
     "seed_speedup": "x",
     "true_speedup": "x",
+    "interference_efficiency": "%",
+    "interference_speedup": "x",
     "true_efficiency_excl_load": "%",
     "concurrent_wall_s": "s",
     "solo_sum_s": "s",
@@ -143,9 +145,12 @@ def prepare(
 
 
 def primary_metric(runs: pd.DataFrame) -> str:
-    """true_efficiency when the study measured a solo phase, else the seed formula."""
-    if "true_efficiency" in runs and runs["true_efficiency"].notna().any():
-        return "true_efficiency"
+    """true_efficiency where a baseline was measured (one after another, each agent with the
+    whole machine), else interference_efficiency where a solo phase was, else the seed
+    formula."""
+    for metric in ("true_efficiency", "interference_efficiency"):
+        if metric in runs and runs[metric].notna().any():
+            return metric
     return "seed_efficiency"
 
 
@@ -542,6 +547,18 @@ def _agent_options(agents: pd.DataFrame) -> dict[str, str]:
     }
 
 
+def _distinct(g: pd.DataFrame, col: str) -> str | None:
+    """The distinct values of a text column, joined with "; " (None if it has none)."""
+    if col not in g:
+        return None
+    return "; ".join(sorted(g[col].dropna().astype(str).unique())) or None
+
+
+def _mean(g: pd.DataFrame, col: str) -> float | None:
+    values = pd.to_numeric(g[col], errors="coerce") if col in g else pd.Series(dtype=float)
+    return float(values.mean()) if values.notna().any() else None
+
+
 def per_config(runs: pd.DataFrame, agents: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     agent_options = _agent_options(agents)
@@ -571,6 +588,10 @@ def per_config(runs: pd.DataFrame, agents: pd.DataFrame, summary: pd.DataFrame) 
                 "true_efficiency": g["true_efficiency"].mean(),
                 "seed_speedup": g["seed_speedup"].mean(),
                 "true_speedup": g["true_speedup"].mean(),
+                "baseline": _distinct(g, "baseline"),
+                "baseline_reason": _distinct(g, "baseline_reason"),
+                "interference_efficiency": _mean(g, "interference_efficiency"),
+                "interference_speedup": _mean(g, "interference_speedup"),
                 "concurrent_wall_s": g["concurrent_wall_s"].mean(),
                 "contention_legacy": flagged("contention_legacy"),
                 "contention_ttft": flagged("contention_ttft"),

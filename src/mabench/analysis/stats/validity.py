@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mabench.analysis.stats.provenance import HEADLINE_METRICS
 from mabench.analysis.stats.summaries import RUN_METRICS, _flag, summarise
 
 #: run columns averaged per config (null where a source did not record them)
 VALIDITY_MEANS = (
     "true_efficiency",
+    "interference_efficiency",
     "true_efficiency_excl_load",
     "solo_reloads",
     "concurrent_reloads",
@@ -28,8 +30,15 @@ VALIDITY_MEANS = (
     "concurrent_reload_s",
 )
 SOLO_FIRST, CONCURRENT_FIRST = "solo,concurrent", "concurrent,solo"
-#: the run metrics the executive summary leads with
-HEADLINE_METRICS = ("seed_efficiency", "true_efficiency", "seed_speedup", "true_speedup")
+
+
+def solo_concurrent_order(phase_order: pd.Series) -> pd.Series:
+    """Each run's order of its solo and concurrent phases (``SOLO_FIRST`` or
+    ``CONCURRENT_FIRST``), a sequential phase left out; empty where unknown."""
+    order = phase_order.astype(object).where(phase_order.notna(), "")
+    return order.map(lambda o: ",".join(p for p in str(o).split(",") if p != "sequential"))
+
+
 VALID, ALL = "valid", "all"
 
 
@@ -43,7 +52,9 @@ def _validity_row(g: pd.DataFrame) -> dict[str, Any]:
         checked = _flag(g[col]).dropna() if col in g else pd.Series(dtype="boolean")
         row[f"{name}_checked"] = len(checked)
         row[f"{name}_failed"] = int((~checked).sum())
-    order = g["phase_order"] if "phase_order" in g else pd.Series(None, index=g.index)
+    order = solo_concurrent_order(
+        g["phase_order"] if "phase_order" in g else pd.Series(None, index=g.index)
+    )
     true = pd.to_numeric(g["true_efficiency"], errors="coerce")
     for phases, prefix in ((SOLO_FIRST, "solo_first"), (CONCURRENT_FIRST, "concurrent_first")):
         values = true[(order == phases).to_numpy()].dropna()
