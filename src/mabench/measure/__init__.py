@@ -5,8 +5,10 @@ Owns the timed transport and the clients (``transport``; the bases every client 
 ``arrivals``: when each piece of text arrived; ``openai_client``; ``apis`` picks a server's
 client), agents as workloads (``agents``, ``corpus``), how agents run together
 (``coordinators``, with the garbage collector paused inside a measured phase: ``collector``),
-the run protocol (``protocol``, ``isolation``), what a run proves about its own conditions
-after its phases (``validity``: same work, reloads, what the servers held), the metrics of one
+the run protocol (``protocol``, ``isolation``; what its speedup is measured against:
+``baseline``; the same prompt-cache state before every phase: ``cache_state``), what a run
+proves about its own conditions after its phases (``validity``: same work, the same cache
+state, reloads, what the servers held), the metrics of one
 run (``metrics``), the run record, typed once (``records``: msgspec Structs that validate
 while decoding; ``schema_file``: the JSON schema generated from them), the machine a run ran on
 (``environment``; its Slurm job: ``slurm``) and the typed errors (``errors``).
