@@ -16,6 +16,7 @@ match raises :class:`RecordError` naming the file, the path in the JSON
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -775,11 +776,34 @@ def read_record(path: str | os.PathLike[str]) -> RunRecord:
         raise RecordError(f"{path}: {exc}") from None
 
 
+class WriteFailed(OSError):
+    """A file could not be written (a full disk, a quota, a file size limit): it kept its old
+    content or stayed absent, and no partial file was left."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        what = "free space there (or raise the quota or file size limit)" if full else "fix it"
+        super().__init__(
+            exc.errno,
+            f"cannot write {path}: {exc.strerror or exc}; the file was left as it was (absent, "
+            f"or its previous complete content) and no partial file remains; {what} and run "
+            "again",
+        )
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON so that ``path`` either keeps its old content or holds the complete new one."""
+    """Write JSON so that ``path`` either keeps its old content or holds the complete new one;
+    a failed write (:class:`WriteFailed`) leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise WriteFailed(path, exc) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, sort_keys=False, allow_nan=False)
@@ -787,8 +811,10 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteFailed(path, exc) from exc
         raise
 
 
@@ -842,6 +868,7 @@ __all__ = [
     "Validity",
     "WorkCheck",
     "WorkComparison",
+    "WriteFailed",
     "parse_record",
     "prepare_reading",
     "read_record",

@@ -18,7 +18,7 @@ import msgspec
 from mabench.config import Study
 from mabench.measure.errors import MabenchError, RunFailed, ServerCallError
 from mabench.measure.protocol import execute_run
-from mabench.measure.records import RunRecord, write_json_atomic, write_record
+from mabench.measure.records import RunRecord, WriteFailed, write_json_atomic, write_record
 from mabench.servers.pool import ServerPool
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,30 @@ def measure(
         return record
     except BaseException as exc:
         if failures_dir is not None and not isinstance(exc, KeyboardInterrupt):
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-            path = Path(failures_dir) / f"{config_id}_run{run_index}_attempt{attempt}_{stamp}.json"
-            write_json_atomic(path, failure_report(study, config_id, run_index, attempt, exc))
-            log.error(
-                "%s run %d attempt %d failed: %s (report: %s)",
-                config_id,
-                run_index,
-                attempt,
-                exc,
-                path,
-            )
+            report_failure(study, config_id, run_index, attempt, exc, Path(failures_dir))
         raise
+
+
+def report_failure(
+    study: Study, config_id: str, run_index: int, attempt: int, exc: BaseException, folder: Path
+) -> None:
+    """Write the failure report of ``exc`` under ``folder`` and log it; a report that cannot be
+    written (the disk that failed the record is full) is logged, never raised in place of
+    ``exc``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    path = folder / f"{config_id}_run{run_index}_attempt{attempt}_{stamp}.json"
+    try:
+        write_json_atomic(path, failure_report(study, config_id, run_index, attempt, exc))
+    except WriteFailed as unwritten:
+        log.error(
+            "%s run %d attempt %d failed: %s (no failure report: %s)",
+            config_id,
+            run_index,
+            attempt,
+            exc,
+            unwritten,
+        )
+        return
+    log.error(
+        "%s run %d attempt %d failed: %s (report: %s)", config_id, run_index, attempt, exc, path
+    )
