@@ -29,9 +29,14 @@ __all__ = ["AsyncClientBase", "ClientBase", "SyncClientBase", "Timeouts"]
 
 @dataclass(frozen=True)
 class Timeouts:
+    """The config's ``timeouts``: ``request_s`` the longest wait for an answer (a first token
+    may queue behind other agents' calls), ``read_s`` the longest silence between two chunks
+    once a streamed answer has begun (a stall mid-stream; never more than ``request_s``)."""
+
     connect_s: float = 10.0
     request_s: float = 300.0
     load_s: float = 600.0
+    read_s: float = 60.0
 
     def httpx(self, read_s: float) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect_s, read=read_s, write=self.connect_s, pool=None)
@@ -92,7 +97,11 @@ class AsyncClientBase(ClientBase):
     ) -> None:
         super().__init__(base_url, timeouts, headers)
         self._conn = AsyncConnection(
-            self.base_url, self.timeouts.connect_s, self.timeouts.request_s, self.headers
+            self.base_url,
+            self.timeouts.connect_s,
+            self.timeouts.request_s,
+            self.headers,
+            stall_s=self.timeouts.read_s,
         )
 
     async def __aenter__(self) -> Self:
@@ -115,7 +124,11 @@ class SyncClientBase(ClientBase):
     ) -> None:
         super().__init__(base_url, timeouts, headers)
         self._conn = SyncConnection(
-            self.base_url, self.timeouts.connect_s, self.timeouts.request_s, self.headers
+            self.base_url,
+            self.timeouts.connect_s,
+            self.timeouts.request_s,
+            self.headers,
+            stall_s=self.timeouts.read_s,
         )
         self._http_client: httpx.Client | None = None
 

@@ -13,8 +13,9 @@ itself (``benchmarks/README.md``). This module is what a benchmark client needs,
 * ``Content-Length``, ``chunked`` and close-delimited bodies; ``https://`` through the standard
   ``ssl`` module and the system CA store; no proxies (a proxy would be measured too), no
   redirects, no compression (``accept-encoding: identity``);
-* the client's typed errors: connect, timeout (no byte for ``request_s``), protocol (broken or
-  malformed answer), HTTP status with the server's error message (Ollama's ``{"error": "..."}``,
+* the client's typed errors: connect, timeout (no byte of the answer's body for ``read_s``;
+  once the body has begun, no byte for ``stall_s``: a server that stalls mid-stream fails
+  after it, not after the wait a first token may need), protocol (broken or malformed answer), HTTP status with the server's error message (Ollama's ``{"error": "..."}``,
   OpenAI's ``{"error": {"message": "..."}}`` or FastAPI's ``{"detail": "..."}``);
 * two framings of the streamed body: NDJSON (Ollama: one JSON object per line) and
   Server-Sent Events (OpenAI-compatible servers: :class:`SSEFraming` turns the body lines into
@@ -309,17 +310,19 @@ def error_message(body: bytes) -> str:
 Outcome = tuple[bool, ServerHTTPError | None]
 
 
-def _exchange(sink: LineSink, url: str, phase: str | None) -> Generator[None, bytes, Outcome]:
+def _exchange(sink: LineSink, url: str, phase: str | None) -> Generator[bool, bytes, Outcome]:
     """The protocol of one streamed answer, as a generator that is sent the received bytes.
 
-    ``b""`` means the peer closed. Body lines go to ``sink`` as they complete. Returns whether
-    the connection may be reused, and for an error status the :class:`ServerHTTPError` to raise
-    (with the server's message, once its whole body is in).
+    ``b""`` means the peer closed. Body lines go to ``sink`` as they complete. Each step yields
+    whether the answer's body has begun (a line went to ``sink``): from then on a silence is a
+    stall. Returns whether the connection may be reused, and for an error status the
+    :class:`ServerHTTPError` to raise (with the server's message, once its whole body is in).
     """
     parser = ResponseParser()
     pending = b""
+    began = False
     while True:
-        data = yield
+        data = yield began
         try:
             if data:
                 body = parser.feed(data)
@@ -343,6 +346,7 @@ def _exchange(sink: LineSink, url: str, phase: str | None) -> Generator[None, by
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 sink.line(line)
+            began = True
         if parser.complete:
             if pending:
                 sink.line(pending)
@@ -359,6 +363,10 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()  # loads the CA store once per process, https only
 
 
+class _Stalled(TimeoutError):
+    """No byte for ``stall_s`` after the answer's body had begun."""
+
+
 class _Target:
     """What both connections know about the server: address, TLS, timeouts, request bytes."""
 
@@ -368,6 +376,7 @@ class _Target:
         connect_s: float,
         read_s: float,
         headers: Mapping[str, str] | None = None,
+        stall_s: float | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -380,6 +389,7 @@ class _Target:
         self.tls = parts.scheme == "https"
         self.connect_s = connect_s
         self.read_s = read_s
+        self.stall_s = read_s if stall_s is None else min(stall_s, read_s)
         default_port = self.port == (443 if self.tls else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._host_header = host if default_port else f"{host}:{self.port}"
@@ -402,13 +412,19 @@ class _Target:
             f"cannot connect ({reason}); is the server running?", url=self.base_url, phase=phase
         )
 
-    def timed_out(self, url: str, phase: str | None) -> ServerTimeoutError:
-        return ServerTimeoutError(
-            f"no answer for {self.read_s:g} s; raise timeouts in the config if the model is "
-            "just slow",
-            url=url,
-            phase=phase,
-        )
+    def timed_out(self, url: str, phase: str | None, stalled: bool) -> ServerTimeoutError:
+        if stalled:
+            message = (
+                f"no answer for {self.stall_s:g} s after the stream began: the server stalled "
+                "mid-answer; raise timeouts.read_s in the config if the model is just slow "
+                "between tokens"
+            )
+        else:
+            message = (
+                f"no answer for {self.read_s:g} s; raise timeouts.request_s in the config if the "
+                "model is just slow"
+            )
+        return ServerTimeoutError(message, url=url, phase=phase)
 
 
 def _header(name: str, value: str) -> str:
@@ -429,7 +445,10 @@ def _start(sink: LineSink, url: str, phase: str | None, t_sent: int) -> Generato
 
 
 class _Connection:
-    """What both connections share: the target, failure translation, the end of an answer."""
+    """What both connections share: the target, failure translation, the end of an answer.
+
+    ``read_s``: the longest wait for the answer's body; ``stall_s`` (at most ``read_s``, the
+    same when None): the longest silence once the body has begun."""
 
     def __init__(
         self,
@@ -437,8 +456,9 @@ class _Connection:
         connect_s: float,
         read_s: float,
         headers: Mapping[str, str] | None = None,
+        stall_s: float | None = None,
     ) -> None:
-        self.target = _Target(base_url, connect_s, read_s, headers)
+        self.target = _Target(base_url, connect_s, read_s, headers, stall_s)
         #: connections opened so far (a caller takes the difference around one call)
         self.opened = 0
 
@@ -453,7 +473,7 @@ class _Connection:
         except OSError as exc:  # TimeoutError included
             self._drop()
             if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
-                raise self.target.timed_out(url, phase) from None
+                raise self.target.timed_out(url, phase, isinstance(exc, _Stalled)) from None
             raise ProtocolError(f"connection broke ({exc})", url=url, phase=phase) from exc
         except BaseException:
             self._drop()
@@ -476,8 +496,9 @@ class SyncConnection(_Connection):
         connect_s: float,
         read_s: float,
         headers: Mapping[str, str] | None = None,
+        stall_s: float | None = None,
     ) -> None:
-        super().__init__(base_url, connect_s, read_s, headers)
+        super().__init__(base_url, connect_s, read_s, headers, stall_s)
         self._sock: socket.socket | None = None
 
     def close(self) -> None:
@@ -504,6 +525,7 @@ class SyncConnection(_Connection):
 
     def _attempt(self, request: bytes, phase: str | None) -> tuple[socket.socket, int, bytes]:
         sock = self._sock or self._open(phase)
+        _wait_at_most(sock, self.target.read_s)  # a reused socket waited stall_s last
         t_sent = time.perf_counter_ns()
         with contextlib.suppress(*_STALE):
             sock.sendall(request)
@@ -531,12 +553,29 @@ class SyncConnection(_Connection):
             sock, t_sent, data = self._send(self.target.request(path, body, accept), phase)
             steps = _start(sink, url, phase, t_sent)
             try:
-                while True:
-                    steps.send(data)
-                    data = sock.recv(READ_SIZE)
+                outcome = self._receive(sock, steps, data)
             except StopIteration as done:
                 outcome = done.value
         self._settle(outcome)
+
+    def _receive(self, sock: socket.socket, steps: Generator, data: bytes) -> Outcome:
+        """Feed the answer's bytes to ``steps`` until it returns (``StopIteration``): the
+        socket waits ``read_s`` for the body, then ``stall_s`` between reads."""
+        while not steps.send(data):
+            data = sock.recv(READ_SIZE)
+        _wait_at_most(sock, self.target.stall_s)
+        while True:
+            try:
+                data = sock.recv(READ_SIZE)
+            except TimeoutError:
+                raise _Stalled() from None
+            steps.send(data)
+
+
+def _wait_at_most(sock: socket.socket, seconds: float) -> None:
+    """Make ``sock``'s reads time out after ``seconds`` (a system call only on a change)."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
 
 
 class _Answer:
@@ -545,7 +584,7 @@ class _Answer:
     outcome, the error, or :data:`_NOTHING` (a reused connection ended before any byte).
 
     The read timeout is one timer per answer, re-armed only when it fires early: "no byte
-    for ``read_s``" without a timer per read.
+    for ``read_s``" (``stall_s`` once the body has begun) without a timer per read.
     """
 
     def __init__(
@@ -554,17 +593,18 @@ class _Answer:
         sink: LineSink,
         where: tuple[str, str | None],
         t_sent: int,
-        read_s: float,
+        limits_s: tuple[float, float],
         reused: bool,
     ) -> None:
         self.loop = loop
         self.done: asyncio.Future = loop.create_future()
         self._sink, self._where, self._t_sent = sink, where, t_sent
-        self._read_s = read_s
+        self._read_s, self._stall_s = limits_s
+        self._began = False  # the body has begun: a silence is a stall
         self._reused = reused
         self._steps: Generator | None = None
         self._last = loop.time()
-        self._timer = loop.call_at(self._last + read_s, self._check_idle)
+        self._timer = loop.call_at(self._last + self._read_s, self._check_idle)
 
     def feed(self, data: bytes) -> None:
         """Bytes of the answer, or ``b""``: the peer closed."""
@@ -577,11 +617,16 @@ class _Answer:
             self._steps = _start(self._sink, *self._where, self._t_sent)
         self._last = self.loop.time()
         try:
-            self._steps.send(data)
+            began = self._steps.send(data)
         except StopIteration as end:
             self._settle(end.value)
         except Exception as exc:
             self._settle(exc)
+        else:
+            if began and not self._began:  # from now on the shorter stall_s: re-arm once
+                self._began = True
+                self._timer.cancel()
+                self._timer = self.loop.call_at(self._last + self._stall_s, self._check_idle)
 
     def broken(self, exc: Exception) -> None:
         """The connection failed: before any byte (a reset of an idle kept-alive connection)
@@ -595,11 +640,11 @@ class _Answer:
         self._timer.cancel()
 
     def _check_idle(self) -> None:
-        due = self._last + self._read_s
+        due = self._last + (self._stall_s if self._began else self._read_s)
         if self.loop.time() < due:
             self._timer = self.loop.call_at(due, self._check_idle)
         elif not self.done.done():
-            self._settle(TimeoutError())
+            self._settle(_Stalled() if self._began else TimeoutError())
 
     def _settle(self, result: object) -> None:
         self._timer.cancel()
@@ -665,8 +710,9 @@ class AsyncConnection(_Connection):
         connect_s: float,
         read_s: float,
         headers: Mapping[str, str] | None = None,
+        stall_s: float | None = None,
     ) -> None:
-        super().__init__(base_url, connect_s, read_s, headers)
+        super().__init__(base_url, connect_s, read_s, headers, stall_s)
         self._proto: _AnswerProtocol | None = None
 
     async def aclose(self) -> None:
@@ -709,7 +755,8 @@ class AsyncConnection(_Connection):
         proto = self._proto if reused else await self._open(where[1])
         loop = asyncio.get_running_loop()
         t_sent = time.perf_counter_ns()
-        answer = _Answer(loop, sink, where, t_sent, self.target.read_s, reused)
+        limits_s = (self.target.read_s, self.target.stall_s)
+        answer = _Answer(loop, sink, where, t_sent, limits_s, reused)
         proto.answer = answer  # type: ignore[union-attr]
         try:
             proto.transport.write(request)  # type: ignore[union-attr]
