@@ -16,12 +16,21 @@ client of the server would; ``/api/ps`` lists each loaded model with its ``num_c
 unless set).
 
 Faults (``--fault``), applied to generation requests after the first ``--fault-after``:
-``hang`` (accept, never answer), ``stall`` (two tokens, then silence), ``invalid_json``,
-``truncate`` (stream ends without a final chunk), ``no_metrics`` (final chunk lacks metrics),
-``http500``, ``midstream_error`` (an NDJSON ``{"error": ...}`` line) and ``die`` (the process
-exits in the middle of the stream, like a crash). On ``/v1`` the same faults break the SSE
-stream, and ``no_metrics`` sends neither usage nor timings. ``--fault-once FILE`` makes the
-fault happen once across all processes sharing FILE (a crash, then healthy restarts).
+``hang`` (accept, never answer), ``stall`` (two tokens, then silence, the connection left
+open), ``invalid_json``, ``truncate`` (stream ends without a final chunk), ``no_metrics``
+(final chunk lacks metrics), ``http500``, ``midstream_error`` (an NDJSON ``{"error": ...}``
+line), ``die`` (the process exits in the middle of the stream, like a crash) and ``reset``
+(the connection is reset mid-stream: a TCP RST, as a crashed proxy or a dropped route sends).
+``--fault-after-tokens K`` makes a stream fault strike after K tokens (default 2 for
+``stall``, 1 for the others). On ``/v1`` the same faults break the SSE stream, and
+``no_metrics`` sends neither usage nor timings. ``--fault-once FILE`` makes the fault happen
+once across all processes sharing FILE (a crash, then healthy restarts).
+
+Two answers that look well-formed but are not what was asked: ``--answer-model NAME`` names
+NAME as the answering model in every generation (a server that serves another model than the
+one asked for: a default model, an alias), and ``--count-offset N`` reports N tokens more (or
+fewer, negative) than it streamed (``eval_count``, ``usage.completion_tokens``,
+``timings.predicted_n``).
 
 ``--prefix-cache`` caches prompts as vLLM's automatic prefix caching does: the part of a
 prompt that begins like a prompt served before (in words, the simulation's tokens) skips its
@@ -41,6 +50,8 @@ import contextlib
 import json
 import math
 import os
+import socket
+import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -100,6 +111,7 @@ FAULTS = (
     "http500",
     "midstream_error",
     "die",
+    "reset",
 )
 
 #: ``--shape``: which real server's answers to play. ``complete`` (the default) fills every
@@ -171,6 +183,9 @@ class SimSettings:
     intruder_after: int | None = None  # generations after which another client loads a model
     shape: str = "complete"  # which real server's answers to play (SHAPES)
     prefix_cache: bool = False  # cache prompts' prefixes (vLLM's automatic prefix caching)
+    fault_after_tokens: int | None = None  # tokens streamed before a stream fault (None: 2 or 1)
+    answer_model: str | None = None  # the model every generation claims to be (None: as asked)
+    count_offset: int = 0  # reported tokens minus streamed tokens
 
 
 @dataclass
@@ -253,6 +268,7 @@ class _Generation:
     prompt_tokens: int
     fault: str
     cached_tokens: int = 0  # --prefix-cache: the prompt's words a served prompt began with
+    peer: tuple[str, int] | None = None  # the client's address (the reset fault finds it so)
 
 
 class SimServer:
@@ -350,7 +366,7 @@ class SimServer:
             return _error(404, f"model '{req.model}' not found")
         if not (req.messages if chat else req.prompt):
             return await self.load_or_unload(req, chat)
-        gen = self.plan(req, chat)
+        gen = self.plan(req, chat, _peer(request))
         if gen.fault == "http500":
             return _error(500, "simulated internal error")
         return StreamingResponse(self.stream(gen), media_type="application/x-ndjson")
@@ -370,7 +386,12 @@ class SimServer:
             body = _without(body, "total_duration", "load_duration")
         return JSONResponse(body)
 
-    def plan(self, req: ChatRequest | GenerateRequest, chat: bool) -> _Generation:
+    def plan(
+        self,
+        req: ChatRequest | GenerateRequest,
+        chat: bool,
+        peer: tuple[str, int] | None = None,
+    ) -> _Generation:
         """What this request generates, and which fault (if any) it meets."""
         self.state.generations += 1
         settings = self.settings
@@ -382,13 +403,23 @@ class SimServer:
         asked = req.options.num_predict
         text = " ".join(m.content for m in req.messages) if chat else req.prompt
         return _Generation(
-            shape=GenerationShape("chat" if chat else "generate", req.model),
+            shape=GenerationShape("chat" if chat else "generate", self.answering(req.model)),
             options=req.options,
             n_tokens=asked if asked and asked > 0 else settings.default_tokens,
             prompt_tokens=max(1, len(text.split())),
             fault=fault,
             cached_tokens=self.cache_prompt(tuple(text.split())),
+            peer=peer,
         )
+
+    def answering(self, asked: str) -> str:
+        """The model an answer names: ``--answer-model``, else the one asked for."""
+        return self.settings.answer_model or asked
+
+    def reported_tokens(self, pace: Pace) -> int:
+        """The generated tokens the server reports: those it streamed, ``--count-offset``
+        more."""
+        return max(0, pace.tokens + self.settings.count_offset)
 
     def cache_prompt(self, words: tuple[str, ...]) -> int:
         """``--prefix-cache``: how many of ``words`` a prompt served before began with (at most
@@ -462,7 +493,7 @@ class SimServer:
         async with self.slot():
             pace = Pace()
             async for i in self.tokens(gen, pace):
-                broken = await self.token_fault(gen.fault, i, NDJSON_FAULTS)
+                broken = await self.token_fault(gen, i, NDJSON_FAULTS)
                 if broken is not None:
                     yield broken
                     return
@@ -482,16 +513,28 @@ class SimServer:
             body["prompt_eval_count"] = gen.prompt_tokens - gen.cached_tokens
         return body
 
-    @staticmethod
-    async def token_fault(fault: str, i: int, broken: Mapping[str, bytes]) -> bytes | None:
-        """The fault that strikes at token ``i``: the bytes (``broken[fault]``, in the stream's
-        own framing) that end the stream, or None."""
-        if i == 2 and fault == "stall":
+    async def token_fault(
+        self, gen: _Generation, i: int, broken: Mapping[str, bytes]
+    ) -> bytes | None:
+        """The fault that strikes at token ``i`` (after ``--fault-after-tokens`` tokens): the
+        bytes (``broken[fault]``, in the stream's own framing) that end the stream, or None."""
+        fault = gen.fault
+        default_k = 2 if fault == "stall" else 1
+        k = (
+            default_k
+            if self.settings.fault_after_tokens is None
+            else self.settings.fault_after_tokens
+        )
+        if i != k:
+            return None
+        if fault == "stall":
             await asyncio.sleep(10**6)
-        if i == 1 and fault in broken:
+        if fault in broken:
             return broken[fault]
-        if i == 1 and fault == "die":
+        if fault == "die":
             os._exit(17)
+        if fault == "reset":
+            _reset_connection(gen.peer)
         return None
 
     def durations_ns(self, tokens: int) -> tuple[int, int]:
@@ -515,7 +558,7 @@ class SimServer:
             load_duration=pace.load_ns,
             prompt_eval_count=gen.prompt_tokens,
             prompt_eval_duration=prompt_ns,
-            eval_count=pace.tokens,
+            eval_count=self.reported_tokens(pace),
             eval_duration=eval_ns,
         )
 
@@ -545,10 +588,10 @@ class SimServer:
             return _openai_error(status, str(exc))
         if req.model not in self.settings.models:
             return _openai_error(404, f"The model `{req.model}` does not exist")
-        gen = self.plan(req, chat=True)
+        gen = self.plan(req, chat=True, peer=_peer(request))
         if gen.fault == "http500":
             return _openai_error(500, "simulated internal error")
-        shape = CompletionShape(req.model)
+        shape = CompletionShape(self.answering(req.model))
         if not req.stream:
             return await self.v1_completion(gen, shape)
         events = self.sse_stream(gen, shape, req.include_usage)
@@ -563,7 +606,7 @@ class SimServer:
             pace = Pace()
             yield sse_event(self.running_usage(shape.first(), gen, pace))
             async for i in self.tokens(gen, pace):
-                broken = await self.token_fault(gen.fault, i, SSE_FAULTS)
+                broken = await self.token_fault(gen, i, SSE_FAULTS)
                 if broken is not None:
                     yield broken
                     return
@@ -578,7 +621,7 @@ class SimServer:
         """``chunk`` with the usage so far, when playing ``openai-usage-every-chunk``."""
         if self.settings.shape != "openai-usage-every-chunk" or gen.fault == "no_metrics":
             return chunk
-        return {**chunk, "usage": Usage(gen.prompt_tokens, pace.tokens).to_json()}
+        return {**chunk, "usage": Usage(gen.prompt_tokens, self.reported_tokens(pace)).to_json()}
 
     def token_chunk(
         self, gen: _Generation, shape: CompletionShape, pace: Pace, text: str
@@ -601,7 +644,8 @@ class SimServer:
         """What follows the last content delta: the finish chunk (unless the delta carried
         it), then usage if asked for and sent in a chunk of its own, as the shape plays it."""
         chunks = []
-        usage = None if gen.fault == "no_metrics" else Usage(gen.prompt_tokens, pace.tokens)
+        tokens = self.reported_tokens(pace)
+        usage = None if gen.fault == "no_metrics" else Usage(gen.prompt_tokens, tokens)
         if not self.finishes_with_content(gen, pace):
             finish = shape.finish(self.finish(gen, pace), self.timings(gen, pace))
             if self.settings.shape == "openai-usage-in-finish" and usage is not None:
@@ -623,7 +667,7 @@ class SimServer:
             async for _ in self.tokens(gen, pace):
                 pass
         text = "".join(f"tok{i} " for i in range(pace.tokens))
-        usage = Usage(gen.prompt_tokens, pace.tokens)
+        usage = Usage(gen.prompt_tokens, self.reported_tokens(pace))
         finish = self.finish(gen, pace)
         return JSONResponse(shape.completion(text, finish, usage, self.timings(gen, pace)))
 
@@ -705,6 +749,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "empties the cache",
     )
     parser.add_argument(
+        "--fault-after-tokens",
+        type=int,
+        metavar="K",
+        help="a stream fault strikes after K tokens (default: 2 for stall, 1 for the others)",
+    )
+    parser.add_argument(
+        "--answer-model",
+        metavar="NAME",
+        help="every generation names NAME as its model (a server serving another model)",
+    )
+    parser.add_argument(
+        "--count-offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="report N tokens more than were streamed (negative: fewer)",
+    )
+    parser.add_argument(
         "--api-key-env",
         metavar="NAME",
         help="/v1 routes require the API key held by environment variable NAME",
@@ -738,6 +800,9 @@ def main(args: argparse.Namespace) -> int:
         intruder_after=args.intruder_after,
         shape=args.shape,
         prefix_cache=args.prefix_cache,
+        fault_after_tokens=args.fault_after_tokens,
+        answer_model=args.answer_model,
+        count_offset=args.count_offset,
     )
     uvicorn.run(
         build_app(settings),
@@ -785,6 +850,36 @@ class SimServerProcess:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def _peer(request: Request) -> tuple[str, int] | None:
+    """The client's address of ``request`` (None where the server does not say)."""
+    client = request.client
+    return None if client is None else (client.host, client.port)
+
+
+class SimulatedReset(RuntimeError):
+    """Raised inside a stream after its connection was set to reset: the server closes it,
+    and the closing sends a TCP RST instead of a FIN."""
+
+
+def _reset_connection(peer: tuple[str, int] | None) -> None:
+    """Make the server's socket to ``peer`` close with a TCP RST (``SO_LINGER`` on, timeout
+    0), then raise :class:`SimulatedReset` so that the server closes it mid-stream.
+
+    The ASGI scope does not hold the socket: it is found among this process's descriptors
+    (Linux's ``/proc/self/fd``) by its peer address; the option set through a duplicate holds
+    for the socket itself."""
+    if peer is None:
+        raise RuntimeError("reset fault: the server did not say the client's address")
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            dup = socket.fromfd(int(name), socket.AF_INET, socket.SOCK_STREAM)
+            with dup:
+                if dup.getpeername()[:2] == peer:
+                    dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    raise SimulatedReset(f"simulated connection reset (peer {peer[0]}:{peer[1]})")
+    raise RuntimeError(f"reset fault: no socket to the peer {peer} found in /proc/self/fd")
 
 
 def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
