@@ -16,6 +16,7 @@ from typing import Any
 from mabench.api.ollama import Metrics
 from mabench.api.openai import Timings, Usage
 from mabench.measure.arrivals import TokenArrivals
+from mabench.measure.errors import ModelMismatchError
 from mabench.measure.transport import NDJSON, LineSink
 
 __all__ = [
@@ -129,14 +130,17 @@ class StreamBookkeeping:
     left, when each piece of text arrived (:class:`~mabench.measure.arrivals.TokenArrivals`),
     the text, and how many chunks were read.
 
-    A parser calls :meth:`chunk` for every chunk it reads and :meth:`text` for each piece of
-    generated text with the clock reading of its arrival; :meth:`call_result` assembles the
-    :class:`CallResult` once the parser has the server's final metrics.
+    A parser calls :meth:`chunk` for every chunk it reads, :meth:`text` for each piece of
+    generated text with the clock reading of its arrival and :meth:`answered_as` with the
+    model a chunk names; :meth:`call_result` assembles the :class:`CallResult` once the parser
+    has the server's final metrics.
     """
 
-    def __init__(self, url: str, phase: str | None) -> None:
+    def __init__(self, url: str, phase: str | None, model: str | None = None) -> None:
         self.url = url
         self.phase = phase
+        #: the model asked for; None once a chunk named it (or when not checked)
+        self.model = model
         self.t_sent_ns = 0
         self.arrivals = TokenArrivals()
         self.parts: list[str] = []
@@ -149,6 +153,22 @@ class StreamBookkeeping:
 
     def chunk(self) -> None:
         self.chunks += 1
+
+    def answered_as(self, answered: object) -> None:
+        """A chunk names ``answered`` as its model (checked at the first chunk that names
+        one): another model than the one asked for fails the call, as the measurement would
+        be of something else. Ollama's ``name`` and ``name:latest`` are the same model."""
+        if self.model is None or not isinstance(answered, str):
+            return
+        asked, self.model = self.model, None
+        if _tagged(answered) != _tagged(asked):
+            raise ModelMismatchError(
+                f"the server answered as model {answered!r}, not {asked!r} as asked: it "
+                f"serves another model than the study names; serve {asked!r} under that name "
+                "there, or name the model it serves in the study",
+                url=self.url,
+                phase=self.phase,
+            )
 
     def text(self, now_ns: int, piece: str) -> None:
         """A non-empty piece of generated text arrived at ``now_ns``."""
@@ -169,3 +189,8 @@ class StreamBookkeeping:
             arrivals_ns=tuple(self.arrivals.times_ns),
             reconnects=self.reconnects,
         )
+
+
+def _tagged(name: str) -> str:
+    """``name`` with Ollama's default tag (``:latest``) where it has none."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"

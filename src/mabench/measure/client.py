@@ -72,8 +72,10 @@ def _show(line: bytes | str) -> str:
 class _StreamParser(StreamBookkeeping):
     """Consumes NDJSON lines of a chat/generate stream and keeps the client timestamps."""
 
-    def __init__(self, endpoint: str, url: str, phase: str | None) -> None:
-        super().__init__(url, phase)
+    def __init__(
+        self, endpoint: str, url: str, phase: str | None, model: str | None = None
+    ) -> None:
+        super().__init__(url, phase, model)
         self.endpoint = endpoint
         self.final: dict[str, Any] | None = None
 
@@ -98,6 +100,8 @@ class _StreamParser(StreamBookkeeping):
         if "error" in obj:
             raise ServerStreamError(str(obj["error"]), url=self.url, phase=self.phase)
         self.chunk()
+        if self.model is not None:
+            self.answered_as(obj.get("model"))
         if self.endpoint == "chat":
             message = obj.get("message") or {}
             piece = message.get("content", "") if isinstance(message, dict) else ""
@@ -187,7 +191,7 @@ class _OllamaRequests:
         """One streamed chat or generate call, built and not sent (see :class:`PreparedCall`)."""
         path = f"/api/{endpoint}"
         body = _call_body(endpoint, model, prompt, system, options or {}, keep_alive, True)
-        parser = _StreamParser(endpoint, self.base_url + path, phase)
+        parser = _StreamParser(endpoint, self.base_url + path, phase, model)
         return PreparedCall(path, json_body(body), parser, parser, phase)
 
 

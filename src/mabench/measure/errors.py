@@ -64,6 +64,13 @@ class ServerStreamError(ServerCallError):
     kind = "server"
 
 
+class ModelMismatchError(ServerCallError):
+    """The server answered as another model than the one asked for: what it measured is not
+    what the study names."""
+
+    kind = "model"
+
+
 class ProtocolError(ServerCallError):
     """The answer does not follow the server's API: invalid JSON, truncated stream, no metrics."""
 

@@ -95,8 +95,8 @@ def cached_prompt_tokens(chunk: Any) -> int | None:
 class _SSEStreamParser(StreamBookkeeping):
     """Consumes the events of a streamed chat completion and keeps the client timestamps."""
 
-    def __init__(self, url: str, phase: str | None) -> None:
-        super().__init__(url, phase)
+    def __init__(self, url: str, phase: str | None, model: str | None = None) -> None:
+        super().__init__(url, phase, model)
         self.deltas = 0  # chunks that carried content
         self.finish: str | None = None
         self.usage: Usage | None = None
@@ -128,6 +128,8 @@ class _SSEStreamParser(StreamBookkeeping):
             chunk = StreamChunk.from_json(obj)
         except ValueError as exc:
             raise self._fail(f"stream event {self.chunks + 1}: {exc}") from None
+        if self.model is not None:
+            self.answered_as(obj.get("model"))  # obj is a dict: StreamChunk read it
         cached = cached_prompt_tokens(obj)
         self.cached = self.cached if cached is None else cached
         self.read(chunk, t_arrived_ns)
@@ -197,7 +199,7 @@ class _OpenAIRequests:
         _chat_only(endpoint)
         opts = Options.from_mapping(options or {}, unknown="error")
         body = json_body(ChatCompletionRequest.for_prompt(model, prompt, system, opts).to_json())
-        parser = _SSEStreamParser(self.base_url + CHAT_PATH, phase)
+        parser = _SSEStreamParser(self.base_url + CHAT_PATH, phase, model)
         return PreparedCall(CHAT_PATH, body, SSEFraming(parser), parser, phase, SSE)
 
 
