@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,18 +119,39 @@ def default_signal_dispositions() -> None:
     A shell without job control starts background commands with SIGINT ignored (POSIX), and
     an ignored signal stays ignored across exec: a suite started as `make test &` from a
     script would hand Snakemake an ignored SIGINT, and Snakemake would measure on through
-    it. Restoring the defaults makes the test about Snakemake and the workflow, not about
-    how the suite was started."""
+    it. A blocked signal is inherited the same way and would stay pending. Restoring the
+    defaults makes the test about Snakemake and the workflow, not about how the suite was
+    started."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+#: what the protocol logs as each measured phase begins (mabench.measure.protocol)
+PHASE_BEGINS = re.compile(r"run \d+: \w+ phase$", re.M)
+
+
+def measuring(logs: Path) -> bool:
+    """A run job is in its measured phases: its log says a phase began. Its log existing is
+    not enough: the run job opens it before it loads the models and warms the agents up,
+    which takes tens of seconds on a loaded machine."""
+    return logs.is_dir() and any(PHASE_BEGINS.search(p.read_text()) for p in logs.glob("*.log"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
     tmp_path, fake_ollama, sig
 ):
+    """The signal goes to Snakemake's process group, as Ctrl-C in a terminal (SIGINT) or
+    `kill -TERM -PGID` sends it, so the rule script measuring the run gets it too and the run
+    in flight stops at once. A signal to Snakemake's process alone (`kill PID`) lets the run
+    in flight finish (docs/backends.md): the old test sent that, and so waited a whole run
+    (~35 s at load 10) against its 60 s, and a SIGINT landing while Snakemake's main thread
+    writes to the console is lost (snakemake.logging's handler swallows the
+    KeyboardInterrupt), after which Snakemake measures the study to its end."""
     study = write_study(tmp_path / "study.yaml", fake_ollama, runs=2)
     env_slow = {"FAKE_OLLAMA_ARGS": "--ttft-ms 4000 --token-ms 10"}
+    output = tmp_path / "interrupted.out"
     cmd = [
         *SNAKEMAKE,
         "-s",
@@ -141,29 +163,35 @@ def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
         "--configfile",
         str(study),
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env={**os.environ, **env_slow},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=default_signal_dispositions,
-    )
+    with output.open("wb") as out:  # a file: a pipe nobody reads would block Snakemake
+        proc = subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env={**os.environ, **env_slow},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=default_signal_dispositions,
+            process_group=0,  # a group of its own, as a terminal gives a foreground job
+        )
     try:
         logs = tmp_path / "results" / "rel" / "logs" / "runs" / "c1"
-        assert wait_until(lambda: logs.is_dir() and any(logs.glob("*.log")), 120), "no run started"
-        time.sleep(2)  # a run is now in its measured phases
+        reached = wait_until(lambda: measuring(logs), 240, interval_s=0.2)
+        assert reached, f"no run reached its measured phases:\n{output.read_text()[-3000:]}"
         assert our_processes(proc.pid), "servers should be running"
-        proc.send_signal(sig)
+        os.killpg(proc.pid, sig)
         proc.wait(60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, output.read_text()[-3000:]
     assert wait_until(lambda: our_processes(proc.pid) == [], 15), our_processes(proc.pid)
+    runs = tmp_path / "results" / "rel" / "runs" / "c1"
+    # Its phases had ~25 s to go: a record means the signal did not stop the run in flight.
+    assert not list(runs.glob("*.json")), "the interrupted run was measured to the end"
     # The next invocation starts fresh servers and completes the study.
     snakemake(tmp_path, configfile=study, check=True)
-    assert len(list((tmp_path / "results" / "rel" / "runs" / "c1").glob("*.json"))) == 2
+    assert len(list(runs.glob("*.json"))) == 2
 
 
 def test_a_taken_port_stops_the_study_before_any_job(tmp_path, fake_ollama):
