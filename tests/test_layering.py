@@ -31,6 +31,7 @@ NOT_PACKAGES = {
     "pipeline": "the workflow (Snakefile, rules, scripts) through real Snakemake",
     "cluster": "the workflow on a real Slurm",
     "benchmarks": "the benchmarks, run as `python -m benchmarks`",
+    "conformance": "a study against each server shape the docs claim, through real Snakemake",
 }
 
 

@@ -233,12 +233,6 @@ def test_the_analysis_reads_every_shape_and_keeps_its_nulls(results: Path) -> No
     assert all(shape in report for shape in SHAPES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/ollama.py's Metrics.from_json refuses a final chunk without prompt_eval_count "
-    "(a ProtocolError, the run lost): Metrics.prompt_eval_count and prompt_eval_duration "
-    "must be int | None, None where the chunk leaves them out",
-)
 def test_ollama_with_a_cached_prompt_records_a_null_prompt_count(
     tmp_path: Path, sim_servers: Callable[..., dict[str, str]]
 ) -> None:

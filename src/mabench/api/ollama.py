@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE_S",
@@ -443,21 +443,37 @@ class ShowRequest:
 
 @dataclass(frozen=True)
 class Metrics:
-    """The final chunk's metrics (api.Metrics): durations in nanoseconds."""
+    """The final chunk's metrics (api.Metrics): durations in nanoseconds.
+
+    The prompt's count and duration are None where a server leaves them out: Ollama up to
+    v0.1.48 did for a prompt it found cached (ollama#2068, fixed by #5371), so what it
+    evaluated is unknown, not zero."""
 
     total_duration: int = 0
     load_duration: int = 0
-    prompt_eval_count: int = 0
-    prompt_eval_duration: int = 0
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
     eval_count: int = 0
     eval_duration: int = 0
 
+    #: fields a final chunk may leave out: Ollama's Go struct omits a zero load_duration
+    #: (``omitempty``: no load was needed), and the prompt's count and duration (see above)
+    _MISSING: ClassVar[dict[str, int | None]] = {
+        "load_duration": 0,
+        "prompt_eval_count": None,
+        "prompt_eval_duration": None,
+    }
+
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Metrics:
-        """Read the metrics of a final chunk; a missing or non-integer field is an error."""
+        """Read the metrics of a final chunk; a missing field the protocol needs, or a field
+        that is not a non-negative integer, is an error."""
         values = {}
         for f in fields(cls):
-            value = body.get(f.name, 0 if f.name == "load_duration" else None)
+            if f.name not in body and f.name in cls._MISSING:
+                values[f.name] = cls._MISSING[f.name]
+                continue
+            value = body.get(f.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"final chunk has no valid {f.name!r} (got {value!r})")
             values[f.name] = value

@@ -255,7 +255,7 @@ class Usage:
     @classmethod
     def of(cls, metrics: Metrics) -> Usage:
         """The token counts of a generation's final metrics."""
-        return cls(metrics.prompt_eval_count, metrics.eval_count)
+        return cls(metrics.prompt_eval_count or 0, metrics.eval_count)  # a server knows it
 
     @classmethod
     def from_json(cls, obj: Any) -> Usage:
@@ -285,8 +285,8 @@ class Timings:
     def of(cls, metrics: Metrics) -> Timings:
         """The server's split of a generation's final metrics, in milliseconds."""
         return cls(
-            prompt_n=metrics.prompt_eval_count,
-            prompt_ms=metrics.prompt_eval_duration / 1e6,
+            prompt_n=metrics.prompt_eval_count or 0,  # a server building its answer knows both
+            prompt_ms=(metrics.prompt_eval_duration or 0) / 1e6,
             predicted_n=metrics.eval_count,
             predicted_ms=metrics.eval_duration / 1e6,
         )
