@@ -608,6 +608,30 @@ class CacheCheck(_Part):
     ]
 
 
+class TokenCount(_Part):
+    """One call whose server-reported token count is not what it streamed."""
+
+    agent: str
+    phase: Phase
+    call_index: NonNegative
+    reported: Annotated[
+        NonNegative, Meta(description="eval_count (usage.completion_tokens, timings.predicted_n)")
+    ]
+    streamed: Annotated[NonNegative, Meta(description="the text-bearing chunks it streamed")]
+
+
+class TokenCountCheck(_Part):
+    """Each call's reported token count against the text chunks it streamed: equal, or one
+    more (the end-of-generation token, which brings no text). Calls whose count the client
+    made itself (eval_count_source stream) or whose arrivals were not kept are not compared."""
+
+    matched: bool
+    compared: Annotated[NonNegative, Meta(description="calls compared")]
+    differing: Annotated[
+        list[TokenCount], Meta(description="every compared call whose counts disagree")
+    ]
+
+
 class Validity(_Part):
     """Evidence that a run measured what it claims, checked after its measured phases.
 
@@ -633,6 +657,14 @@ class Validity(_Part):
             description="The sequential phase against the concurrent one, compared like work "
             "(its solo_* fields hold the sequential phase). Null without a sequential phase. "
             f"{_V2_ABSENT}"
+        ),
+    ] = None
+    token_counts: Annotated[
+        TokenCountCheck | None,
+        Meta(
+            description="Each call's reported token count against what it streamed (flagged "
+            "token_count_differs when they disagree). Null when not checked, and in records "
+            "written before."
         ),
     ] = None
 
@@ -864,6 +896,8 @@ __all__ = [
     "ServerMetrics",
     "SlurmJob",
     "Span",
+    "TokenCount",
+    "TokenCountCheck",
     "Topology",
     "Validity",
     "WorkCheck",

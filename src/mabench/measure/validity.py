@@ -12,13 +12,18 @@
   length). Anything else means another client, or a leftover, shared a server while it was
   measured.
 
+- Token counts (:func:`check_token_counts`): each call's token count as the server reported
+  it (eval_count, usage.completion_tokens) against the text chunks it streamed: equal, or one
+  more for the end-of-generation token. A server that miscounts makes every tokens-per-second
+  figure of the run wrong.
+
 - The same cache state (:func:`compare_cache_state`): per (agent, call) the prompt tokens
   the server took from its prompt cache in each phase (on Ollama's API, which reports no such
   count, the prompt tokens it evaluated: fewer when part of the prompt was cached) must be
   equal; where the servers say nothing, the cache policies (:mod:`mabench.measure.cache_state`)
   must have brought every server to the same state before each phase, else nobody knows.
 
-:func:`check_validity` makes the first two checks of a run and turns the failed ones into its
+:func:`check_validity` makes the first three checks of a run and turns the failed ones into its
 flags; :func:`with_cache_check` adds the third.
 """
 
@@ -40,6 +45,8 @@ from mabench.measure.records import (
     ErrorInfo,
     IsolationAfter,
     PsModel,
+    TokenCount,
+    TokenCountCheck,
     Validity,
     WorkCheck,
     WorkComparison,
@@ -49,6 +56,7 @@ WORK_MISMATCH = "work_mismatch"
 CACHE_DIFFER = "cache_differ"
 CACHE_UNKNOWN = "cache_unknown"
 ISOLATION_AFTER = "isolation_after"
+TOKEN_COUNT_DIFFERS = "token_count_differs"
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +168,43 @@ def describe_unexpected(isolation: IsolationAfter) -> str:
     )
 
 
+def _token_count(call: CallRecord) -> TokenCount | None:
+    """``call``'s reported and streamed token counts, when the server reported one and the
+    client kept the arrivals."""
+    m, arrivals = call.server_metrics, call.token_arrivals_us
+    if m is None or arrivals is None or m.eval_count_source == "stream":
+        return None
+    return TokenCount(
+        agent=call.agent,
+        phase=call.phase,
+        call_index=call.call_index,
+        reported=m.eval_count,
+        streamed=len(arrivals),
+    )
+
+
+def check_token_counts(calls: Sequence[CallRecord]) -> TokenCountCheck:
+    """Each call's reported token count against the text chunks it streamed: the report may
+    count the end-of-generation token (one more), never anything else."""
+    counts = [c for c in map(_token_count, calls) if c is not None]
+    differing = [c for c in counts if not c.streamed <= c.reported <= c.streamed + 1]
+    return TokenCountCheck(matched=not differing, compared=len(counts), differing=differing)
+
+
+def describe_token_counts(check: TokenCountCheck) -> str:
+    """``collector solo call 0: 12 reported, 8 streamed`` (the first three, and how many)."""
+    shown = [
+        f"{c.agent} {c.phase} call {c.call_index}: {c.reported} reported, {c.streamed} streamed"
+        for c in check.differing[:3]
+    ]
+    more = len(check.differing) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more else "")
+
+
 def check_validity(
     calls: Sequence[CallRecord], after: IsolationAfter, on_work_mismatch: str
 ) -> Validity:
-    """Both checks of one run; each failed one adds its flag, and a work mismatch fails the
+    """The checks of one run; each failed one adds its flag, and a work mismatch fails the
     run instead (:class:`RunFailed`) when the study says ``on_work_mismatch: fail``."""
     work = compare_work(calls)
     sequential = (
@@ -181,7 +222,20 @@ def check_validity(
             describe_unexpected(after),
         )
         flags.append(ISOLATION_AFTER)
-    return Validity(work=work, flags=flags, isolation_after=after, sequential_work=sequential)
+    token_counts = check_token_counts(calls)
+    if not token_counts.matched:
+        log.warning(
+            "the servers reported other token counts than they streamed: %s (run flagged)",
+            describe_token_counts(token_counts),
+        )
+        flags.append(TOKEN_COUNT_DIFFERS)
+    return Validity(
+        work=work,
+        flags=flags,
+        isolation_after=after,
+        sequential_work=sequential,
+        token_counts=token_counts,
+    )
 
 
 def _work_mismatch(alone: str, work: WorkCheck, on_work_mismatch: str) -> None:
@@ -261,12 +315,15 @@ __all__ = [
     "CACHE_DIFFER",
     "CACHE_UNKNOWN",
     "ISOLATION_AFTER",
+    "TOKEN_COUNT_DIFFERS",
     "WORK_MISMATCH",
     "check_isolation_after",
+    "check_token_counts",
     "check_validity",
     "compare_cache_state",
     "compare_work",
     "describe_divergence",
+    "describe_token_counts",
     "describe_unexpected",
     "text_sha256",
     "with_cache_check",
