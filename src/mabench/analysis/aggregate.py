@@ -236,6 +236,7 @@ def _validity_columns(r: RunRecord) -> dict[str, Any]:
             "work_diverged": None,
             "validity_flags": None,
             "cache_state": None,
+            "token_count_differs": None,
         }
     diverged = sorted(v.work.first_divergence.items())
     return {
@@ -246,6 +247,7 @@ def _validity_columns(r: RunRecord) -> dict[str, Any]:
         "work_diverged": ";".join(f"{agent}:{index}" for agent, index in diverged),
         "validity_flags": ";".join(v.flags),
         "cache_state": None if v.cache is None else v.cache.status,
+        "token_count_differs": (None if v.token_counts is None else len(v.token_counts.differing)),
     }
 
 

@@ -199,6 +199,13 @@ RUNS_SCHEMA = pa.schema(
             "not reset: flagged cache_unknown); null in older records",
         ),
         _f(
+            "token_count_differs",
+            pa.int64(),
+            "calls whose server-reported token count (eval_count, usage.completion_tokens) is "
+            "neither the text chunks they streamed nor one more (the end token): flagged "
+            "token_count_differs when above 0; null where not checked (older records)",
+        ),
+        _f(
             "cache_reset",
             pa.string(),
             "each server's cache policy before every measured phase, e.g. 'a: endpoint; b: "
