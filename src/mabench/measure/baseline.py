@@ -16,11 +16,14 @@ config's own servers.
 
 :func:`choose_baseline` decides, per config, from the study's ``baseline`` setting, the backend
 and the servers' threads; the decision and its reason go into the run record
-(``protocol.baseline``) and the report.
+(``protocol.baseline``) and the report. :func:`with_baseline_check` flags a run whose
+sequential phase did not get the whole machine (an agent slower with every CPU than with its
+server's share: something else was running).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -28,7 +31,9 @@ import msgspec
 
 from mabench.config import ConfigSpec, Study
 from mabench.measure.agents import AgentPlan
-from mabench.measure.records import Baseline
+from mabench.measure.records import AgentMetrics, Baseline, RunMetrics, Validity
+
+log = logging.getLogger(__name__)
 
 
 def _names(servers: Sequence[str]) -> str:
@@ -119,3 +124,49 @@ def whole_machine_plans(plans: Sequence[AgentPlan], baseline: Baseline) -> list[
         )
         for p in plans
     ]
+
+
+#: the run flag of a sequential baseline the machine did not give (see :func:`slower_alone`)
+BASELINE_SLOWER = "baseline_slower"
+#: how much longer than alone on its server's share an agent may take alone with every CPU
+#: before its baseline is not believed: more threads never make a quiet machine slower, but
+#: timing noise on a shared one is ~10-20 %
+SLOWER_TOLERANCE = 1.25
+
+
+def slower_alone(agents: Sequence[AgentMetrics]) -> list[str]:
+    """The agents that took longer alone with every CPU (sequential phase) than alone with
+    their server's share (solo phase), beyond :data:`SLOWER_TOLERANCE`.
+
+    On a quiet machine more threads never make an agent slower; when they do, something else
+    used the machine while the sequential phase ran (llama.cpp's threads wait for each other
+    at every step, so one busy core stalls them all), and the baseline overstates one after
+    another: a true efficiency of 1000 % was seen beside other work."""
+    return [
+        a.agent
+        for a in agents
+        if a.sequential_wall_s is not None
+        and a.solo_wall_s is not None
+        and a.sequential_wall_s > SLOWER_TOLERANCE * a.solo_wall_s
+    ]
+
+
+def with_baseline_check(validity: Validity, metrics: RunMetrics) -> Validity:
+    """``validity``, flagged :data:`BASELINE_SLOWER` when some agent was slower alone with
+    every CPU than with its server's share (the run is left out of the headline)."""
+    slower = slower_alone(metrics.agents)
+    if not slower:
+        return validity
+    walls = ", ".join(
+        f"{a.agent} {a.sequential_wall_s:.2f} s with every CPU, {a.solo_wall_s:.2f} s with its "
+        "server's share"
+        for a in metrics.agents
+        if a.agent in slower
+    )
+    log.warning(
+        "the sequential baseline is slower than the solo phase (%s): the machine was busy "
+        "while it ran (run flagged %s)",
+        walls,
+        BASELINE_SLOWER,
+    )
+    return msgspec.structs.replace(validity, flags=[*validity.flags, BASELINE_SLOWER])

@@ -43,7 +43,7 @@ from mabench.config import ConfigSpec, ServerSpec, Study
 from mabench.measure import environment
 from mabench.measure.agents import AgentPlan, Clock, build_plans
 from mabench.measure.apis import SyncClient, can_unload, inventory, open_management_clients
-from mabench.measure.baseline import choose_baseline, whole_machine_plans
+from mabench.measure.baseline import choose_baseline, whole_machine_plans, with_baseline_check
 from mabench.measure.cache_state import (
     CacheState,
     bring_to_same_cache_state,
@@ -212,6 +212,7 @@ def execute_run(
         ttft_ms=study.contention["ttft_ms"],
         throughput_pct=study.contention["throughput_pct"],
     )
+    validity = with_baseline_check(validity, metrics)
     return RunRecord(
         study=study.name,
         config_id=config_id,
