@@ -47,6 +47,7 @@ def test_two_openai_servers_checked_end_to_end(tmp_path, sim_server):
         tmp_path,
         *("--url", a.url, "--url", b.url, "--api", "openai"),
         *("--runs", "2", "--num-predict", "8", "--cores", "2", "--study", "check-sims"),
+        *("--baseline", "solo"),  # two simulated servers: each has the whole machine
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "results" / "check-sims"
@@ -58,6 +59,7 @@ def test_two_openai_servers_checked_end_to_end(tmp_path, sim_server):
     assert "2 runs of 2 agents on 2 server(s), openai API, model smollm2:135m" in out
     true = float(re.search(r"true efficiency\s+([0-9.]+) %", out).group(1))
     assert true == pytest.approx(100.0, abs=8.0)  # two parallel servers: nothing is shared
+    assert re.search(r"interference\s+[0-9.]+ % \(each agent alone", out)
     assert re.search(r"seed efficiency\s+[0-9.]+ %", out)
     assert re.search(r"TTFT\s+\d+ ms alone, \d+ ms together", out)
     assert f"full report: {Path('results') / 'check-sims' / 'technical_report.md'}" in out

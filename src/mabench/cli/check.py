@@ -57,6 +57,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key-env", metavar="VAR", help="openai: environment variable holding the API key"
     )
+    parser.add_argument(
+        "--baseline",
+        choices=("none", "solo"),
+        default="none",
+        help="solo: each server has the whole machine (e.g. one per GPU box), so an agent alone "
+        "on its server is what one after another would take, and true efficiency is known; "
+        "none (default): the harness cannot see how the servers share the machine, so only "
+        "interference (alone on its server vs together) is",
+    )
     parser.add_argument("--study", help="study name (default: check-<UTC date and time>)")
     parser.add_argument("--cores", type=int, help="Snakemake cores (default: the profile's)")
 
@@ -83,6 +92,7 @@ def build_study(args: argparse.Namespace, model: str) -> dict[str, Any]:
         "runs": args.runs,
         "model": model,
         "backend": {"kind": "external"},
+        "baseline": args.baseline,
         "servers": servers,
         "workloads": {
             w: {"calls": [{"prompt": p, "num_predict": args.num_predict} for p in calls[w]]}
@@ -142,7 +152,19 @@ def headline(root: Path) -> list[str]:
     ]
     if len(true):
         lines.append(
-            f"  true efficiency  {true.mean():.1f} % (runs: {true.min():.1f} to {true.max():.1f} %)"
+            f"  true efficiency  {true.mean():.1f} % (runs: {true.min():.1f} to {true.max():.1f} %;"
+            " against one after another)"
+        )
+    else:
+        lines.append(
+            "  true efficiency  not known: how the servers share the machine is not (pass "
+            "--baseline solo if each has the whole machine)"
+        )
+    interference = runs["interference_efficiency"].dropna()
+    if len(interference):
+        lines.append(
+            f"  interference     {interference.mean():.1f} % (each agent alone on its server "
+            "against all together)"
         )
     lines.append(
         f"  seed efficiency  {seed.mean():.1f} % (the reference study's formula: how evenly "

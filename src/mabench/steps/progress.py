@@ -3,7 +3,7 @@
 After each run the ``run`` rule appends the run to ``results/<study>/logs/progress.jsonl`` and
 prints one line on the terminal (and in the run's log)::
 
-    [7/135] test004 run 2: true efficiency 97.31 %, seed efficiency 99.12 %; about 41 min left (128 runs at ~19 s)
+    [7/135] test004 run 2: true efficiency 61.20 %, interference 97.31 %, seed efficiency 99.12 %; about 41 min left (128 runs at ~19 s)
 
 Time left = the runs still without a record × the time per run so far in this invocation
 (from the start of its first measured run to the end of this one, divided by the runs it
@@ -57,9 +57,14 @@ def line(record: RunRecord, progress: Progress) -> str:
     """The progress line of one run."""
     m = record.metrics
     true = "n/a" if m.true_efficiency is None else f"{m.true_efficiency:.2f} %"
+    interference = (
+        ""
+        if m.interference_efficiency is None
+        else f", interference {m.interference_efficiency:.2f} %"
+    )
     text = (
         f"[{progress.done}/{progress.total}] {record.config_id} run {record.run_index}: "
-        f"true efficiency {true}, seed efficiency {m.seed_efficiency:.2f} %"
+        f"true efficiency {true}{interference}, seed efficiency {m.seed_efficiency:.2f} %"
     )
     left = progress.total - progress.done
     if left == 0:
