@@ -4,36 +4,13 @@ at its defaults but for the address it listens on and the name it serves the mod
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from llama_cpp_server import running
 
 from mabench.servers.embedded.launch import ServerProcess
-from mabench.servers.embedded.registry import BUILTIN_MODEL, embedded_model_path
-from mabench.servers.net import LOOPBACK, free_port, status_of, wait_until
 from mabench.servers.simulated import SimServerProcess
-from mabench.servers.supervise import stop as stop_process
-
-
-class LlamaCppServer:
-    """``python -m llama_cpp.server`` on a free port, the bundled GGUF served under the
-    embedded server's name for it, at
-    its defaults otherwise (no key; a new request interrupts the one streaming)."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        args = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path())]
-        args += ["--model_alias", BUILTIN_MODEL, "--host", LOOPBACK, "--port", str(self.port)]
-        self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
-
-    def ready(self) -> bool:
-        return self.proc.poll() is None and status_of(self.url, "/v1/models") == 200
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +51,5 @@ def embedded_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 @pytest.fixture(scope="module")
 def llama_cpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = LlamaCppServer(tmp_path_factory.mktemp("llama") / "server.log")
-    try:
-        if not wait_until(server.ready, 180, interval_s=0.5):
-            pytest.fail(f"llama_cpp.server did not start: {server.log.read_text()[-3000:]}")
+    with running(tmp_path_factory.mktemp("llama") / "server.log") as server:
         yield server.url
-    finally:
-        stop_process(server.proc)

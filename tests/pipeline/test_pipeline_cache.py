@@ -17,13 +17,11 @@ the agents alone: 100 x sum(solo) / concurrent / N <= 100 %, plus timing noise o
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from llama_cpp_server import running
 
 from mabench.analysis.aggregate import run_row
 from mabench.analysis.stats.validity import passed_every_check
@@ -31,9 +29,6 @@ from mabench.config import study_from_dict
 from mabench.measure.protocol import execute_run
 from mabench.measure.records import CONCURRENT, SOLO, RunRecord, validate_record
 from mabench.measure.validity import CACHE_UNKNOWN
-from mabench.servers.embedded.registry import embedded_model_path
-from mabench.servers.net import LOOPBACK, free_port, status_of, wait_until
-from mabench.servers.supervise import stop as stop_process
 
 MODEL = "smollm2:135m"
 AGENTS = (("collector", "a"), ("insight", "b"))
@@ -43,35 +38,12 @@ NOISE_PP = 10.0
 pytestmark = pytest.mark.slow
 
 
-class DefaultLlamaCppServer:
-    """``python -m llama_cpp.server`` on a free port with nothing but the model, its alias
-    and the address set: its defaults for everything else (prompt cache included)."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        args = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path())]
-        args += ["--model_alias", MODEL, "--host", LOOPBACK, "--port", str(self.port)]
-        self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
-
-    def ready(self) -> bool:
-        return self.proc.poll() is None and status_of(self.url, "/v1/models") == 200
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two ``llama_cpp.server`` processes at their defaults (prompt cache included)."""
     logs = tmp_path_factory.mktemp("llama-cache")
-    started = [DefaultLlamaCppServer(logs / f"{name}.log") for _, name in AGENTS]
-    try:
-        for server in started:
-            if not wait_until(server.ready, 180, interval_s=0.5):
-                pytest.fail(f"llama_cpp.server did not start: {server.log.read_text()[-3000:]}")
-        yield {name: s.url for (_, name), s in zip(AGENTS, started, strict=True)}
-    finally:
-        for server in started:
-            stop_process(server.proc)
+    with running(logs / "a.log") as a, running(logs / "b.log") as b:
+        yield {"a": a.url, "b": b.url}
 
 
 def _run(urls: dict[str, str], cache_reset: str) -> RunRecord:

@@ -12,72 +12,28 @@ broken stream.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from llama_cpp_server import LlamaCppServer, running
 from snake import snakemake
 
 from mabench.measure.openai_client import OpenAIClient
 from mabench.measure.records import read_record
-from mabench.servers.embedded.registry import embedded_model_path
-from mabench.servers.net import LOOPBACK, free_port, status_of, wait_until
-from mabench.servers.supervise import stop as stop_process
 
 MODEL = "smollm2:135m"
 KEY = "sk-llama-e2e-5b1f"
 
 
-class LlamaCppServer:
-    """``python -m llama_cpp.server`` on a free port, the bundled GGUF served as ``MODEL``."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        args = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded_model_path()),
-            "--model_alias",
-            MODEL,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--n_threads",
-            "1",
-            "--n_ctx",
-            "2048",
-            "--api_key",
-            KEY,
-            # by default a new request interrupts the one streaming (it ends without a
-            # finish_reason, which the harness reports as a broken answer): queue instead
-            "--interrupt_requests",
-            "False",
-        ]
-        self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
-
-    def ready(self) -> bool:
-        headers = {"authorization": f"Bearer {KEY}"}
-        return self.proc.poll() is None and status_of(self.url, "/v1/models", headers) == 200
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
-    server = LlamaCppServer(tmp_path_factory.mktemp("llama") / "server.log")
-    try:
-        if not wait_until(server.ready, 180, interval_s=0.5):
-            pytest.fail(f"llama_cpp.server did not start: {server.log.read_text()[-3000:]}")
+    # by default a new request interrupts the one streaming (it ends without a finish_reason,
+    # which the harness reports as a broken answer): queue instead
+    flags = ("--n_threads", "1", "--n_ctx", "2048", "--interrupt_requests", "False")
+    with running(tmp_path_factory.mktemp("llama") / "server.log", *flags, api_key=KEY) as server:
         yield server
-    finally:
-        stop_process(server.proc)
 
 
 def test_our_client_against_llama_cpp_server(llama_server: LlamaCppServer) -> None:
