@@ -65,13 +65,17 @@ def test_parquet_tables_follow_the_documented_schema(smoke_dir):
         duckdb.sql(f"select count(*) from '{tables / 'runs.parquet'}'").fetchall()[0][0] == n_runs
     )
     calls = pd.read_parquet(tables / "calls.parquet")
-    assert len(calls) == n_runs * 2 * 2 * 2  # runs x phases x agents x calls
-    assert set(calls["phase"]) == {"solo", "concurrent"}
+    # runs x phases x agents x calls: both configs split the machine between two servers, so
+    # every run measures the sequential baseline too
+    runs = pd.read_parquet(tables / "runs.parquet")
+    assert set(runs["baseline"]) == {"sequential"}
+    assert len(calls) == n_runs * 3 * 2 * 2
+    assert set(calls["phase"]) == {"sequential", "solo", "concurrent"}
     # every text chunk's arrival is recorded: one gap fewer than chunks, TPOT per call
     assert (calls["n_text_chunks"] >= 1).all() and calls["tpot_ms"].notna().all()
     assert (calls["itl_ms"].map(len) == calls["n_text_chunks"] - 1).all()
-    runs = pd.read_parquet(tables / "runs.parquet")
     assert runs["true_efficiency"].notna().all() and runs["seed_efficiency"].notna().all()
+    assert runs["interference_efficiency"].notna().all()
     assert (runs["n_errors"] == 0).all()
 
 
