@@ -17,6 +17,7 @@ from snake import STUDIES, planned_jobs, snakemake
 
 from mabench.analysis.tables import SCHEMAS
 from mabench.config import load_study
+from mabench.measure.baseline import slower_alone
 from mabench.measure.records import read_record
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,10 @@ def test_every_output_exists(smoke_dir):
             assert record.environment.cpus_available >= 1
             assert all(s.threads is not None for s in record.topology.servers)
             assert record.validity.isolation_after.verified
-            assert record.validity.flags == [] and record.validity.work.matched
+            assert record.validity.work.matched and record.validity.sequential_work.matched
+            # a sequential baseline the machine did not give (beside other work) is flagged
+            slower = slower_alone(record.metrics.agents)
+            assert record.validity.flags == (["baseline_slower"] if slower else [])
             assert all(c.reconnects == 0 for c in record.calls)
             assert (out / "logs" / "runs" / cid / f"run_{run}.log").is_file()
     for table in ("runs", "agents", "calls", "failures"):
