@@ -183,11 +183,29 @@ def _token_count(call: CallRecord) -> TokenCount | None:
     )
 
 
+def _most_tokens(call: CallRecord, streamed: int) -> int:
+    """The most tokens ``call``'s streamed text can have come from, the end token included.
+
+    In an ASCII text every token brings text of its own, so each is a chunk: ``streamed + 1``.
+    A character split over several byte-level tokens (an emoji is often three) arrives as one
+    chunk once complete (Ollama, llama.cpp and the embedded server all hold the bytes back),
+    so otherwise only the bytes bound it: each token at least one."""
+    text = call.response_text
+    return streamed + 1 if text.isascii() else len(text.encode("utf-8", "surrogatepass")) + 1
+
+
 def check_token_counts(calls: Sequence[CallRecord]) -> TokenCountCheck:
-    """Each call's reported token count against the text chunks it streamed: the report may
-    count the end-of-generation token (one more), never anything else."""
+    """Each call's reported token count against the text chunks it streamed: never fewer (a
+    chunk carries at least one token), and never more than :func:`_most_tokens`."""
+    by_key = {(c.agent, c.phase, c.call_index): c for c in calls}
     counts = [c for c in map(_token_count, calls) if c is not None]
-    differing = [c for c in counts if not c.streamed <= c.reported <= c.streamed + 1]
+    differing = [
+        c
+        for c in counts
+        if not c.streamed
+        <= c.reported
+        <= _most_tokens(by_key[(c.agent, c.phase, c.call_index)], c.streamed)
+    ]
     return TokenCountCheck(matched=not differing, compared=len(counts), differing=differing)
 
 
