@@ -32,7 +32,7 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import msgspec
 
@@ -41,9 +41,9 @@ from mabench.measure.agents import AgentPlan, first_call_warmup
 from mabench.measure.apis import SyncClient, can_unload, open_management_clients
 from mabench.measure.client import Timeouts
 from mabench.measure.errors import IsolationError, RunFailed, ServerCallError, ServerSetupError
-from mabench.measure.isolation import force_unload
+from mabench.measure.isolation import force_unload, loaded_entries
 from mabench.measure.openai_client import OpenAIClient
-from mabench.measure.records import ServerInfo
+from mabench.measure.records import PsModel, ServerInfo
 
 __all__ = [
     "AUTO",
@@ -186,6 +186,10 @@ class CacheState:
     urls: Mapping[str, str]
     timeouts: Timeouts
     backend: str
+    #: what each server reset by a reload listed right before each reset: a model another
+    #: client loaded during a phase would otherwise be unloaded unseen (the isolation check
+    #: after the phases counts these too)
+    held: dict[str, list[PsModel]] = field(default_factory=dict)
 
     @property
     def assured(self) -> bool:
@@ -237,7 +241,8 @@ def bring_to_same_cache_state(
             )
             try:
                 for policy in to_reset:
-                    _reset(policy, clients[policy.server], plans)
+                    held = state.held.setdefault(policy.server, [])
+                    _reset(policy, clients[policy.server], plans, held)
             except ServerCallError as exc:
                 raise _reset_failed(exc) from exc
     return [
@@ -246,8 +251,11 @@ def bring_to_same_cache_state(
     ]
 
 
-def _reset(policy: CachePolicy, client: SyncClient, plans: Sequence[AgentPlan]) -> None:
-    """One server's reset: its endpoints, or an unload verified and each agent's load."""
+def _reset(
+    policy: CachePolicy, client: SyncClient, plans: Sequence[AgentPlan], held: list[PsModel]
+) -> None:
+    """One server's reset: its endpoints, or an unload verified and each agent's load (what
+    the server listed before the unload is added to ``held``)."""
     if policy.kind == ENDPOINT:
         assert isinstance(client, OpenAIClient)
         for path in policy.resets:
@@ -257,6 +265,9 @@ def _reset(policy: CachePolicy, client: SyncClient, plans: Sequence[AgentPlan]) 
                     "did not exist any more; is another server now at its URL?"
                 )
         return
+    for entry in loaded_entries({policy.server: client}, "cache_reset")[policy.server]:
+        if entry not in held:
+            held.append(entry)
     isolation = force_unload({policy.server: client}, verify_timeout_s=60.0)
     if not isolation.verified:
         raise IsolationError(

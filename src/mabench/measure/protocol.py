@@ -199,7 +199,7 @@ def execute_run(
         label=f"{config_id} run {run_index}",
         cache=cache,
     )
-    after = isolation_after(urls, timeouts, measured.expected, backend, specs)
+    after = isolation_after(urls, timeouts, measured.expected, backend, specs, cache.held)
     validity = check_validity(measured.calls, after, study.work_mismatch_policy)
     validity = with_cache_check(validity, compare_cache_state(measured.calls, cache.assured))
     metrics = compute_run_metrics(
@@ -252,12 +252,18 @@ def isolation_after(
     expected: Mapping[str, list[PsModel]],
     backend: str,
     servers: Mapping[str, ServerSpec],
+    held: Mapping[str, list[PsModel]] | None = None,
 ) -> IsolationAfter:
     """Step 6: what every server that lists its loaded models holds after the measured
-    phases, against ``expected`` (the others are in ``Isolation.unavailable``)."""
+    phases, and held between them (``held``: listed right before each cache reload), against
+    ``expected`` (the servers without such a list are in ``Isolation.unavailable``)."""
     with ExitStack() as stack:
         clients = open_management_clients(stack, servers, urls, timeouts, backend)
-        return check_isolation_after(dict(expected), loaded_entries(clients, "validity"))
+        loaded = loaded_entries(clients, "validity")
+    for server, entries in (held or {}).items():
+        seen = loaded.setdefault(server, [])
+        seen.extend(e for e in entries if e not in seen)
+    return check_isolation_after(dict(expected), loaded)
 
 
 def with_settings(study: Study, server: ServerInfo) -> ServerInfo:

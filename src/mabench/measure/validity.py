@@ -289,13 +289,32 @@ def _cache_evidence(call: CallRecord) -> tuple[str, int] | None:
     return None
 
 
+def _calls_with_the_same_prompts(calls: Sequence[CallRecord]) -> dict[str, int]:
+    """Per agent, how many of its first calls sent the same prompt in every phase: each prompt
+    holds the previous answer, so after the first answer that differs between phases (a work
+    mismatch, or salted prompts) the later prompts differ too."""
+    answers: dict[tuple[str, int], set[str]] = {}
+    for call in calls:
+        answers.setdefault((call.agent, call.call_index), set()).add(call.response_text)
+    same: dict[str, int] = {}
+    for (agent, index), texts in sorted(answers.items()):
+        limit = same.setdefault(agent, len(calls))
+        if len(texts) > 1 and index + 1 < limit:
+            same[agent] = index + 1
+    return same
+
+
 def compare_cache_state(calls: Sequence[CallRecord], reset_before_each_phase: bool) -> CacheCheck:
     """Did every phase find the same prompt-cache state? Per (agent, call), what the servers
     said of each phase's cache hits, compared; ``reset_before_each_phase``: every server's
     cache policy brought it to the same state before each phase (or it keeps none)."""
     by_call: dict[tuple[str, int], list[tuple[str, int] | None]] = {}
+    same_prompts = _calls_with_the_same_prompts(calls)
     for call in calls:
-        by_call.setdefault((call.agent, call.call_index), []).append(_cache_evidence(call))
+        evidence = _cache_evidence(call)
+        if evidence and evidence[0] == "evaluated" and call.call_index >= same_prompts[call.agent]:
+            continue  # its prompt holds an answer that differed: its length may differ too
+        by_call.setdefault((call.agent, call.call_index), []).append(evidence)
     first: dict[str, int] = {}
     known = True
     for (agent, index), seen in sorted(by_call.items()):
