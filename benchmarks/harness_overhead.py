@@ -116,6 +116,9 @@ def make_study(urls: dict[str, str], coordinator: str, p: dict[str, Any]):
             "coordinator": coordinator,
             "phase_order": "alternate",
             "backend": {"kind": "external"},
+            # simulated servers: each a process whose timing the others do not change, so an
+            # agent alone on its server is the agent alone on the machine
+            "baseline": "solo",
             "servers": [
                 {"name": n, "url": u, "api": p.get("api", "ollama")} for n, u in urls.items()
             ],
