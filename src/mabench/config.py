@@ -431,6 +431,7 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
         configs.append(_build_config(c, where, data, roster))
     for i, config in enumerate(configs):
         _check_openai_agents(config, f"configs[{i}]", servers, data["endpoint"])
+        _check_sequential_baseline(config, f"configs[{i}]", servers, data["baseline"])
     _check_extra_models(backend, base_dir)
     _check_ollama_settings(backend)
     return Study(
@@ -682,6 +683,24 @@ def _check_extra_models(backend: dict[str, Any], base_dir: Path) -> None:
 
 
 OLLAMA_SETTINGS = ("num_parallel", "max_loaded_models", "keep_alive")
+
+
+def _check_sequential_baseline(
+    config: ConfigSpec, where: str, servers: tuple[ServerSpec, ...], baseline: str
+) -> None:
+    """``baseline: sequential`` reloads each agent's server with every CPU (``num_thread``, a
+    runner option of Ollama's API), which a server on the OpenAI API cannot be asked for."""
+    if baseline != "sequential":
+        return
+    apis = {s.name: s.api for s in servers}
+    for agent in config.agents:
+        if apis[agent.server] == "openai":
+            raise ConfigError(
+                f"baseline: sequential reloads each agent's server with every CPU (num_thread, "
+                f"an option of Ollama's API), but agent {agent.name!r} of {where} ({config.id}) "
+                f"uses server {agent.server!r}, which speaks the OpenAI API: use baseline: solo "
+                "if each server has the whole machine, or none"
+            )
 
 
 def _check_ollama_settings(backend: dict[str, Any]) -> None:

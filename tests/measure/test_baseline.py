@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mabench.config import study_from_dict
+from mabench.config import ConfigError, study_from_dict
 from mabench.measure.agents import build_plans
 from mabench.measure.baseline import (
     BASELINE_SLOWER,
@@ -155,3 +155,14 @@ def test_an_agent_slower_with_every_cpu_than_with_its_share_flags_the_run(sequen
     )
     checked = with_baseline_check(validity, metrics)
     assert checked.flags == ([BASELINE_SLOWER] if flagged else [])
+
+
+def test_a_sequential_baseline_on_the_openai_api_is_refused_before_any_work():
+    servers = [
+        {"name": "a", "api": "openai", "url": "http://h1:1"},
+        {"name": "b", "url": "http://h2:1"},
+    ]
+    with pytest.raises(
+        ConfigError, match=r"baseline: sequential .* agent 'collector' .* server 'a'"
+    ):
+        _study({"kind": "external"}, servers=servers, only="dual", baseline="sequential")
