@@ -157,6 +157,10 @@ def test_full_report_leads_with_true_efficiency(full_study) -> None:
     summary = _section(text, "Executive summary")
     first = summary.split("\n- ")[1]
     assert first.startswith("**Against the agents run one after another, each with the whole")
+    # interference beside it, in a bullet of its own
+    second = summary.split("\n- ")[2]
+    assert second.startswith("Interference, each agent alone on its config's own servers")
+    assert second.rstrip().endswith("so the two agree.")
     assert "The original formula says" in first
     runs = read_table(full_study / "tables" / "runs.parquet", "runs").to_pandas()
     valid = runs[runs["validity_flags"].fillna("") == ""]
