@@ -175,6 +175,7 @@ def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
             preexec_fn=default_signal_dispositions,
             process_group=0,  # a group of its own, as a terminal gives a foreground job
         )
+    runs = tmp_path / "results" / "rel" / "runs" / "c1"
     try:
         logs = tmp_path / "results" / "rel" / "logs" / "runs" / "c1"
         # Snakemake ending first (a failed start-up) is no reason to wait on.
@@ -188,14 +189,22 @@ def test_interrupting_snakemake_leaves_no_server_and_the_next_run_resumes(
             proc.wait(60)
         else:  # the run in flight finishes first: its phases last ~25 s, ~35 s at load 10
             proc.send_signal(sig)
-            proc.wait(120)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                # Snakemake 9's SIGTERM handler (JobScheduler.exit_gracefully) takes the
+                # scheduler's threading.Lock, which its main thread may be holding: it then
+                # never exits (seen once in 22 tries here, after the run was recorded). What
+                # a user does then, kill -9, must keep every guarantee below.
+                assert list(runs.glob("*.json")), output.read_text()[-3000:]
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode != 0, output.read_text()[-3000:]
     assert wait_until(lambda: our_processes(proc.pid) == [], 15), our_processes(proc.pid)
-    runs = tmp_path / "results" / "rel" / "runs" / "c1"
     if sig == signal.SIGINT:
         # Its phases had ~25 s to go: a record means Ctrl-C did not stop the run in flight.
         assert not list(runs.glob("*.json")), "the interrupted run was measured to the end"
