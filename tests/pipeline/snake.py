@@ -7,6 +7,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = ROOT / "Snakefile"
@@ -60,3 +63,22 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 def planned_outputs(output: str) -> list[str]:
     return re.findall(r"^\s+output: (.+)$", output, flags=re.M)
+
+
+def fake_ollama_study(path: Path, fake_ollama: Path, name: str, **extra: Any) -> Path:
+    """A small study on the ``ollama`` backend with the fake ``ollama`` binary (tests/conftest):
+    one config, 3 runs, no retries unless ``extra`` says otherwise; written to ``path``."""
+    study = {
+        "study": name,
+        "runs": 3,
+        "retries": 0,
+        "backend": {"kind": "ollama", "ollama_binary": str(fake_ollama), "startup_timeout_s": 30},
+        "workloads": {
+            "collector": {"calls": [{"prompt": "collector_analyse.md.j2", "num_predict": 8}] * 2},
+            "insight": {"calls": [{"prompt": "insight_insights.md.j2", "num_predict": 8}] * 2},
+        },
+        "configs": [{"id": "c1", "scenario": "chimera_homo"}],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(study))
+    return path

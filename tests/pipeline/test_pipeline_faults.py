@@ -10,27 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from snake import snakemake
+from snake import fake_ollama_study, snakemake
 
 pytestmark = pytest.mark.slow
 
 
 def write_study(path: Path, fake_ollama: Path, **extra) -> Path:
-    study = {
-        "study": "faults",
-        "runs": 2,
-        "retries": 0,
-        "backend": {"kind": "ollama", "ollama_binary": str(fake_ollama), "startup_timeout_s": 30},
-        "workloads": {
-            "collector": {"calls": [{"prompt": "collector_analyse.md.j2", "num_predict": 8}] * 2},
-            "insight": {"calls": [{"prompt": "insight_insights.md.j2", "num_predict": 8}] * 2},
-        },
-        "configs": [{"id": "c1", "scenario": "chimera_homo"}],
-        **extra,
-    }
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return fake_ollama_study(path, fake_ollama, "faults", **{"runs": 2, **extra})
 
 
 FAST = "--ttft-ms 20 --token-ms 2"

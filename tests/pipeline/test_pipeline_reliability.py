@@ -14,8 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
-from snake import SNAKEFILE, SNAKEMAKE, planned_jobs, snakemake
+from snake import SNAKEFILE, SNAKEMAKE, fake_ollama_study, planned_jobs, snakemake
 
 from mabench.servers.net import free_port, wait_until
 
@@ -23,20 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def write_study(path: Path, fake_ollama: Path, **extra) -> Path:
-    study = {
-        "study": "rel",
-        "runs": 3,
-        "retries": 0,
-        "backend": {"kind": "ollama", "ollama_binary": str(fake_ollama), "startup_timeout_s": 30},
-        "workloads": {
-            "collector": {"calls": [{"prompt": "collector_analyse.md.j2", "num_predict": 8}] * 2},
-            "insight": {"calls": [{"prompt": "insight_insights.md.j2", "num_predict": 8}] * 2},
-        },
-        "configs": [{"id": "c1", "scenario": "chimera_homo"}],
-        **extra,
-    }
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return fake_ollama_study(path, fake_ollama, "rel", **extra)
 
 
 def our_processes(owner_pid: int) -> list[str]:
