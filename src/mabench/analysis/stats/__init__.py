@@ -25,6 +25,9 @@ Owns, by concern:
   over the runs that passed every check beside the full sample's;
 - ``order``: the order-balanced estimate and the order effect per config and for the study,
   and drift (efficiency against each run's start time), the config a fixed effect;
+- ``scaling``: per scaling series (a scenario whose configs cover at least three agent counts,
+  one of them 1): S(N) and eta(N) with intervals, TR129's throughput normalisation, Amdahl and
+  USL fits with bootstrap intervals, and TR129's published numbers beside ours;
 - ``provenance``: settings, methodology fields, input hashes, the coverage table, the
   :class:`Statistics` container and the stats folder (writing, reading, the headline);
 - ``compute``: :func:`compute_statistics` and :func:`run`, which assemble the above.
@@ -68,6 +71,7 @@ _HOME = {
         ),
         "provenance",
     ),
+    **dict.fromkeys(("TR129_REFERENCE", "scaling_series", "scaling_tables"), "scaling"),
     **dict.fromkeys(
         ("AGENT_METRICS", "CALL_METRICS", "RUN_METRICS", "prepare", "primary_metric"),
         "summaries",
@@ -89,6 +93,7 @@ __all__ = [
     "CALL_METRICS",
     "DEFAULT_SETTINGS",
     "RUN_METRICS",
+    "TR129_REFERENCE",
     "LegacyData",
     "Statistics",
     "cliffs_delta",
@@ -105,6 +110,8 @@ __all__ = [
     "read_tables",
     "resolve_settings",
     "run",
+    "scaling_series",
+    "scaling_tables",
     "t_interval",
     "wilson_ci",
     "write_statistics",

@@ -9,7 +9,15 @@ from typing import Any
 import pandas as pd
 
 from mabench import __version__
-from mabench.analysis.stats import advice, comparisons, latency, order, summaries, validity
+from mabench.analysis.stats import (
+    advice,
+    comparisons,
+    latency,
+    order,
+    scaling,
+    summaries,
+    validity,
+)
 from mabench.analysis.stats.advice import HOURS_PER_MONTH
 from mabench.analysis.stats.estimators import icc_oneway
 from mabench.analysis.stats.provenance import (
@@ -62,6 +70,7 @@ def compute_statistics(
     ranked = [metric] if metric == "seed_efficiency" else [metric, "seed_efficiency"]
     run_summary, agent_summary, call_summary = _summaries(runs, agents, calls, cfg_scen)
     slo = advice.slo(runs, agents, calls, settings, attainment)
+    scaled = scaling.scaling_tables(runs, agents)
     return Statistics(
         meta=_meta(runs, agents, calls, settings, legacy),
         run_summary=run_summary,
@@ -103,6 +112,9 @@ def compute_statistics(
         order_balance=order.order_balance(runs),
         drift=order.drift(runs),
         headline_runs=validity.headline(runs, cfg_scen),
+        scaling=scaled.levels,
+        scaling_fits=scaled.fits,
+        scaling_reference=scaled.reference,
         reference=dict(legacy.reference),
         tr110=dict(legacy.tr110),
     )
@@ -192,6 +204,11 @@ def _meta(
         "icc": _icc(runs, primary_metric(runs)),
         "hours_per_month": HOURS_PER_MONTH,
         "legacy_methodology": dict(legacy.methodology),
+        "scaling_reference": {
+            "source": scaling.TR129_REFERENCE.source,
+            "machine": scaling.TR129_REFERENCE.machine,
+            "shape": scaling.TR129_REFERENCE.shape,
+        },
     }
 
 

@@ -167,6 +167,9 @@ class Statistics:
     order_balance: pd.DataFrame = field(default_factory=pd.DataFrame)  # order-balanced, effect
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # efficiency against start time
     headline_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # valid runs vs all
+    scaling: pd.DataFrame = field(default_factory=pd.DataFrame)  # S(N), eta(N) per series, N
+    scaling_fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # Amdahl, USL per series
+    scaling_reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # ours beside TR129
     reference: dict[str, pd.DataFrame] = field(default_factory=dict)
     tr110: dict[str, pd.DataFrame] = field(default_factory=dict)
 
