@@ -1,18 +1,19 @@
 """Scaling laws: a series whose S(N) follows a known Amdahl or USL law (small seeded noise) gets
 its parameters back within their bootstrap intervals, the right N beyond which another agent no
 longer helps, eta(N), TR129's throughput normalisation on known inputs; too few agent counts give
-a reason and no fit; flagged runs are left out."""
+a reason and no fit; flagged runs are left out; the report shows the section only with a series."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mabench.analysis import stats
+from mabench.analysis import plots, report, stats
 from mabench.analysis.stats import scaling
 from mabench.analysis.tables import AGENTS_SCHEMA, RUNS_SCHEMA, to_table
 
@@ -273,3 +274,49 @@ def test_bootstrap_is_seeded_and_fast() -> None:
     elapsed = time.perf_counter() - start
     pd.testing.assert_frame_equal(first, scaling.scaling_tables(runs, agents).fits)
     assert elapsed < 5  # about 0.3 s on a 2-core VM; generous for a shared machine
+
+
+# ---------------------------------------------------------------------------------------------
+# The statistics folder and the report
+# ---------------------------------------------------------------------------------------------
+
+
+def _study(root: Path, with_series: bool) -> Path:
+    """A small study written as the pipeline would (stats, figures, report): a scaling series
+    beside a two-agent scenario, or the two-agent scenario alone."""
+    parts = [series_rows("pairs", amdahl_law(0.2), levels=(2,), runs=3, seed=9)]
+    if with_series:
+        parts.append(series_rows("queue", usl_law(0.1, 0.02), runs=3, seed=4))
+    runs, agents = tables(*parts)
+    calls = pd.DataFrame(columns=["config_id", "run_index", "phase", "agent", "error_kind"])
+    s = stats.compute_statistics(runs, agents, calls, {"study": "scaling"})
+    stats.write_statistics(s, root / "stats")
+    plots.make_figures(runs, agents, calls, s, root / "figures")
+    report.render_report(root / "stats", None, root / "figures", {}, root / "report.md")
+    return root
+
+
+def test_report_shows_the_scaling_section_with_a_series(tmp_path: Path) -> None:
+    d = _study(tmp_path, with_series=True)
+    loaded = stats.load_statistics(d / "stats")
+    assert set(loaded.scaling["scenario"]) == {"queue"} and len(loaded.scaling_fits) == 2
+    text = (d / "report.md").read_text()
+    section = text[text.index("## Scaling with the number of agents") :]
+    section = section[: section.index("\n## ", 1)]
+    assert "Amdahl" in section and "Universal Scalability Law" in section
+    assert "TR129" in section and "another machine" in section
+    assert "| 8 |" in section  # the per-N table has the N = 8 row
+    made = {e["name"]: e for e in plots.read_manifest(d / "figures")}
+    for name in ("scaling_speedup", "scaling_efficiency"):
+        assert made[name]["status"] == "made"
+        assert f"{name}.png" in section
+
+
+def test_report_hides_the_scaling_section_without_a_series(tmp_path: Path) -> None:
+    d = _study(tmp_path, with_series=False)
+    loaded = stats.load_statistics(d / "stats")
+    assert loaded.scaling.empty and loaded.scaling_fits.empty
+    assert "## Scaling with the number of agents" not in (d / "report.md").read_text()
+    made = {e["name"]: e for e in plots.read_manifest(d / "figures")}
+    assert made["scaling_speedup"]["status"] == "skipped"
+    assert "scaling series" in made["scaling_speedup"]["note"]

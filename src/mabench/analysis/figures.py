@@ -22,6 +22,8 @@ FIGURES: dict[str, str] = {
     "run_timeline": "Timeline of one run: when each agent's calls ran",
     "topology_comparison": "Efficiency by topology",
     "latency": "Latency distributions per call, solo vs concurrent",
+    "scaling_speedup": "True speedup S(N) by the number of agents, with Amdahl and USL fits",
+    "scaling_efficiency": "Per-agent efficiency eta(N) = S(N) / N by the number of agents",
 }
 
 MANIFEST = "figures.json"

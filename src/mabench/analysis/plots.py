@@ -30,6 +30,7 @@ from mabench.analysis.stats import (
     primary_metric,
     read_tables,
 )
+from mabench.analysis.stats import scaling as scaling_laws
 
 SEED_COLOR, TRUE_COLOR = "#8c8c8c", "#1f77b4"
 DPI = 110
@@ -419,6 +420,85 @@ def _latency(ctx: dict[str, Any], path: Path) -> str | None:
     return f"not recorded: {', '.join(missing)}" if missing else None
 
 
+def _scaling_levels(ctx: dict[str, Any]) -> pd.DataFrame:
+    """The statistics' S(N) per scaling series; Skip when the study has none."""
+    levels = ctx["stats"].scaling
+    if levels is None or levels.empty:
+        raise Skip("the study has no scaling series (a scenario covering 3 agent counts, 1 too)")
+    return levels
+
+
+def _scaling_axes(n_series: int) -> tuple[plt.Figure, np.ndarray]:
+    width = max(7.0, 4.4 * n_series)
+    fig, axes = plt.subplots(1, n_series, figsize=(width, 4.4), squeeze=False)
+    return fig, axes[0]
+
+
+def _error_bars(ax: plt.Axes, g: pd.DataFrame, column: str, low: str, high: str) -> None:
+    """Means with their 95 % t-interval (no bar where the interval is unknown)."""
+    mean = g[column].to_numpy(float)
+    below = np.nan_to_num(mean - g[low].to_numpy(float), nan=0.0)
+    above = np.nan_to_num(g[high].to_numpy(float) - mean, nan=0.0)
+    ax.errorbar(
+        g["n_agents"],
+        mean,
+        yerr=[below, above],
+        fmt="o",
+        capsize=3,
+        color=TRUE_COLOR,
+        label="measured (95 % t-interval over runs)",
+    )
+
+
+def _fitted_curves(ax: plt.Axes, fits: pd.DataFrame, n: np.ndarray, per_agent: bool) -> None:
+    """The fitted Amdahl and USL curves of one series (left out where a fit gave none)."""
+    for law, label, style in (
+        (scaling_laws.AMDAHL, "Amdahl", "--"),
+        (scaling_laws.USL, "USL", "-."),
+    ):
+        fit = fits[fits["law"] == law.name]
+        if fit.empty or pd.notna(fit.iloc[0]["reason"]):
+            continue
+        params = [float(fit.iloc[0][p]) for p in ("s", "k")[: len(law.start)]]
+        curve = law.curve(n, *params)
+        shown = ", ".join(f"{p} = {v:.3g}" for p, v in zip(("s", "k"), params, strict=False))
+        ax.plot(n, 100 * curve / n if per_agent else curve, style, label=f"{label} fit ({shown})")
+
+
+def _scaling_figure(ctx: dict[str, Any], path: Path, per_agent: bool) -> str | None:
+    levels = _scaling_levels(ctx)
+    fits = ctx["stats"].scaling_fits
+    series = sorted(levels["scenario"].unique())
+    fig, axes = _scaling_axes(len(series))
+    for ax, name in zip(axes, series, strict=True):
+        g = levels[levels["scenario"] == name].sort_values("n_agents")
+        n = np.linspace(1, float(g["n_agents"].max()), 200)
+        if per_agent:
+            _error_bars(ax, g, "efficiency_pct", "efficiency_ci_low", "efficiency_ci_high")
+            ax.axhline(100, color="black", lw=0.8, ls=":", label="ideal (100 %)")
+            ax.set_ylabel("eta(N) = 100 S(N) / N (%)")
+        else:
+            _error_bars(ax, g, "speedup", "speedup_ci_low", "speedup_ci_high")
+            ax.plot(n, n, color="black", lw=0.8, ls=":", label="ideal (S = N)")
+            ax.set_ylabel("S(N), true speedup (x)")
+        _fitted_curves(ax, fits[fits["scenario"] == name], n, per_agent)
+        ax.set_xticks(g["n_agents"].astype(int).tolist())
+        ax.set_xlabel("Agents N")
+        ax.set_title(str(name))
+        ax.legend(fontsize=7)
+    fig.suptitle(FIGURES["scaling_efficiency" if per_agent else "scaling_speedup"])
+    _save(fig, path)
+    return None
+
+
+def _scaling_speedup(ctx: dict[str, Any], path: Path) -> str | None:
+    return _scaling_figure(ctx, path, per_agent=False)
+
+
+def _scaling_efficiency(ctx: dict[str, Any], path: Path) -> str | None:
+    return _scaling_figure(ctx, path, per_agent=True)
+
+
 _DRAW: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "efficiency_distribution": _efficiency_distribution,
     "config_efficiency": _config_efficiency,
@@ -430,6 +510,8 @@ _DRAW: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "run_timeline": _run_timeline,
     "topology_comparison": _topology,
     "latency": _latency,
+    "scaling_speedup": _scaling_speedup,
+    "scaling_efficiency": _scaling_efficiency,
 }
 
 
