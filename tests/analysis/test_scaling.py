@@ -5,6 +5,7 @@ a reason and no fit; flagged runs are left out; the report shows the section onl
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -306,6 +307,12 @@ def test_report_shows_the_scaling_section_with_a_series(tmp_path: Path) -> None:
     assert "Amdahl" in section and "Universal Scalability Law" in section
     assert "TR129" in section and "another machine" in section
     assert "| 8 |" in section  # the per-N table has the N = 8 row
+    table_lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(table_lines) == (2 + 4) + (2 + 2) + (2 + 5)  # per N, fits, beside TR129
+    assert not re.search(r"\bnan\b", section, re.IGNORECASE) and "None" not in section
+    appendix = text[text.index("## Appendix D") :]
+    for name in ("scaling", "scaling_fits", "scaling_reference"):
+        assert f"`stats/{name}.parquet`" in appendix
     made = {e["name"]: e for e in plots.read_manifest(d / "figures")}
     for name in ("scaling_speedup", "scaling_efficiency"):
         assert made[name]["status"] == "made"
