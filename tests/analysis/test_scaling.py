@@ -222,6 +222,21 @@ def test_without_a_baseline_only_the_tr129_style_numbers_remain() -> None:
     assert out.fits["s"].isna().all()
 
 
+def test_a_fit_that_does_not_converge_gives_its_reason_and_no_numbers() -> None:
+    broken = scaling.Law(
+        "broken",
+        lambda n, s: n * np.nan,
+        lambda n, s: np.full((len(n), 1), np.nan),
+        (0.1,),
+        (0.0,),
+        (1.0,),
+    )
+    n = np.repeat([1.0, 2, 4], 3)
+    fit = scaling.fit_row(broken, n, scaling.amdahl(n, 0.2))
+    assert fit["reason"].startswith("broken fit did not converge")
+    assert fit["s"] is None and fit["rmse"] is None and fit["n_marginal"] is None
+
+
 def test_flagged_runs_are_left_out() -> None:
     def bad(n: int, i: int) -> bool:
         return i == 1
