@@ -45,7 +45,7 @@ from mabench.analysis.stats.validity import passed_every_check
 MIN_LEVELS = 3
 #: a next agent that adds less than this share of one agent's work no longer helps (Amdahl)
 MARGINAL_AGENT = 0.1
-#: bootstrap resamples per fit (about 0.3 s per series for both laws on a 2-core VM), and the
+#: bootstrap resamples per fit (about 0.4 s per series for both laws on a 2-core VM), and the
 #: seed that makes the intervals reproducible
 RESAMPLES = 100
 SEED = 20_261_208
