@@ -371,6 +371,73 @@ def test_external_servers_declare_their_settings_and_the_fingerprint_keeps_witho
     ]
 
 
+def test_llama_server_servers_speak_openai_and_get_their_slots_set():
+    servers = [{"name": "a", "parallel": 4}, {"name": "b"}]
+    study = study_from_dict(minimal(backend={"kind": "llama_server"}, servers=servers))
+    assert [s.api for s in study.servers] == ["openai", "openai"]  # its only API
+    assert study.server_settings("a") == {"parallel": "4", "ctx_size": "2048"}
+    assert study.server_settings("b") == {"parallel": "1", "ctx_size": "2048"}
+    assert study.server_settings_source == "set"
+    assert study.served_model("a") == study.model
+    fingerprint = study.measurement_fingerprint("c1")
+    assert fingerprint["servers"][0]["parallel"] == 4
+    assert "parallel" not in fingerprint["servers"][1]
+    # the new keys have no schema default, so studies measured before them keep their hashes
+    assert study_from_dict(minimal()).backend.keys().isdisjoint({"ctx_size", "llama_server_binary"})
+
+
+def test_a_declared_parallel_is_recorded_for_ollama_and_external_servers():
+    ollama = study_from_dict(
+        minimal(
+            backend={"kind": "ollama", "num_parallel": 2},
+            servers=[{"name": "a", "parallel": 3}, {"name": "b"}],
+        )
+    )
+    assert ollama.server_settings("b")["OLLAMA_NUM_PARALLEL"] == "2"
+    assert ollama.server_settings("a")["OLLAMA_NUM_PARALLEL"] == "3"  # the server's own wins
+    external = study_from_dict(
+        minimal(
+            backend={"kind": "external"},
+            servers=[
+                {"name": "a", "url": "http://10.0.0.5:8000", "api": "openai", "parallel": 8},
+                {"name": "b", "url": "http://10.0.0.6:8000", "api": "openai"},
+            ],
+        )
+    )
+    assert external.server_settings("a") == {"parallel": "8"}
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (
+            {"backend": {"kind": "llama_server"}, "servers": [{"name": "a", "api": "ollama"}]},
+            "servers[0].api",
+        ),
+        ({"servers": [{"name": "a", "parallel": 2}]}, "servers[0].parallel"),
+        ({"backend": {"kind": "embedded", "ctx_size": 4096}}, "backend.ctx_size"),
+        (
+            {"backend": {"kind": "ollama", "llama_server_binary": "x"}},
+            "backend.llama_server_binary",
+        ),
+        (
+            {
+                "backend": {"kind": "llama_server"},
+                "agents": [
+                    {"name": "x", "workload": "collector", "server": "a"},
+                    {"name": "y", "workload": "insight", "server": "a", "model": "other:1b"},
+                ],
+            },
+            "llama-server 'a' serves one model",
+        ),
+    ],
+)
+def test_llama_server_mistakes_are_named(change, key):
+    with pytest.raises(ConfigError) as info:
+        study_from_dict(minimal(**change))
+    assert key in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [

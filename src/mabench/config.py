@@ -72,6 +72,8 @@ class ServerSpec:
     #: how the server's prompt cache is brought to the same state before each measured phase:
     #: auto, none, reload, endpoint or salt (mabench.measure.cache_state)
     cache_reset: str = "auto"
+    #: requests served at once (slots); None: the backend's default (see ``parallel_of``)
+    parallel: int | None = None
 
     def api_key(self) -> str | None:
         """The API key from the environment (None when the server takes none).
@@ -101,6 +103,8 @@ class ServerSpec:
             out["settings"] = self.settings
         if self.cache_reset != "auto":
             out["cache_reset"] = self.cache_reset
+        if self.parallel is not None:
+            out["parallel"] = self.parallel
         return out
 
 
@@ -183,24 +187,53 @@ class Study:
     def server_settings(self, name: str) -> dict[str, str]:
         """Server ``name``'s concurrency settings: for ``ollama``, the environment the pool
         starts it with (OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE); for
-        ``external``, what the config declares (``servers[].settings``); none for
-        ``embedded`` (one request per model at a time, by construction)."""
+        ``llama_server``, its slots and context per slot; for ``external``, what the config
+        declares (``servers[].settings``, and ``parallel`` if given); none for ``embedded``
+        (one request per model at a time, by construction)."""
+        spec = self.server(name)
         if self.backend_kind == "external":
-            return dict(self.server(name).settings)
+            declared = {} if spec.parallel is None else {"parallel": str(spec.parallel)}
+            return {**spec.settings, **declared}
+        if self.backend_kind == "llama_server":
+            return {
+                "parallel": str(self.parallel_of(name)),
+                "ctx_size": str(self.backend.get("ctx_size", LLAMA_SERVER_CTX_SIZE)),
+            }
         if self.backend_kind != "ollama":
             return {}
         most = max((len(_models_per_server(c).get(name, ())) for c in self.configs), default=1)
         return {
-            "OLLAMA_NUM_PARALLEL": str(self.backend.get("num_parallel", 1)),
+            "OLLAMA_NUM_PARALLEL": str(self.parallel_of(name)),
             "OLLAMA_MAX_LOADED_MODELS": str(self.backend.get("max_loaded_models", max(1, most))),
             "OLLAMA_KEEP_ALIVE": str(self.backend.get("keep_alive", -1)),
         }
+
+    def served_model(self, name: str) -> str:
+        """The model server ``name`` serves its agents (a llama-server serves exactly one,
+        checked when the study is read): the one some config's agents ask it for, else the
+        study's model."""
+        for config in self.configs:
+            for agent in config.agents:
+                if agent.server == name:
+                    return agent.model
+        return self.model
+
+    def parallel_of(self, name: str) -> int:
+        """Requests server ``name`` serves at once: ``servers[].parallel``, else (ollama)
+        ``backend.num_parallel``, else 1 (for an external server that declares none: unknown,
+        counted as 1)."""
+        declared = self.server(name).parallel
+        if declared is not None:
+            return declared
+        return int(self.backend.get("num_parallel", 1)) if self.backend_kind == "ollama" else 1
 
     @property
     def server_settings_source(self) -> str | None:
         """``set`` (the pool set them), ``declared`` (the config says so; nothing observed
         them) or None (no settings)."""
-        return {"ollama": "set", "external": "declared"}.get(self.backend_kind)
+        return {"ollama": "set", "llama_server": "set", "external": "declared"}.get(
+            self.backend_kind
+        )
 
     def phase_order_for(
         self, run_index: int, config_id: str, sequential: bool = False
@@ -431,9 +464,11 @@ def _build_study(data: dict[str, Any], base_dir: Path) -> Study:
         configs.append(_build_config(c, where, data, roster))
     for i, config in enumerate(configs):
         _check_openai_agents(config, f"configs[{i}]", servers, data["endpoint"])
-        _check_sequential_baseline(config, f"configs[{i}]", servers, data["baseline"])
+        if backend["kind"] != "llama_server":  # its servers are restarted with every CPU
+            _check_sequential_baseline(config, f"configs[{i}]", servers, data["baseline"])
     _check_extra_models(backend, base_dir)
     _check_ollama_settings(backend)
+    _check_llama_server(backend, configs)
     return Study(
         name=data["study"],
         description=data["description"],
@@ -541,17 +576,29 @@ def _server_spec(s: dict[str, Any], where: str, kind: str) -> ServerSpec:
             f"{where}.url: only external servers take a url (backend.kind is {kind}); "
             "give a port, or set backend.kind: external"
         )
-    if s.get("api_key_env") and s.get("api", "ollama") != "openai":
+    api = s.get("api") or ("openai" if kind == "llama_server" else "ollama")
+    if kind == "llama_server" and api != "openai":
+        raise ConfigError(
+            f"{where}.api: llama.cpp's server speaks only the OpenAI API; remove api (or set "
+            "api: openai), or use backend.kind: embedded for Ollama's API"
+        )
+    if s.get("api_key_env") and api != "openai":
         raise ConfigError(
             f"{where}.api_key_env: only servers that speak the OpenAI API take an API key "
             "(set api: openai, or remove api_key_env)"
+        )
+    if s.get("parallel", 1) != 1 and kind == "embedded":
+        raise ConfigError(
+            f"{where}.parallel: the embedded server serves one request per model at a time; "
+            "remove parallel, or use backend.kind: llama_server for a server with slots"
         )
     port = None if s.get("port", "auto") == "auto" else int(s["port"])
     return ServerSpec(
         name=s["name"],
         port=port,
         url=(s.get("url") or None),
-        api=s.get("api", "ollama"),
+        api=api,
+        parallel=s.get("parallel"),
         api_key_env=s.get("api_key_env"),
         settings={str(k): _setting_text(v) for k, v in (s.get("settings") or {}).items()},
         cache_reset=s.get("cache_reset", "auto"),
@@ -674,15 +721,42 @@ def _check_openai_agents(
 
 def _check_extra_models(backend: dict[str, Any], base_dir: Path) -> None:
     for name, path in backend.get("models", {}).items():
-        if backend["kind"] != "embedded":
+        if backend["kind"] not in ("embedded", "llama_server"):
             raise ConfigError(
-                f"backend.models.{name}: extra GGUF files are for the embedded backend only"
+                f"backend.models.{name}: extra GGUF files are for the servers mabench starts "
+                "on llama.cpp (backend.kind embedded or llama_server)"
             )
         if not (base_dir / path).is_file():
             raise ConfigError(f"backend.models.{name}: GGUF file {base_dir / path} does not exist")
 
 
 OLLAMA_SETTINGS = ("num_parallel", "max_loaded_models", "keep_alive")
+LLAMA_SERVER_SETTINGS = ("llama_server_binary", "ctx_size")
+#: context tokens of each llama-server slot unless ``backend.ctx_size`` says otherwise
+LLAMA_SERVER_CTX_SIZE = 2048
+
+
+def _check_llama_server(backend: dict[str, Any], configs: list[ConfigSpec]) -> None:
+    """Settings of the llama_server backend only there; one model per llama-server (it serves
+    the one GGUF it was started with)."""
+    for key in LLAMA_SERVER_SETTINGS:
+        if key in backend and backend["kind"] != "llama_server":
+            raise ConfigError(
+                f"backend.{key}: a setting of the llama_server backend (backend.kind is "
+                f"{backend['kind']}); remove it"
+            )
+    if backend["kind"] != "llama_server":
+        return
+    models: dict[str, set[str]] = {}
+    for config in configs:
+        for server, names in _models_per_server(config).items():
+            models.setdefault(server, set()).update(names)
+    for server, names in sorted(models.items()):
+        if len(names) > 1:
+            raise ConfigError(
+                f"servers: llama-server {server!r} serves one model, but agents ask it for "
+                f"{', '.join(sorted(names))}; give each model its own server"
+            )
 
 
 def _check_sequential_baseline(

@@ -247,21 +247,23 @@ class ServerInfo(_Part):
     threads: Annotated[
         Positive | None,
         Meta(
-            description="llama.cpp threads the pool started the server with (embedded "
-            f"backend); null when the server decides. {_V1_ABSENT}"
+            description="llama.cpp threads the pool started the server with (embedded and "
+            f"llama_server backends); null when the server decides. {_V1_ABSENT}"
         ),
     ] = None
     settings: Annotated[
         dict[str, str],
         Meta(
             description="Concurrency settings of the server (OLLAMA_NUM_PARALLEL, "
-            f"OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE, ...). {_V1_ABSENT}"
+            "OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE; llama-server's parallel and ctx_size; "
+            f"an external server's declared parallel, ...). {_V1_ABSENT}"
         ),
     ] = field(default_factory=dict)
     settings_source: Annotated[
         Literal["set", "declared"] | None,
         Meta(
-            description="set: the pool started the server with these settings (ollama); "
+            description="set: the pool started the server with these settings (ollama, "
+            "llama_server); "
             "declared: the config says so and nothing observed them (external); null: none."
         ),
     ] = None
