@@ -23,6 +23,10 @@ from mabench.measure.errors import ServerSetupError
 from mabench.measure.protocol import execute_run
 from mabench.measure.records import CONCURRENT, SOLO, RunRecord, validate_record
 from mabench.measure.validity import CACHE_DIFFER, CACHE_UNKNOWN
+from mabench.servers.embedded.registry import BUILTIN_MODEL, embedded_model_path
+from mabench.servers.llama_server import find_binary
+from mabench.servers.net import free_port
+from mabench.servers.process import start_logged, stop, wait_answering
 
 SIM = {"prefix_cache": True, "ttft_ms": 400, "token_ms": 10}
 AGENTS = (("collector", "a"), ("insight", "b"))
@@ -149,3 +153,41 @@ def test_the_embedded_server_needs_no_reset_and_a_declared_impossible_one_is_ref
 def test_salts_are_new_each_time_and_of_one_length():
     salts = {new_salt() for _ in range(100)}
     assert len(salts) == 100 and {len(s) for s in salts} == {SALT_HEX_DIGITS + 3}
+
+
+@pytest.mark.parametrize("save_path", [False, True])
+def test_a_real_llama_server_is_reset_by_erasing_its_slots_only_where_it_can(tmp_path, save_path):
+    """llama.cpp's server lists its slots at its defaults, but refuses every slot action (501)
+    unless started with --slot-save-path: auto then salts the prompts instead of failing the
+    run at its first reset; with a save path, every slot is erased, and a prompt sent again
+    after the erase is not taken from the cache."""
+    binary = find_binary("llama-server", tmp_path)
+    if binary is None:
+        pytest.skip("no llama-server: `make setup` builds it (envs/build-llama-server.sh)")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    extra = ("--slot-save-path", str(tmp_path)) if save_path else ()
+    command = [
+        str(binary),
+        *("--model", str(embedded_model_path()), "--alias", BUILTIN_MODEL),
+        *("--port", str(port), "--parallel", "2", "--threads", "1", *extra),
+    ]
+    proc = start_logged(command, tmp_path / "server.log")
+    try:
+        wait_answering(proc, url, command=command, log_path=None, timeout_s=120, path="/health")
+        spec = ServerSpec("ls", url=url, api="openai")
+        with management_client(spec, url, Timeouts(), "external") as client:
+            prompt = "Tell me a long story about a cat, a dog and all of their friends."
+            for _ in range(2):  # the second time, the prompt is in the slot's cache
+                again = client.call("chat", BUILTIN_MODEL, prompt, options={"num_predict": 2})
+            assert again.metrics.cached_prompt_tokens
+            policy = resolve_policy(spec, client, "external")
+            if not save_path:
+                assert policy.kind == "salt" and "no reset found" in policy.how
+                return
+            assert policy.kind == "endpoint" and "every slot erased (2)" in policy.how
+            assert all(client.reset_cache(path) for path in policy.resets)
+            fresh = client.call("chat", BUILTIN_MODEL, prompt, options={"num_predict": 2})
+            assert fresh.metrics.cached_prompt_tokens == 0
+    finally:
+        stop(proc)

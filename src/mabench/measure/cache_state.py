@@ -14,11 +14,17 @@ are:
   at the start of the run (Ollama's API: an unloaded model leaves no cache).
 - ``endpoint``: the server's own reset: vLLM ``POST /reset_prefix_cache``, SGLang
   ``POST /flush_cache``, llama.cpp server ``POST /slots/<id>?action=erase`` for every slot
-  (``GET /slots``, which needs ``--slots``). ``auto`` uses the first one the server answers.
+  (``GET /slots``, which needs ``--slots``; the erase needs ``--slot-save-path``, without
+  which it answers 501). ``auto`` uses the first one the server answers.
 - ``salt``: a nonce of the same length, new for every phase and agent, at the very start of
   what the model reads (the system prompt if there is one, else every prompt), so no phase
   can reuse another's prefix; the same-work check then compares token counts and stop
   reasons, not texts (:func:`mabench.measure.validity.compare_work`).
+
+The server of an agent measured alone (solo and sequential phases) is reset before each
+agent where it serves more than one (:func:`resets_between_agents`): alone, an agent must not
+find the previous agent's prompts in a shared server's cache when the agents started together
+do not.
 
 The warm-up (:func:`warmup_plans`) sends each agent's first prompt with a salt of its own, so
 it pays what a first long request pays without leaving anything a phase could reuse. What each
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -54,6 +61,7 @@ __all__ = [
     "new_salt",
     "open_cache_state",
     "planned_policy",
+    "resets_between_agents",
     "resolve_policy",
     "warmup_plans",
     "with_cache_policy",
@@ -98,7 +106,10 @@ def _whole_cache_reset(client: OpenAIClient) -> tuple[tuple[str, ...], str] | No
     slots = client.slot_ids()
     if slots:
         paths = tuple(f"/slots/{i}?action=erase" for i in slots)
-        return paths, f"llama.cpp server: every slot erased ({len(slots)})"
+        # a llama-server started without --slot-save-path lists its slots but answers every
+        # slot action 501: then it has no reset of its own
+        if all(client.reset_cache(path) for path in paths):
+            return paths, f"llama.cpp server: every slot erased ({len(slots)})"
     for path, name in WHOLE_CACHE_RESETS:
         if client.reset_cache(path):
             return (path,), f"{name} (POST {path})"
@@ -126,7 +137,8 @@ def _declared_policy(spec: ServerSpec, client: SyncClient, backend: str, kind: s
         tried = ", ".join(["GET /slots"] + [f"POST {p}" for p, _ in WHOLE_CACHE_RESETS])
         raise ServerSetupError(
             f"server {name!r}: cache_reset: endpoint, but the server answers none of {tried} "
-            "(llama.cpp's server needs --slots); set cache_reset to salt or auto"
+            "(llama.cpp's server needs --slots, and --slot-save-path to erase them); set "
+            "cache_reset to salt or auto"
         )
     return CachePolicy(name, ENDPOINT, found[1], resets=found[0])
 
@@ -232,7 +244,10 @@ def bring_to_same_cache_state(
     salt (``plans`` as they are without a ``state``: nothing to bring)."""
     if state is None:
         return list(plans)
-    to_reset = [p for p in state.policies.values() if p.kind in (RELOAD, ENDPOINT)]
+    used = {p.info.server for p in plans}
+    to_reset = [
+        p for p in state.policies.values() if p.kind in (RELOAD, ENDPOINT) and p.server in used
+    ]
     if to_reset:
         with ExitStack() as stack:
             wanted = {p.server: state.urls[p.server] for p in to_reset}
@@ -249,6 +264,20 @@ def bring_to_same_cache_state(
         replace(p, salt=new_salt()) if state.policies[p.info.server].kind == SALT else p
         for p in plans
     ]
+
+
+def resets_between_agents(state: CacheState | None, plans: Sequence[AgentPlan]) -> bool:
+    """Whether agents run one after another must each find their server reset: some server
+    with a reset (reload or endpoint) serves more than one of ``plans``, so without one an
+    agent alone would find the previous agent's prompts in its cache (the chat template's
+    opening, a shared system prompt), which the agents started together do not."""
+    if state is None:
+        return False
+    served = Counter(p.info.server for p in plans)
+    return any(
+        served[name] > 1 and policy.kind in (RELOAD, ENDPOINT)
+        for name, policy in state.policies.items()
+    )
 
 
 def _reset(
