@@ -4,7 +4,8 @@
 #
 # Setup builds llama-cpp-python from source once per machine with portable CPU flags (the
 # default -march=native build dies with SIGILL on some VMs) and caches the wheel under
-# ~/.cache/mabench/wheels, so later setups install in seconds.
+# ~/.cache/mabench/wheels, and llama.cpp's own server from the same sources under
+# ~/.cache/mabench/llama-server-*, so later setups install in seconds.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,12 +22,14 @@ GGML_FLAGS := -DGGML_NATIVE=OFF
 GGML_TAG := portable-$(shell uname -m)
 endif
 WHEELHOUSE ?= $(HOME)/.cache/mabench/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(GGML_TAG)
+# llama.cpp's own server, built once from the same sdist's llama.cpp (the llama_server backend)
+LLAMA_SERVER_CACHE ?= $(HOME)/.cache/mabench/llama-server-$(LLAMA_CPP_VERSION)-$(GGML_TAG)
 
 .PHONY: setup run study test test-cluster lint docs bench report-html clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile envs/build-llama-server.sh
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mabench needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -38,6 +41,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELHOUSE); \
 	fi
 	CMAKE_ARGS="$(GGML_FLAGS)" $(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[test,bench,cluster]'
+	envs/build-llama-server.sh $(LLAMA_CPP_VERSION) $(LLAMA_SERVER_CACHE) $(BIN)/python "$(GGML_FLAGS)"
+	ln -sf $(LLAMA_SERVER_CACHE)/llama-server $(BIN)/llama-server
 	$(BIN)/mabench doctor
 	@touch $@
 

@@ -10,7 +10,8 @@ The solo phase measures each agent alone on *its config's* server. That is the b
 already when every server of the config has the whole machine (one server per config, or
 processes that each see the whole GPU); when a config splits the machine (two embedded servers
 with half the CPUs each), it is not, and a third phase, ``sequential``, runs each agent alone
-on its server reloaded with every CPU (``num_thread``, a runner option of Ollama's API). The
+on its server reloaded with every CPU (``num_thread``, a runner option of Ollama's API; a
+llama-server, which takes its threads when it starts, is restarted with them). The
 solo phase then measures interference only: how much the agents slow each other down on the
 config's own servers.
 
@@ -88,6 +89,13 @@ def _automatic(
         )
         return Baseline(
             kind="solo", threads=None, reason=f"{where}, so the solo phase is the baseline"
+        )
+    if backend == "llama_server":
+        return Baseline(
+            kind="sequential",
+            threads=cpus,
+            reason=f"server(s) {_names(partial)} have fewer threads than the machine's {cpus} "
+            f"CPUs: each agent runs alone on its server, restarted with all {cpus} CPUs",
         )
     openai = sorted({a.name for a in config.agents if study.server(a.server).api == "openai"})
     if openai:

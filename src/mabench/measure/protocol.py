@@ -30,10 +30,10 @@ returned that looks like a complete run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,7 @@ from mabench.measure.cache_state import (
     CacheState,
     bring_to_same_cache_state,
     open_cache_state,
+    resets_between_agents,
     warmup_plans,
     with_cache_policy,
 )
@@ -173,9 +174,12 @@ def execute_run(
     attempt: int = 1,
     backend: str | None = None,
     threads: Mapping[str, int | None] | None = None,
+    restart: Restart | None = None,
 ) -> RunRecord:
     """Measure one run of ``config_id`` against the servers at ``urls`` (server name → URL);
-    ``threads``: the llama.cpp threads each server was started with, for the record."""
+    ``threads``: the llama.cpp threads each server was started with, for the record;
+    ``restart``: where servers take their threads only when they start, how to restart them
+    with other threads (the sequential baseline's whole machine)."""
     config = study.config(config_id)
     missing = sorted({a.server for a in config.agents} - set(urls))
     if missing:
@@ -188,14 +192,14 @@ def execute_run(
     backend = backend or study.backend_kind
     baseline = choose_baseline(study, config, threads or {}, environment.available_cpus())
     order = study.phase_order_for(run_index, config_id, sequential=baseline.kind == SEQUENTIAL)
-    blocks = phase_blocks(order, plans, baseline)
+    blocks = phase_blocks(order, plans, baseline, restarts=restart is not None)
     prepared = prepare_servers(config, urls, timeouts, backend, servers=specs, threads=threads)
     cache = open_cache_state(specs, urls, timeouts, backend)
     measured = measure_phases(
         config,
         blocks,
         timeouts,
-        LoadTarget(specs, urls, backend),
+        LoadTarget(specs, urls, backend, restart),
         label=f"{config_id} run {run_index}",
         cache=cache,
     )
@@ -308,18 +312,36 @@ def prepare_servers(
     return PreparedServers(infos, isolation)
 
 
+#: brings the config's servers up with this many threads each (None: the config's own) and
+#: returns their URLs; for servers that take their threads only when they start
+Restart = Callable[[int | None], Mapping[str, str]]
+
+
 @dataclass(frozen=True)
 class LoadTarget:
-    """Where a block's loads go: the study's servers, their URLs, the backend."""
+    """Where a block's loads go: the study's servers, their URLs, the backend; ``restart``
+    where a block's threads are set by restarting the servers (llama-server) rather than by
+    each load's ``num_thread``."""
 
     servers: Mapping[str, ServerSpec]
     urls: Mapping[str, str]
     backend: str
+    restart: Restart | None = None
 
     def load(
-        self, plans: Sequence[AgentPlan], timeouts: Timeouts
+        self, block: PhaseBlock, timeouts: Timeouts
     ) -> tuple[list[LoadResult], dict[str, list[PsModel]]]:
-        """Step 3 for ``plans``, through management clients opened for it."""
+        """Step 3 for ``block``'s agents, through management clients opened for it (after
+        restarting the servers with the block's threads, where that is how they are set)."""
+        plans = block.plans
+        if self.restart is not None:
+            urls = self.restart(block.threads)
+            moved = sorted(n for n in self.urls if n in urls and urls[n] != self.urls[n])
+            if moved:
+                raise ServerSetupError(
+                    f"server(s) {', '.join(moved)} came back at another URL after a restart "
+                    "with new threads; give them fixed ports (servers[].port)"
+                )
         with ExitStack() as stack:
             clients = open_management_clients(
                 stack, self.servers, self.urls, timeouts, self.backend
@@ -334,18 +356,25 @@ class PhaseBlock:
 
     phases: tuple[str, ...]
     plans: tuple[AgentPlan, ...]
+    #: the threads of every server in this block, where a restart sets them (None: the
+    #: config's own)
+    threads: int | None = None
 
 
 def phase_blocks(
-    order: Sequence[str], plans: Sequence[AgentPlan], baseline: Baseline
+    order: Sequence[str], plans: Sequence[AgentPlan], baseline: Baseline, restarts: bool = False
 ) -> list[PhaseBlock]:
     """``order`` cut where the agents' options change: the sequential phase is a block of its
-    own, loaded with the whole machine's threads."""
+    own, loaded with the whole machine's threads (each load's ``num_thread``, or with
+    ``restarts`` the servers restarted with them)."""
     blocks: list[PhaseBlock] = []
     for phase in order:
         sequential = phase == SEQUENTIAL
         if blocks and not sequential and SEQUENTIAL not in blocks[-1].phases:
-            blocks[-1] = PhaseBlock((*blocks[-1].phases, phase), blocks[-1].plans)
+            blocks[-1] = replace(blocks[-1], phases=(*blocks[-1].phases, phase))
+            continue
+        if sequential and restarts:
+            blocks.append(PhaseBlock((phase,), tuple(plans), baseline.threads))
             continue
         agents = whole_machine_plans(plans, baseline) if sequential else plans
         blocks.append(PhaseBlock((phase,), tuple(agents)))
@@ -429,19 +458,45 @@ def measure_phases(
     expected: dict[str, list[PsModel]] = {}
     with open_coordinator(config.coordinator, timeouts) as coordinator:
         for block in blocks:
-            loaded, expected = target.load(block.plans, timeouts)
+            loaded, expected = target.load(block, timeouts)
             warm = warm_up(coordinator, block.plans)
             loads.extend(load_records(block, loaded, warm))
             for phase in block.phases:
                 log.info("%s: %s phase", label, phase)
-                now = bring_to_same_cache_state(cache, block.plans)
-                outcome = coordinator.run_phase(
-                    now, phase, concurrent=(phase == CONCURRENT), clock=clock
-                )
+                outcome = run_measured_phase(coordinator, cache, block.plans, phase, clock)
                 phases.append(outcome.phase)
                 spans.extend(outcome.agent_spans)
                 calls.extend(outcome.calls)
     return MeasuredPhases(phases, spans, calls, loads, expected)
+
+
+def run_measured_phase(
+    coordinator: Coordinator,
+    cache: CacheState | None,
+    plans: Sequence[AgentPlan],
+    phase: str,
+    clock: Clock,
+) -> PhaseOutcome:
+    """One measured phase from the same cache state: every agent at once (concurrent), else
+    one after another, each after its own server's reset where a server with a reset serves
+    several of them (the phase's span then runs from the first agent's start to the last
+    one's end; only the agents' own spans are measured alone)."""
+    concurrent = phase == CONCURRENT
+    if concurrent or not resets_between_agents(cache, plans):
+        now = bring_to_same_cache_state(cache, plans)
+        return coordinator.run_phase(now, phase, concurrent=concurrent, clock=clock)
+    outcomes = [
+        coordinator.run_phase(
+            bring_to_same_cache_state(cache, [plan]), phase, concurrent=False, clock=clock
+        )
+        for plan in plans
+    ]
+    first, last = outcomes[0].phase, outcomes[-1].phase
+    return PhaseOutcome(
+        phase=Span(phase, None, first.t_start_ns, last.t_end_ns),
+        agent_spans=[s for o in outcomes for s in o.agent_spans],
+        calls=[c for o in outcomes for c in o.calls],
+    )
 
 
 def warm_up(coordinator: Coordinator, plans: Sequence[AgentPlan]) -> PhaseOutcome:

@@ -4,8 +4,10 @@ Owns the server pool of a study (``pool``: lazy start, stale and foreign servers
 process owns them: ``ownership``),
 the watchdog that never lets a server outlive its owner (``supervise``), starting a server
 process with its log and waiting until it answers (``process``), loopback networking helpers
-(``net``), the simulated Ollama server with exact, known timing (``simulated``) and
-the embedded Ollama-compatible llama.cpp server (``embedded``).
+(``net``), the simulated Ollama server with exact, known timing (``simulated``),
+the embedded Ollama-compatible llama.cpp server (``embedded``) and llama.cpp's own server,
+``llama-server``, as one the pool starts (``llama_server``: its executable, model file and
+command line).
 
 May import: :mod:`mabench.config`, :mod:`mabench.api` (the contracts they serve), and from
 ``measure`` only the typed errors (``measure.errors``), the atomic JSON writer

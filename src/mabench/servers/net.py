@@ -39,9 +39,10 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
         return False
 
 
-def answers(url: str, timeout_s: float = 2.0) -> bool:
-    """True when an Ollama-compatible server at ``url`` answers ``GET /`` with 200."""
-    return status_of(url, "/", timeout_s=timeout_s) == 200
+def answers(url: str, timeout_s: float = 2.0, path: str = "/") -> bool:
+    """True when the server at ``url`` answers ``GET <path>`` with 200 (``/``: an
+    Ollama-compatible server; llama.cpp's answers ``/health``)."""
+    return status_of(url, path, timeout_s=timeout_s) == 200
 
 
 def status_of(

@@ -32,7 +32,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,11 +40,18 @@ from pathlib import Path
 import psutil
 
 from mabench.api.openai import MODELS_PATH
-from mabench.config import ConfigSpec, ServerSpec, Study
+from mabench.config import LLAMA_SERVER_CTX_SIZE, ConfigSpec, ServerSpec, Study
 from mabench.measure.environment import available_cpus
 from mabench.measure.errors import ServerSetupError
 from mabench.measure.records import write_json_atomic
 from mabench.servers.embedded.registry import BUILTIN_ALIASES, BUILTIN_MODEL, normalize_name
+from mabench.servers.llama_server import (
+    HEALTH_PATH,
+    LlamaServerSetup,
+    find_binary,
+    missing_binary_message,
+    model_file,
+)
 from mabench.servers.net import answers, free_port, is_loopback, port_in_use, status_of
 from mabench.servers.ownership import claimed_owner_pid
 from mabench.servers.process import ServerStartError, start_logged, wait_answering
@@ -265,16 +272,18 @@ class ServerPool:
         state = self._read()
         return {} if state is None else state[1]
 
-    def acquire(self, config: ConfigSpec | None = None) -> dict[str, str]:
-        """URLs of the servers ``config`` uses, up with the threads it needs (started or
-        restarted if not), plus the study's other servers that already run (idle). Without a
-        config: every server of the study, the CPUs divided among all of them."""
+    def acquire(
+        self, config: ConfigSpec | None = None, threads: int | None = None
+    ) -> dict[str, str]:
+        """URLs of the servers ``config`` uses, up with the threads it needs (or ``threads``
+        each; started or restarted if not), plus the study's other servers that already run
+        (idle). Without a config: every server of the study, the CPUs divided among all."""
         used = None if config is None else {a.server for a in config.agents}
         wanted = [s for s in self.study.servers if used is None or s.name in used]
         self.started = []
         if self.study.backend_kind == "external":
             return self._check_external(wanted)
-        threads = self.threads(len(wanted))
+        threads = threads or self.threads(len(wanted))
         with self._locked():
             servers = self._own_state()
             for spec in wanted:
@@ -285,9 +294,17 @@ class ServerPool:
             idle = {
                 name: s.url
                 for name, s in servers.items()
-                if name not in {w.name for w in wanted} and s.alive() and answers(s.url)
+                if name not in {w.name for w in wanted} and s.alive() and self._answers(s.url)
             }
             return {**{s.name: servers[s.name].url for s in wanted}, **idle}
+
+    def restarter(self, config: ConfigSpec) -> Callable[[int | None], dict[str, str]] | None:
+        """For servers that take their threads only when they start (llama-server): how a run
+        restarts ``config``'s servers with other threads (None: the config's own), for its
+        sequential baseline. None for the others, whose loads set their threads."""
+        if self.study.backend_kind != "llama_server":
+            return None
+        return lambda threads: self.acquire(config, threads)
 
     def _own_state(self) -> dict[str, ServerProc]:
         """This owner's servers; a live foreign owner is an error, a dead one's are stopped."""
@@ -315,7 +332,7 @@ class ServerPool:
         """Make ``spec``'s server run with ``threads``; True if it was (re)started."""
         current = servers.get(spec.name)
         if current is not None:
-            up = current.alive() and answers(current.url)
+            up = current.alive() and self._answers(current.url)
             if up and current.threads == threads:
                 return False
             why = "is down" if not up else f"runs {current.threads} threads, not {threads}"
@@ -325,15 +342,37 @@ class ServerPool:
             )
             _stop_trees([current])
         taken = {s.port for name, s in servers.items() if name != spec.name}
-        servers[spec.name] = self._start(spec, taken, threads)
+        # a restarted server keeps its port, so URLs handed out earlier stay right
+        port = spec.port if spec.port is not None or current is None else current.port
+        servers[spec.name] = self._start(spec, taken, threads, port)
         return True
+
+    def _answers(self, url: str) -> bool:
+        return answers(url, path=self.health_path)
+
+    @property
+    def health_path(self) -> str:
+        """What a started server answers 200 on once it can serve (llama-server: /health)."""
+        return HEALTH_PATH if self.study.backend_kind == "llama_server" else "/"
 
     def preflight(self) -> list[str]:
         """Problems that would stop the servers from starting or answering, found before any
         job runs: API key variables that are not set, and declared ports already taken by
         another program (ports of this study's own live servers are fine; none when the
         backend starts nothing or falls back to free ports)."""
-        return _missing_keys(self.study.servers) + self._taken_ports()
+        return _missing_keys(self.study.servers) + self._taken_ports() + self._llama_problems()
+
+    def _llama_problems(self) -> list[str]:
+        """A llama_server study's missing executable or GGUF files."""
+        if self.study.backend_kind != "llama_server":
+            return []
+        problems = []
+        for spec in self.study.servers:
+            try:
+                self._llama_setup(spec, None)
+            except ServerSetupError as exc:
+                problems.append(str(exc))
+        return list(dict.fromkeys(problems))
 
     def _taken_ports(self) -> list[str]:
         if self.study.backend_kind == "external" or self.study.backend["port_fallback"]:
@@ -380,7 +419,7 @@ class ServerPool:
         """llama.cpp threads of each server when ``servers`` of them are measured together
         (embedded): ``backend.num_thread``, or with ``auto`` the CPUs this process may use
         divided among them, at least 1. None for other backends (the server decides)."""
-        if self.study.backend_kind != "embedded":
+        if self.study.backend_kind not in ("embedded", "llama_server"):
             return None
         setting = self.study.backend["num_thread"]
         if setting != "auto":
@@ -398,6 +437,10 @@ class ServerPool:
         (``threads``: llama.cpp threads of an embedded server, default all servers')."""
         backend = self.study.backend
         env = dict(os.environ)
+        if backend["kind"] == "llama_server":
+            if threads is None:
+                threads = self.threads(len(self.study.servers))
+            return self._llama_setup(spec, threads).command(host, port), env
         if backend["kind"] == "embedded":
             cmd = [
                 sys.executable,
@@ -418,6 +461,32 @@ class ServerPool:
             env["OLLAMA_MODELS"] = str((self.study.base_dir / backend["ollama_models"]).resolve())
         return [backend["ollama_binary"], "serve"], env
 
+    def _llama_setup(self, spec: ServerSpec, threads: int | None) -> LlamaServerSetup:
+        """How llama-server ``spec`` is started: the executable, the one model its agents
+        ask for and its GGUF file, its slots, context and threads."""
+        backend = self.study.backend
+        setting = backend.get("llama_server_binary", "llama-server")
+        binary = find_binary(setting, self.study.base_dir)
+        if binary is None:
+            raise ServerSetupError(missing_binary_message(setting))
+        model = self.study.served_model(spec.name)
+        gguf = model_file(model, backend.get("models", {}), self.study.base_dir)
+        if gguf is None:
+            raise ServerSetupError(
+                f"server {spec.name!r}: no GGUF file for model {model!r}; llama-server loads a "
+                "file: add it to backend.models (name: path), or use the built-in "
+                f"{BUILTIN_MODEL}"
+            )
+        return LlamaServerSetup(
+            binary=binary,
+            model=model,
+            gguf=gguf,
+            parallel=self.study.parallel_of(spec.name),
+            ctx_per_slot=int(backend.get("ctx_size", LLAMA_SERVER_CTX_SIZE)),
+            threads=threads,
+            slot_dir=self.log_dir / "slots" / spec.name,
+        )
+
     def _embedded_models(self) -> list[str]:
         """``--model`` flags for the GGUF files some config uses (``backend.models``), and
         ``--no-builtin`` unless one uses the built-in model: a server registers (and hashes
@@ -433,17 +502,22 @@ class ServerPool:
             flags.append("--no-builtin")
         return flags
 
-    def _start(self, spec: ServerSpec, taken: set[int], threads: int | None) -> ServerProc:
-        """Start one server under its watchdog and wait until it answers."""
+    def _start(
+        self, spec: ServerSpec, taken: set[int], threads: int | None, port: int | None = None
+    ) -> ServerProc:
+        """Start one server under its watchdog (on ``port`` if free, else as the study
+        allows) and wait until it answers."""
         host = self.study.backend["host"]
         if not is_loopback(host):
             print(
                 f"mabench: warning: servers will listen on non-loopback address {host}",
                 file=sys.stderr,
             )
-        port = self._port_for(spec, host, taken)
+        port = self._port_for(spec, host, taken, port)
         cmd, env = self.command(spec, host, port, threads)
         log_path = self.log_dir / f"{spec.name}.log"
+        if self.study.backend_kind == "llama_server":
+            (self.log_dir / "slots" / spec.name).mkdir(parents=True, exist_ok=True)
         try:
             proc = start_logged(self._supervised(cmd), log_path, env=env, new_session=True)
         except ServerStartError as exc:
@@ -466,6 +540,7 @@ class ServerPool:
                 log_path=log_path,
                 timeout_s=float(self.study.backend["startup_timeout_s"]),
                 interval_s=0.1,
+                path=self.health_path,
                 name=f"server {spec.name!r}",
             )
         except ServerStartError as exc:
@@ -473,12 +548,15 @@ class ServerPool:
             raise ServerSetupError(str(exc)) from None
         return handle
 
-    def _port_for(self, spec: ServerSpec, host: str, taken: set[int]) -> int:
-        """The declared port, or a free one; a taken declared port is an error unless
-        ``backend.port_fallback`` allows a free one instead."""
-        port = spec.port if spec.port is not None else free_port(host)
+    def _port_for(
+        self, spec: ServerSpec, host: str, taken: set[int], wanted: int | None = None
+    ) -> int:
+        """The declared port (or ``wanted``: the port of the server being restarted), or a
+        free one; a taken declared port is an error unless ``backend.port_fallback`` allows a
+        free one instead (a restarted server's old port, still taken, gets a free one)."""
+        port = wanted if wanted is not None else free_port(host)
         if port in taken or port_in_use(port, host):
-            if not self.study.backend["port_fallback"]:
+            if spec.port is not None and not self.study.backend["port_fallback"]:
                 raise ServerSetupError(
                     f"port {port} of server {spec.name!r} is already in use by {_port_owner(port)}; stop that "
                     "program, choose another port in servers[].port, or set backend.port_fallback: true"

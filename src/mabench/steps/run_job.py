@@ -66,7 +66,13 @@ def measure(
             urls = pool.acquire(config)
             threads = {name: proc.threads for name, proc in pool.processes().items()}
             record = execute_run(
-                study, config_id, run_index, urls, attempt=attempt, threads=threads
+                study,
+                config_id,
+                run_index,
+                urls,
+                attempt=attempt,
+                threads=threads,
+                restart=pool.restarter(config),
             )
         errors = [c for c in record.calls if c.error is not None]
         if errors:  # execute_run raises on failed calls; this guards the invariant
