@@ -48,13 +48,16 @@ def test_two_openai_servers_checked_end_to_end(tmp_path, sim_server):
         *("--url", a.url, "--url", b.url, "--api", "openai"),
         *("--runs", "2", "--num-predict", "8", "--cores", "2", "--study", "check-sims"),
         *("--baseline", "solo"),  # two simulated servers: each has the whole machine
+        *("--parallel", "1"),  # as the simulated servers serve: declared, not observed
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "results" / "check-sims"
     study = yaml.safe_load((root / "study.yaml").read_text())
     assert [s["api"] for s in study["servers"]] == ["openai", "openai"]
     assert study["model"] == "smollm2:135m"  # the one model both serve
-    assert (root / "technical_report.md").is_file()
+    assert [s["parallel"] for s in study["servers"]] == [1, 1]
+    report = (root / "technical_report.md").read_text()
+    assert "s1: parallel=1; s2: parallel=1" in report and "declare" in report
     out = proc.stdout
     assert "2 runs of 2 agents on 2 server(s), openai API, model smollm2:135m" in out
     true = float(re.search(r"true efficiency\s+([0-9.]+) %", out).group(1))

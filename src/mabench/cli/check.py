@@ -1,6 +1,6 @@
 """``mabench check``: measure servers you already run, without writing a study file.
 
-    mabench check --url http://host:11434 [--url ...] [--api openai] [--agents 4]
+    mabench check --url http://host:11434 [--url ...] [--api openai] [--agents 4] [--parallel 4]
 
 It checks every URL, generates a study (``external`` backend: nothing is started; agents
 spread over the servers in turn, each with TR114's two-call workloads), writes it to
@@ -66,6 +66,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "none (default): the harness cannot see how the servers share the machine, so only "
         "interference (alone on its server vs together) is",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="requests each server serves at once, as you started it (llama-server's "
+        "--parallel, OLLAMA_NUM_PARALLEL, vLLM's --max-num-seqs): recorded and shown in the "
+        "report as declared",
+    )
     parser.add_argument("--study", help="study name (default: check-<UTC date and time>)")
     parser.add_argument("--cores", type=int, help="Snakemake cores (default: the profile's)")
 
@@ -78,6 +86,8 @@ def build_study(args: argparse.Namespace, model: str) -> dict[str, Any]:
         server: dict[str, Any] = {"name": f"s{i}", "url": url.rstrip("/"), "api": args.api}
         if args.api_key_env:
             server["api_key_env"] = args.api_key_env
+        if args.parallel is not None:
+            server["parallel"] = args.parallel
         servers.append(server)
     calls = {
         "collector": ["collector_analyse.md.j2", "collector_report.md.j2"],
