@@ -252,6 +252,14 @@ class Study:
         return forward if flips % 2 == 0 else forward[::-1]
 
     @property
+    def same_text(self) -> bool:
+        """Whether the same work includes the same answer texts: not on llama.cpp's server,
+        whose numbers depend on what it computes together (the slots batched, the prefix a
+        slot reuses), so the same seed gives another text when batched; there the same work
+        is the same token counts and stop reasons, as under a salt."""
+        return self.backend_kind != "llama_server"
+
+    @property
     def work_mismatch_policy(self) -> str:
         """``flag`` or ``fail`` (``auto``: flag on the embedded server, fail elsewhere)."""
         if self.on_work_mismatch != "auto":

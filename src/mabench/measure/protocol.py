@@ -204,7 +204,9 @@ def execute_run(
         cache=cache,
     )
     after = isolation_after(urls, timeouts, measured.expected, backend, specs, cache.held)
-    validity = check_validity(measured.calls, after, study.work_mismatch_policy)
+    validity = check_validity(
+        measured.calls, after, study.work_mismatch_policy, compare_texts=study.same_text
+    )
     validity = with_cache_check(validity, compare_cache_state(measured.calls, cache.assured))
     metrics = compute_run_metrics(
         [p.info for p in plans],

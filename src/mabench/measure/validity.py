@@ -69,11 +69,12 @@ def _eval_count(call: CallRecord) -> int | None:
     return None if call.server_metrics is None else call.server_metrics.eval_count
 
 
-def _compare(solo: CallRecord, concurrent: CallRecord) -> WorkComparison:
+def _compare(solo: CallRecord, concurrent: CallRecord, texts: bool = True) -> WorkComparison:
     solo_sha, conc_sha = text_sha256(solo.response_text), text_sha256(concurrent.response_text)
     solo_count, conc_count = _eval_count(solo), _eval_count(concurrent)
-    # prompts begun with different salts (cache policy salt) generate different texts
-    compared_text = solo.prompt_salt == concurrent.prompt_salt
+    # prompts begun with different salts (cache policy salt) generate different texts, and so
+    # does a server whose numbers depend on what it batches together (``texts`` False)
+    compared_text = texts and solo.prompt_salt == concurrent.prompt_salt
     return WorkComparison(
         agent=solo.agent,
         call_index=solo.call_index,
@@ -92,12 +93,13 @@ def _compare(solo: CallRecord, concurrent: CallRecord) -> WorkComparison:
     )
 
 
-def compare_work(calls: Sequence[CallRecord], alone: str = SOLO) -> WorkCheck:
+def compare_work(calls: Sequence[CallRecord], alone: str = SOLO, texts: bool = True) -> WorkCheck:
     """Each (agent, call) measured in phase ``alone`` (solo, or sequential) and in the
-    concurrent phase, compared; in the order of phase ``alone``."""
+    concurrent phase, compared; in the order of phase ``alone``. ``texts``: the answers'
+    texts too (else token counts and stop reasons only)."""
     concurrent = {(c.agent, c.call_index): c for c in calls if c.phase == CONCURRENT}
     compared = [
-        _compare(c, concurrent[(c.agent, c.call_index)])
+        _compare(c, concurrent[(c.agent, c.call_index)], texts)
         for c in calls
         if c.phase == alone and (c.agent, c.call_index) in concurrent
     ]
@@ -220,13 +222,20 @@ def describe_token_counts(check: TokenCountCheck) -> str:
 
 
 def check_validity(
-    calls: Sequence[CallRecord], after: IsolationAfter, on_work_mismatch: str
+    calls: Sequence[CallRecord],
+    after: IsolationAfter,
+    on_work_mismatch: str,
+    compare_texts: bool = True,
 ) -> Validity:
     """The checks of one run; each failed one adds its flag, and a work mismatch fails the
-    run instead (:class:`RunFailed`) when the study says ``on_work_mismatch: fail``."""
-    work = compare_work(calls)
+    run instead (:class:`RunFailed`) when the study says ``on_work_mismatch: fail``.
+    ``compare_texts``: the same work includes the same answers (see
+    :attr:`mabench.config.Study.same_text`)."""
+    work = compare_work(calls, texts=compare_texts)
     sequential = (
-        compare_work(calls, SEQUENTIAL) if any(c.phase == SEQUENTIAL for c in calls) else None
+        compare_work(calls, SEQUENTIAL, compare_texts)
+        if any(c.phase == SEQUENTIAL for c in calls)
+        else None
     )
     flags = []
     for alone, check in ((SOLO, work), (SEQUENTIAL, sequential)):
