@@ -1,4 +1,5 @@
-"""The same-work check: what it compares where a server's texts may part for the same work."""
+"""The same-work check where a server's texts may part for the same work, and the cache check
+where hits differ within the phases."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from msgspec.structs import replace
 
 from mabench.config import study_from_dict
 from mabench.datasets.synthetic import make_record
-from mabench.measure.validity import compare_work
+from mabench.measure.records import Validity
+from mabench.measure.validity import (
+    CACHE_DIFFER,
+    compare_cache_state,
+    compare_work,
+    with_cache_check,
+)
 
 
 def _texts_parted_at_call_1():
@@ -36,3 +43,43 @@ def test_only_llama_server_studies_compare_token_counts_alone():
     base = {"study": "t", "configs": [{"id": "c1", "scenario": "chimera_homo"}]}
     assert study_from_dict(base).same_text
     assert not study_from_dict({**base, "backend": {"kind": "llama_server"}}).same_text
+
+
+def _with_cached(calls, cached):
+    """``calls`` with the cached prompt tokens ``cached(call)`` reported for each."""
+    return [
+        replace(c, server_metrics=replace(c.server_metrics, cached_prompt_tokens=cached(c)))
+        for c in calls
+    ]
+
+
+def _turns_on_one_slot(call):
+    """Alone, each agent's second call reuses its first call's prefix (30 tokens); together on
+    one slot, the other agent's call came between them and nothing is reused."""
+    return 30 if call.call_index == 1 and call.phase != "concurrent" else 0
+
+
+def test_hits_that_differ_within_phases_after_resets_that_emptied_the_cache_are_not_flagged():
+    calls = _with_cached(make_record(4).calls, _turns_on_one_slot)
+    check = compare_cache_state(calls, reset_before_each_phase=True)
+    assert check.status == "within" and set(check.first_difference.values()) == {1}
+    validity = with_cache_check(
+        Validity(work=compare_work(calls), flags=[], isolation_after=None), check
+    )
+    assert validity.flags == []
+
+
+def test_a_reset_that_left_something_cached_or_no_reset_is_flagged():
+    calls = make_record(4).calls
+    first_concurrent = min((c for c in calls if c.phase == "concurrent"), key=lambda c: c.t_sent_ns)
+
+    def leaked(call):  # the first call after the reset found the other phase's prompt
+        return 100 if call is first_concurrent else _turns_on_one_slot(call)
+
+    for cached, assured in ((leaked, True), (_turns_on_one_slot, False)):
+        check = compare_cache_state(_with_cached(calls, cached), reset_before_each_phase=assured)
+        assert check.status == "differ"
+        flagged = with_cache_check(
+            Validity(work=compare_work(calls), flags=[], isolation_after=None), check
+        )
+        assert flagged.flags == [CACHE_DIFFER]

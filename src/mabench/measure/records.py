@@ -595,10 +595,13 @@ class CacheCheck(_Part):
     part of the prompt was cached)."""
 
     status: Annotated[
-        Literal["equal", "differ", "reset", "unknown"],
+        Literal["equal", "differ", "within", "reset", "unknown"],
         Meta(
             description="equal: the servers reported their cache hits and every phase saw the "
-            "same; differ: they did not (the run is flagged cache_differ); reset: the servers "
+            "same; differ: they did not (the run is flagged cache_differ); within: they did "
+            "not, but every server was reset before each phase (and before each agent alone) "
+            "and its first call after each reset had nothing cached, so the differences came "
+            "from the agents' turns within a phase (not flagged); reset: the servers "
             "said nothing, but every one was brought to the same state before each phase (or "
             "clears its cache per request); unknown: they said nothing and at least one was "
             "not reset (flagged cache_unknown)"
