@@ -83,3 +83,23 @@ def test_a_reset_that_left_something_cached_or_no_reset_is_flagged():
             Validity(work=compare_work(calls), flags=[], isolation_after=None), check
         )
         assert flagged.flags == [CACHE_DIFFER]
+
+
+def test_the_first_call_served_after_a_reset_is_the_first_to_stream_not_the_first_sent():
+    """Agents started together send at once and the server picks: on one slot the call sent
+    first may be served second, finding the 7 tokens every agent's prompt opens with."""
+    calls = _with_cached(make_record(4).calls, _turns_on_one_slot)
+    together = sorted((c for c in calls if c.phase == "concurrent"), key=lambda c: c.t_sent_ns)
+    sent_first, served_first = together[0], together[1]
+    late = served_first.t_first_token_ns + 1_000_000
+    calls = [
+        replace(
+            c,
+            t_first_token_ns=late,
+            server_metrics=replace(c.server_metrics, cached_prompt_tokens=7),
+        )
+        if c is sent_first
+        else c
+        for c in calls
+    ]
+    assert compare_cache_state(calls, reset_before_each_phase=True).status == "within"

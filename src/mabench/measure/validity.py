@@ -315,16 +315,22 @@ def _calls_with_the_same_prompts(calls: Sequence[CallRecord]) -> dict[str, int]:
 
 def _resets_emptied(calls: Sequence[CallRecord]) -> bool:
     """Whether the servers said every reset left nothing cached: in each phase, the first call
-    each server served, and in the phases of agents alone, each agent's first call (its server
+    each server served (the first to stream a token: agents started together send at once, and
+    the server picks), and in the phases of agents alone, each agent's first call (its server
     was reset before it), reported no cached prompt token. False where one said nothing."""
     first_served: dict[tuple[str, str], CallRecord] = {}
-    for call in sorted(calls, key=lambda c: c.t_sent_ns):
+    for call in sorted(calls, key=_served_at):
         first_served.setdefault((call.phase, call.server), call)
     alone_first = [c for c in calls if c.phase != CONCURRENT and c.call_index == 0]
     return all(
         c.server_metrics is not None and c.server_metrics.cached_prompt_tokens == 0
         for c in [*first_served.values(), *alone_first]
     )
+
+
+def _served_at(call: CallRecord) -> int:
+    """When the server began to answer ``call``: its first token, else its end."""
+    return call.t_first_token_ns if call.t_first_token_ns is not None else call.t_done_ns
 
 
 def compare_cache_state(calls: Sequence[CallRecord], reset_before_each_phase: bool) -> CacheCheck:
