@@ -71,7 +71,9 @@ def test_hits_that_differ_within_phases_after_resets_that_emptied_the_cache_are_
 
 def test_a_reset_that_left_something_cached_or_no_reset_is_flagged():
     calls = make_record(4).calls
-    first_concurrent = min((c for c in calls if c.phase == "concurrent"), key=lambda c: c.t_sent_ns)
+    first_concurrent = min(
+        (c for c in calls if c.phase == "concurrent"), key=lambda c: c.t_first_token_ns
+    )
 
     def leaked(call):  # the first call after the reset found the other phase's prompt
         return 100 if call is first_concurrent else _turns_on_one_slot(call)
