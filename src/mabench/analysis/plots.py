@@ -450,6 +450,11 @@ def _error_bars(ax: plt.Axes, g: pd.DataFrame, column: str, low: str, high: str)
     )
 
 
+def _parameter(name: str, value: float) -> str:
+    """``s = 0.703``; a bound the fit rests on as what it is (``k = 0``, not ``k = 2.28e-16``)."""
+    return f"{name} = 0" if abs(value) < 1e-9 else f"{name} = {value:.3g}"
+
+
 def _fitted_curves(ax: plt.Axes, fits: pd.DataFrame, n: np.ndarray, per_agent: bool) -> None:
     """The fitted Amdahl and USL curves of one series (left out where a fit gave none)."""
     for law, label, style in (
@@ -461,7 +466,7 @@ def _fitted_curves(ax: plt.Axes, fits: pd.DataFrame, n: np.ndarray, per_agent: b
             continue
         params = [float(fit.iloc[0][p]) for p in ("s", "k")[: len(law.start)]]
         curve = law.curve(n, *params)
-        shown = ", ".join(f"{p} = {v:.3g}" for p, v in zip(("s", "k"), params, strict=False))
+        shown = ", ".join(_parameter(p, v) for p, v in zip(("s", "k"), params, strict=False))
         ax.plot(n, 100 * curve / n if per_agent else curve, style, label=f"{label} fit ({shown})")
 
 
