@@ -21,10 +21,10 @@ are:
   can reuse another's prefix; the same-work check then compares token counts and stop
   reasons, not texts (:func:`mabench.measure.validity.compare_work`).
 
-The server of an agent measured alone (solo and sequential phases) is reset before each
-agent where it serves more than one (:func:`resets_between_agents`): alone, an agent must not
-find the previous agent's prompts in a shared server's cache when the agents started together
-do not.
+The server of an agent measured alone (solo and sequential phases) is reset through its
+endpoint before each agent where it serves more than one (:func:`resets_between_agents`):
+alone, an agent must not find the previous agent's prompts in a shared server's cache when the
+agents started together do not.
 
 The warm-up (:func:`warmup_plans`) sends each agent's first prompt with a salt of its own, so
 it pays what a first long request pays without leaving anything a phase could reuse. What each
@@ -268,15 +268,16 @@ def bring_to_same_cache_state(
 
 def resets_between_agents(state: CacheState | None, plans: Sequence[AgentPlan]) -> bool:
     """Whether agents run one after another must each find their server reset: some server
-    with a reset (reload or endpoint) serves more than one of ``plans``, so without one an
+    whose own endpoint resets its cache serves more than one of ``plans``, so without one an
     agent alone would find the previous agent's prompts in its cache (the chat template's
-    opening, a shared system prompt), which the agents started together do not."""
+    opening, a shared system prompt), which the agents started together do not. Not for a
+    reload (Ollama's API): it would also load each agent's model unmeasured, hiding the reload
+    that agents with other runner options pay one after another too."""
     if state is None:
         return False
     served = Counter(p.info.server for p in plans)
     return any(
-        served[name] > 1 and policy.kind in (RELOAD, ENDPOINT)
-        for name, policy in state.policies.items()
+        served[name] > 1 and policy.kind == ENDPOINT for name, policy in state.policies.items()
     )
 
 
