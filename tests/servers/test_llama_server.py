@@ -62,7 +62,11 @@ def test_the_model_file_is_the_builtin_under_any_name_or_a_declared_one(tmp_path
 def test_the_command_line_sets_slots_context_per_slot_and_threads():
     setup = LlamaServerSetup(Path("/x/llama-server"), "m:1", Path("/m.gguf"), 4, 512, 2, Path("/s"))
     cmd = setup.command("127.0.0.1", 8080)
-    flags = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    flags = {
+        flag: value
+        for flag, value in zip(cmd[1:], [*cmd[2:], ""], strict=True)
+        if flag.startswith("--") and not value.startswith("--")
+    }
     assert flags["--parallel"] == "4" and flags["--ctx-size"] == "2048"  # 4 slots x 512
     assert flags["--threads"] == flags["--threads-batch"] == "2"
     assert flags["--alias"] == "m:1" and flags["--model"] == "/m.gguf"
